@@ -1,0 +1,61 @@
+"""Task decoders on the unified representation (paper, section 2.3.3).
+
+- ``SynthesisDecoders``: one shallow decoder per modality, "two residual blocks and a final
+  1x1 convolution" as in Chartsias et al. (2018), with no activation at the end (the targets
+  are z-scored intensities). Vectorized over modalities like the encoders.
+- The segmentation decoder is the baseline U-Net applied to the 16-channel representation;
+  see ``urn_jax.urn.URN``.
+
+The residual block is not spelled out in the paper; we use the standard one of He et al.
+(2016) at the representation's width: conv3x3-BN-leaky ReLU-conv3x3-BN, added to the input,
+then leaky ReLU.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+
+from urn_jax.unet import LEAKY_SLOPE, BatchNorm
+
+
+class ResidualBlock(nn.Module):
+  features: int
+  dtype: Any = None
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    y = nn.Conv(self.features, (3, 3), use_bias=False, dtype=self.dtype)(x)
+    y = nn.leaky_relu(BatchNorm(dtype=self.dtype)(y, train), LEAKY_SLOPE)
+    y = nn.Conv(self.features, (3, 3), use_bias=False, dtype=self.dtype)(y)
+    y = BatchNorm(dtype=self.dtype)(y, train)
+    return nn.leaky_relu(x + y, LEAKY_SLOPE)
+
+
+class _SynthesisDecoder(nn.Module):
+  train: bool
+  dtype: Any = None
+
+  @nn.compact
+  def __call__(self, z):
+    for _ in range(2):
+      z = ResidualBlock(z.shape[-1], self.dtype)(z, self.train)
+    return nn.Conv(1, (1, 1), dtype=self.dtype)(z)[..., 0]
+
+
+class SynthesisDecoders(nn.Module):
+  """``z [B, H, W, C] -> [B, H, W, M]``: every modality synthesized from the representation."""
+
+  num_modalities: int = 4
+  dtype: Any = None
+
+  @nn.compact
+  def __call__(self, z, train: bool):
+    stacked = nn.vmap(
+        _SynthesisDecoder,
+        variable_axes={"params": 0, "batch_stats": 0},
+        split_rngs={"params": True},
+        in_axes=None, out_axes=-1, axis_size=self.num_modalities,
+    )(train, self.dtype, name="stacked")
+    return stacked(z)

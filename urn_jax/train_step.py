@@ -1,0 +1,142 @@
+"""Pure, jitted train steps and inference for the URN and the baseline.
+
+Every step is ``step(state, batch, key) -> (state, metrics)``. A batch is a dict of arrays:
+
+- ``image``: float ``[B, H, W, M]``, z-scored slices in the canonical modality order;
+- ``available``: bool ``[B, M]``, which modalities the sample has (HCP: T1 and T2 only);
+- ``label``: int ``[B, H, W]``, classes 0..3 (BraTS labels 0, 1, 2, 4), for segmentation.
+
+Modality dropout happens inside the step, from ``key``, so the mask that reaches the model
+is always an array and each step compiles once for every combination of modalities. The
+hyper-parameters are static keyword arguments (one compilation per setting).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training import train_state
+
+from urn_jax.fusion import fusion_variance
+from urn_jax.losses import cross_entropy, synthesis_loss
+from urn_jax.modality_dropout import modality_dropout
+from urn_jax.urn import PRETRAINED_MODULES
+
+
+class TrainState(train_state.TrainState):
+  """Flax's TrainState plus the batch-norm statistics."""
+
+  batch_stats: Any = None
+
+
+def make_optimizer(learning_rate: float, frozen: tuple[str, ...] = ()):
+  """Adam with default settings (paper 2.4); the top-level modules named in ``frozen`` get a
+  zero update, so their parameters stay bit-identical (freezing lives in the optimizer)."""
+  adam = optax.adam(learning_rate)
+  if not frozen:
+    return adam
+  def labels(params):
+    return {name: "frozen" if name in frozen else "trained" for name in params}
+  return optax.multi_transform({"trained": adam, "frozen": optax.set_to_zero()}, labels)
+
+
+def create_train_state(model, key, image_shape, learning_rate: float) -> TrainState:
+  """Initializes ``model`` for images of ``image_shape`` ``[B, H, W, M]``. A URN with
+  ``freeze_encoders=True`` gets an optimizer that leaves its encoders (and learned f) alone."""
+  images = jnp.zeros(image_shape, jnp.float32)
+  mask = jnp.ones((image_shape[0], image_shape[-1]), bool)
+  variables = jax.jit(functools.partial(model.init, train=False))(key, images, mask)
+  frozen = PRETRAINED_MODULES if getattr(model, "freeze_encoders", False) else ()
+  state = TrainState.create(apply_fn=model.apply, params=variables["params"],
+                            batch_stats=variables.get("batch_stats", {}),
+                            tx=make_optimizer(learning_rate, frozen))
+  # A strongly typed step counter: the Python 0 of TrainState.create is weakly typed, which
+  # would make the second call of a step compile again.
+  return state.replace(step=jnp.zeros((), jnp.int32))
+
+
+def _keep_mask(key, available, theta, min_keep):
+  available = available.astype(bool)
+  if theta is None:  # no modality dropout: use everything the sample has
+    return available
+  return modality_dropout(key, available, theta, min_keep)
+
+
+def _forward(state, params, batch, keep):
+  variables = {"params": params, "batch_stats": state.batch_stats}
+  out, updates = state.apply_fn(variables, batch["image"], keep, train=True,
+                                mutable=["batch_stats"])
+  return out, updates["batch_stats"]
+
+
+def _update(state, loss_fn):
+  (_, (batch_stats, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  metrics["grad_norm"] = optax.global_norm(grads)
+  return state.apply_gradients(grads=grads, batch_stats=batch_stats), metrics
+
+
+@functools.partial(jax.jit, donate_argnames="state",
+                   static_argnames=("theta", "min_keep", "variance_weight", "reconstruction"))
+def pretrain_step(state, batch, key, *, theta=0.8, min_keep=2, variance_weight=1e-4,
+                  reconstruction="l1"):
+  """Synthesis pre-training of a URN (paper 2.3, 2.4): reconstruct every modality the
+  sample has, dropped ones included, from the kept ones, plus ``variance_weight`` times the
+  voxel-wise variance of the kept encoders' outputs."""
+  keep = _keep_mask(key, batch["available"], theta, min_keep)
+
+  def loss_fn(params):
+    out, batch_stats = _forward(state, params, batch, keep)
+    recon = synthesis_loss(out["synthesis"], batch["image"], batch["available"], reconstruction)
+    variance = fusion_variance(out["z_tilde"], keep)
+    loss = recon + variance_weight * variance
+    return loss, (batch_stats, {"loss": loss, "reconstruction": recon, "variance": variance,
+                                "kept": keep.sum(axis=1).mean()})
+
+  return _update(state, loss_fn)
+
+
+@functools.partial(jax.jit, donate_argnames="state",
+                   static_argnames=("theta", "min_keep", "variance_weight"))
+def segment_step(state, batch, key, *, theta=0.5, min_keep=1, variance_weight=0.0):
+  """Segmentation with cross-entropy (paper 2.1), for the baseline (``theta=None``: no
+  modality dropout), Baseline + MD, and the URN. For a URN trained from scratch, set
+  ``variance_weight=1e-4`` (encoders and head learn together with the regularizer); with
+  frozen pre-trained encoders the variance is reported but has no gradient."""
+  keep = _keep_mask(key, batch["available"], theta, min_keep)
+
+  def loss_fn(params):
+    out, batch_stats = _forward(state, params, batch, keep)
+    logits = out["segmentation"]
+    ce = cross_entropy(logits, batch["label"])
+    metrics = {"cross_entropy": ce, "kept": keep.sum(axis=1).mean(),
+               "accuracy": (logits.argmax(-1) == batch["label"]).mean()}
+    loss = ce
+    if "z_tilde" in out:
+      metrics["variance"] = fusion_variance(out["z_tilde"], keep)
+      loss = loss + variance_weight * metrics["variance"]
+    metrics["loss"] = loss
+    return loss, (batch_stats, metrics)
+
+  return _update(state, loss_fn)
+
+
+@functools.partial(jax.jit, static_argnames="model")
+def infer(model, variables, images, mask):
+  """Inference with the given modalities: ``images [N, H, W, M]``, ``mask`` bool ``[N, M]``
+  (or ``[M]`` for all N). Returns ``label`` (class index 0..3) and ``probabilities`` where
+  the model segments, and ``synthesis`` ``[N, H, W, M]`` where it synthesizes. One
+  compilation serves every mask."""
+  mask = jnp.broadcast_to(jnp.asarray(mask).astype(bool), images.shape[:1] + images.shape[-1:])
+  out = model.apply(variables, images, mask, train=False)
+  result = {}
+  if "segmentation" in out:
+    probabilities = jax.nn.softmax(out["segmentation"].astype(jnp.float32), axis=-1)
+    result["probabilities"] = probabilities
+    result["label"] = probabilities.argmax(-1)
+  if "synthesis" in out:
+    result["synthesis"] = out["synthesis"].astype(jnp.float32)
+  return result
