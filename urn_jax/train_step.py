@@ -75,7 +75,7 @@ def _forward(state, params, batch, keep):
 
 def _update(state, loss_fn):
   (_, (batch_stats, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  metrics["grad_norm"] = optax.global_norm(grads)
+  metrics["grad_norm"] = optax.tree.norm(grads)
   return state.apply_gradients(grads=grads, batch_stats=batch_stats), metrics
 
 

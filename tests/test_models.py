@@ -1,0 +1,152 @@
+"""The networks: U-Net (2.1), encoders with fixed batch norm (2.3.1), URN and baseline."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import SIZE, TINY, make_batch
+
+import urn_jax as U
+from urn_jax.encoder import Encoders
+
+
+def _init(module, images, mask, train=False):
+  return jax.jit(module.init, static_argnames="train")(jax.random.key(0), images, mask,
+                                                       train=train)
+
+
+def test_fixed_batch_norm_has_no_trainable_parameters():
+  enc = Encoders(features=(4, 8), channels=4)
+  b = make_batch()
+  variables = _init(enc, b["image"], b["available"])
+  per_encoder = variables["params"]["stacked"]
+  assert set(per_encoder) == {"UNet_0"}, "the output batch norm must have no parameters"
+  assert "BatchNorm_0" in variables["batch_stats"]["stacked"]
+
+
+def test_encoder_outputs_are_standardized_per_modality_and_channel():
+  enc = Encoders(features=(4, 8), channels=4)
+  b = make_batch(batch=6)
+  available = np.ones((6, 4), bool)
+  available[:3, 1] = False
+  variables = _init(enc, b["image"], available)
+  z, _ = enc.apply(variables, b["image"], available, train=True, mutable=["batch_stats"])
+  z = np.asarray(z)
+  for i in range(4):
+    present = z[available[:, i], i]  # [n, H, W, C]
+    np.testing.assert_allclose(present.mean(axis=(0, 1, 2)), 0, atol=1e-4)
+    np.testing.assert_allclose(present.std(axis=(0, 1, 2)), 1, atol=1e-2)
+
+
+def test_batch_statistics_come_only_from_samples_that_have_the_modality():
+  enc = Encoders(features=(4, 8), channels=4)
+  b = make_batch(batch=3)
+  variables = _init(enc, b["image"], b["available"])
+  with_absent = np.array([[1, 1, 1, 1], [1, 1, 1, 1], [0, 1, 1, 1]], bool)
+  z3, _ = enc.apply(variables, b["image"], with_absent, train=True, mutable=["batch_stats"])
+  z2, _ = enc.apply(variables, b["image"][:2], with_absent[:2], train=True,
+                    mutable=["batch_stats"])
+  # FLAIR's encoder sees the same two FLAIR slices in both batches.
+  np.testing.assert_allclose(z3[:2, 0], z2[:, 0], rtol=1e-5, atol=1e-5)
+
+
+def test_running_statistics_of_an_absent_modality_are_untouched():
+  enc = Encoders(features=(4, 8), channels=4)
+  b = make_batch()
+  available = np.ones((4, 4), bool)
+  available[:, 2] = False  # no T1c in the whole batch
+  variables = _init(enc, b["image"], available)
+  z, updates = enc.apply(variables, b["image"], available, train=True, mutable=["batch_stats"])
+  assert np.isfinite(np.asarray(z)).all()
+  before, after = variables["batch_stats"], updates["batch_stats"]
+  for old, new in zip(jax.tree_util.tree_leaves(before), jax.tree_util.tree_leaves(after)):
+    np.testing.assert_array_equal(old[2], new[2])
+    assert not np.array_equal(old[0], new[0])
+
+
+def _conv_count(num_modalities):
+  enc = Encoders(num_modalities=num_modalities, features=(4, 8), channels=4)
+  images = jnp.zeros((2, SIZE, SIZE, num_modalities))
+  mask = jnp.ones((2, num_modalities), bool)
+  variables = jax.eval_shape(lambda: _init(enc, images, mask))
+  jaxpr = jax.make_jaxpr(lambda v: enc.apply(v, images, mask, train=False))(variables)
+  return str(jaxpr).count("conv_general_dilated")
+
+
+def test_encoders_run_as_one_batched_computation_not_a_loop():
+  assert _conv_count(2) == _conv_count(4) > 0
+
+
+def test_dropped_modality_encoder_gets_exactly_zero_gradient(tiny_urn):
+  b = make_batch()
+  keep = np.ones((4, 4), bool)
+  keep[:, 3] = False  # T2 dropped everywhere
+  poisoned = b["image"].at[..., 3].set(jnp.nan)
+  variables = _init(tiny_urn, b["image"], keep)
+
+  def loss(params):
+    out, _ = tiny_urn.apply({"params": params, "batch_stats": variables["batch_stats"]},
+                            poisoned, keep, train=True, mutable=["batch_stats"])
+    return (U.cross_entropy(out["segmentation"], b["label"])
+            + 1e-4 * U.fusion_variance(out["z_tilde"], keep)
+            + jnp.mean(out["synthesis"] ** 2))
+
+  grads = jax.jit(jax.grad(loss))(variables["params"])["encoders"]
+  for g in jax.tree_util.tree_leaves(grads):
+    g = np.asarray(g)
+    assert np.isfinite(g).all()
+    assert (g[3] == 0).all()
+  assert any(np.abs(np.asarray(g[0])).sum() > 0 for g in jax.tree_util.tree_leaves(grads))
+
+
+@pytest.mark.parametrize("fusion,channels", [("mean", 4), ("exp", 4), ("learned", 4),
+                                             ("hemis", 8)])
+def test_urn_outputs(fusion, channels):
+  model = U.URN(fusion=fusion, **TINY)
+  b = make_batch()
+  out = model.apply(_init(model, b["image"], b["available"]), b["image"], b["available"],
+                    train=False)
+  assert out["z_tilde"].shape == (4, 4, SIZE, SIZE, 4)
+  assert out["z"].shape == (4, SIZE, SIZE, channels)
+  assert out["synthesis"].shape == (4, SIZE, SIZE, 4)
+  assert out["segmentation"].shape == (4, SIZE, SIZE, U.NUM_CLASSES)
+
+
+def test_urn_without_task_or_with_unknown_fusion_is_refused():
+  b = make_batch()
+  with pytest.raises(ValueError, match="fusion must be one of"):
+    _init(U.URN(fusion="max", **TINY), b["image"], b["available"])
+  with pytest.raises(ValueError, match="needs a task"):
+    _init(U.URN(encoder_features=(4, 8), synthesis=False, segmentation_features=None),
+          b["image"], b["available"])
+
+
+def test_unet_shapes_and_divisibility_error():
+  net = U.UNet(features=(4, 8, 16), out_channels=3)
+  x = jnp.zeros((2, 24, 32, 5))
+  y = net.apply(net.init(jax.random.key(0), x, train=False), x, train=False)
+  assert y.shape == (2, 24, 32, 3)
+  with pytest.raises(ValueError, match="divisible by 4"):
+    net.init(jax.random.key(0), jnp.zeros((1, 18, 32, 5)), train=False)
+
+
+def test_unet_has_one_convolution_per_level():
+  net = U.UNet(features=(4, 8, 16), out_channels=3)
+  params = net.init(jax.random.key(0), jnp.zeros((1, 8, 8, 2)), train=False)["params"]
+  # 3 levels down (incl. bottom) + 2 up = 5 ConvBlocks of one conv each, 2 up-convolutions,
+  # and the final 1x1 convolution.
+  assert sorted(k.split("_")[0] for k in params) == ["Conv"] + ["ConvBlock"] * 5 + [
+      "ConvTranspose"] * 2
+  assert all(set(params[k]) == {"Conv_0", "BatchNorm_0"} for k in params
+             if k.startswith("ConvBlock"))
+
+
+def test_baseline_ignores_what_missing_modalities_hold():
+  model = U.Baseline(features=(4, 8))
+  b = make_batch()
+  mask = np.array([[1, 0, 1, 1]] * 4, bool)
+  variables = _init(model, b["image"], mask)
+  out = model.apply(variables, b["image"], mask, train=False)["segmentation"]
+  other = model.apply(variables, b["image"].at[..., 1].set(jnp.nan), mask,
+                      train=False)["segmentation"]
+  np.testing.assert_array_equal(out, other)
