@@ -65,7 +65,7 @@ def test_running_statistics_of_an_absent_modality_are_untouched():
 
 
 def _conv_count(num_modalities):
-  enc = Encoders(num_modalities=num_modalities, features=(4, 8), channels=4)
+  enc = Encoders(num_modalities=num_modalities, features=(4, 8), channels=4, stacking="vmap")
   images = jnp.zeros((2, SIZE, SIZE, num_modalities))
   mask = jnp.ones((2, num_modalities), bool)
   variables = jax.eval_shape(lambda: _init(enc, images, mask))
@@ -75,6 +75,22 @@ def _conv_count(num_modalities):
 
 def test_encoders_run_as_one_batched_computation_not_a_loop():
   assert _conv_count(2) == _conv_count(4) > 0
+
+
+@pytest.mark.parametrize("synthesis", [True, False])
+def test_vmap_and_unroll_stacking_share_parameters_and_results(synthesis):
+  b = make_batch()
+  kwargs = dict(TINY, segmentation_features=None if synthesis else (4, 8), synthesis=synthesis)
+  vmapped, unrolled = U.URN(stacking="vmap", **kwargs), U.URN(stacking="unroll", **kwargs)
+  variables = _init(vmapped, b["image"], b["available"])
+  shapes = lambda v: jax.tree_util.tree_map(jnp.shape, v)
+  assert shapes(variables) == shapes(_init(unrolled, b["image"], b["available"]))
+  mask = np.array([[1, 0, 1, 1], [1, 1, 1, 1], [0, 1, 0, 0], [0, 0, 1, 1]], bool)
+  for train in (False, True):
+    apply = lambda m: m.apply(variables, b["image"], mask, train=train, mutable=["batch_stats"])
+    (out_v, stats_v), (out_u, stats_u) = apply(vmapped), apply(unrolled)
+    jax.tree_util.tree_map(lambda a, c: np.testing.assert_allclose(a, c, rtol=2e-4, atol=2e-4),
+                           (out_v, stats_v), (out_u, stats_u))
 
 
 def test_dropped_modality_encoder_gets_exactly_zero_gradient(tiny_urn):

@@ -2,7 +2,7 @@
 
 - ``SynthesisDecoders``: one shallow decoder per modality, "two residual blocks and a final
   1x1 convolution" as in Chartsias et al. (2018), with no activation at the end (the targets
-  are z-scored intensities). Vectorized over modalities like the encoders.
+  are z-scored intensities). Stacked over modalities like the encoders.
 - The segmentation decoder is the baseline U-Net applied to the 16-channel representation;
   see ``urn_jax.urn.URN``.
 
@@ -17,6 +17,9 @@ from typing import Any
 
 import flax.linen as nn
 
+import jax.numpy as jnp
+
+from urn_jax.stacking import stack
 from urn_jax.unet import LEAKY_SLOPE, BatchNorm
 
 
@@ -38,24 +41,22 @@ class _SynthesisDecoder(nn.Module):
   dtype: Any = None
 
   @nn.compact
-  def __call__(self, z):
+  def __call__(self, carry, z):
     for _ in range(2):
       z = ResidualBlock(z.shape[-1], self.dtype)(z, self.train)
-    return nn.Conv(1, (1, 1), dtype=self.dtype)(z)[..., 0]
+    return carry, nn.Conv(1, (1, 1), dtype=self.dtype)(z)[..., 0]
 
 
 class SynthesisDecoders(nn.Module):
   """``z [B, H, W, C] -> [B, H, W, M]``: every modality synthesized from the representation."""
 
   num_modalities: int = 4
+  stacking: str = "auto"
   dtype: Any = None
 
   @nn.compact
   def __call__(self, z, train: bool):
-    stacked = nn.vmap(
-        _SynthesisDecoder,
-        variable_axes={"params": 0, "batch_stats": 0},
-        split_rngs={"params": True},
-        in_axes=None, out_axes=-1, axis_size=self.num_modalities,
-    )(train, self.dtype, name="stacked")
-    return stacked(z)
+    stacked = stack(_SynthesisDecoder, self.stacking, self.num_modalities, broadcast=True)(
+        train, self.dtype, name="stacked")
+    _, synthesis = stacked(None, z)  # [M, B, H, W]
+    return jnp.moveaxis(synthesis, 0, -1)

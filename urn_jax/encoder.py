@@ -3,8 +3,8 @@
 One U-Net per modality maps that modality's slice to ``channels`` (16 in the paper) feature
 maps of the same height and width, followed by a batch norm with fixed parameters that
 standardizes each channel to zero mean and unit variance before fusion. The M encoders have
-the same architecture, so they run as one batched computation: ``nn.vmap`` stacks their
-parameters on a leading modality axis and XLA sees a single program, not M calls.
+the same architecture, so their parameters are stacked on a leading modality axis and they
+run inside one program (``urn_jax.stacking``: vectorized on GPU, unrolled on CPU).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from urn_jax.stacking import stack
 from urn_jax.unet import PAPER_FEATURES, BatchNorm, UNet
 
 REPRESENTATION_CHANNELS = 16  # "We use 16 channels in the unified representation" (2.3.1)
@@ -26,10 +27,12 @@ class _Encoder(nn.Module):
   dtype: Any = None
 
   @nn.compact
-  def __call__(self, x, present):
+  def __call__(self, carry, inputs):
+    x, present = inputs
     z = UNet(self.features, self.channels, self.dtype)(x, self.train, present)
     # Fixed-parameter batch norm: standardization only, no learned scale or offset.
-    return BatchNorm(use_scale=False, use_bias=False, dtype=self.dtype)(z, self.train, present)
+    return carry, BatchNorm(use_scale=False, use_bias=False, dtype=self.dtype)(
+        z, self.train, present)
 
 
 class Encoders(nn.Module):
@@ -43,6 +46,7 @@ class Encoders(nn.Module):
   num_modalities: int = 4
   features: Sequence[int] = PAPER_FEATURES
   channels: int = REPRESENTATION_CHANNELS
+  stacking: str = "auto"
   dtype: Any = None
 
   @nn.compact
@@ -53,11 +57,7 @@ class Encoders(nn.Module):
     mask = mask.astype(bool)
     images = jnp.where(mask[:, None, None, :], images, 0)
     per_modality = jnp.moveaxis(images, -1, 0)[..., None]  # [M, B, H, W, 1]
-    stacked = nn.vmap(
-        _Encoder,
-        variable_axes={"params": 0, "batch_stats": 0},
-        split_rngs={"params": True},
-        in_axes=0, out_axes=0, axis_size=self.num_modalities,
-    )(self.features, self.channels, train, self.dtype, name="stacked")
-    z = stacked(per_modality, mask.T)  # [M, B, H, W, C]
+    stacked = stack(_Encoder, self.stacking, self.num_modalities, broadcast=False)(
+        self.features, self.channels, train, self.dtype, name="stacked")
+    _, z = stacked(None, (per_modality, mask.T))  # [M, B, H, W, C]
     return jnp.moveaxis(z, 0, 1)

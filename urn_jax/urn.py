@@ -47,6 +47,7 @@ class URN(nn.Module):
     segmentation_features: U-Net widths of the segmentation decoder; ``None`` for no
       segmentation head.
     num_classes: segmentation classes.
+    stacking: how the M encoders and decoders run (``urn_jax.stacking``).
     freeze_encoders: run the encoders (and a learned f) in inference mode and stop their
       gradient, for segmentation on top of pre-trained, frozen encoders. The optimizer
       freezes their parameters as well (``urn_jax.train_step.make_optimizer``).
@@ -60,6 +61,7 @@ class URN(nn.Module):
   synthesis: bool = True
   segmentation_features: Sequence[int] | None = PAPER_FEATURES
   num_classes: int = NUM_CLASSES
+  stacking: str = "auto"
   freeze_encoders: bool = False
   dtype: Any = None
 
@@ -69,11 +71,11 @@ class URN(nn.Module):
     if not self.synthesis and self.segmentation_features is None:
       raise ValueError("a URN needs a task: synthesis=True and/or segmentation_features")
     self.encoders = Encoders(self.num_modalities, self.encoder_features, self.channels,
-                             self.dtype)
+                             self.stacking, self.dtype)
     if self.fusion == "learned":
       self.learned_f = LearnedF(self.channels)
     if self.synthesis:
-      self.decoders = SynthesisDecoders(self.num_modalities, self.dtype)
+      self.decoders = SynthesisDecoders(self.num_modalities, self.stacking, self.dtype)
     if self.segmentation_features is not None:
       self.segmenter = UNet(self.segmentation_features, self.num_classes, self.dtype)
 

@@ -1,0 +1,24 @@
+"""Runs an urn_jax job: python launch.py --config=configs/<job>.py --workdir=<dir>.
+
+Each config's docstring shows its command; override fields with --config.<field>=<value>.
+"""
+
+from absl import app, flags
+from ml_collections import config_flags
+
+import urn_jax.jobs
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Job configuration file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  urn_jax.jobs.run(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+  app.run(main)
