@@ -1,0 +1,361 @@
+"""Data: discovery of every naming scheme, clear errors for bad input, pre-processing,
+the cache, splits and the slice loader."""
+
+import gzip
+import json
+import os
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from urn_jax.data.cases import (DataError, classes_to_labels, discover_brats, discover_hcp,
+                                labels_to_classes, load_case)
+from urn_jax.data.loader import SliceSource, make_loader
+from urn_jax.data.preprocess import (PreprocessConfig, n4_correct, preprocess_case,
+                                     preprocess_dataset, to_original_grid, zscore)
+from urn_jax.data.splits import load_or_create_split, make_split
+
+SHAPE = (40, 36, 12)
+FAST = PreprocessConfig(n4=False, size=48)
+NAMES = {  # naming scheme -> file suffix of each modality, and the label
+    "2018": dict(flair="_flair", t1="_t1", t1c="_t1ce", t2="_t2", seg="_seg"),
+    "2023": dict(flair="-t2f", t1="-t1n", t1c="-t1c", t2="-t2w", seg="-seg"),
+}
+
+
+def _volume(seed, shape=SHAPE, affine=None):
+  """A ball of 'brain' with two tissues and a lesion."""
+  rng = np.random.default_rng(seed)
+  grid = np.stack(np.meshgrid(*[np.arange(n) - n / 2 for n in shape], indexing="ij"))
+  r = np.sqrt((grid**2).sum(0))
+  brain = r < min(shape) * 0.45
+  image = np.where(brain, 100 + 50 * (grid[0] > 0) + rng.normal(0, 2, shape), 0)
+  label = np.zeros(shape, np.uint8)
+  label[(r < 2) & brain] = 1
+  label[(r >= 2) & (r < 3) & brain] = 4
+  label[(r >= 3) & (r < 4.5) & brain] = 2
+  return image.astype(np.float32), label
+
+
+def _save(data, path, affine=np.eye(4)):
+  path.parent.mkdir(parents=True, exist_ok=True)
+  nib.save(nib.Nifti1Image(data, affine), str(path))
+
+
+def write_brats_case(root, case_id, scheme="2018", modalities=("flair", "t1", "t1c", "t2"),
+                     seed=0, label=True):
+  image, lab = _volume(seed)
+  names = NAMES[scheme]
+  for i, m in enumerate(modalities):
+    _save((image * (1 + 0.1 * i)).astype(np.int16), root / case_id / f"{case_id}{names[m]}.nii.gz")
+  if label:
+    lab = np.where(lab == 4, 3, lab) if scheme == "2023" else lab
+    _save(lab, root / case_id / f"{case_id}{names['seg']}.nii.gz")
+  return root / case_id
+
+
+def write_hcp_subject(root, subject, seed=0, spacing=0.7, physical=SHAPE):
+  shape = tuple(int(round(n / spacing)) for n in physical)
+  image, _ = _volume(seed, shape)
+  affine = np.diag([spacing] * 3 + [1.0])
+  for m, rel in {"T1w": "T1w/T1w_acpc_dc_restore_brain.nii.gz",
+                 "T2w": "T1w/T2w_acpc_dc_restore_brain.nii.gz"}.items():
+    _save(image.astype(np.int16), root / subject / rel, affine)
+
+
+def test_discovers_every_brats_naming_scheme_nested_or_flat(tmp_path):
+  write_brats_case(tmp_path / "HGG", "Brats18_2013_2_1")
+  write_brats_case(tmp_path / "LGG", "Brats18_TCIA10_1_1", modalities=("t1", "t2"))
+  write_brats_case(tmp_path, "BraTS2021_00000")
+  write_brats_case(tmp_path, "BraTS-GLI-00000-000", scheme="2023", modalities=("flair", "t1c"))
+  (tmp_path / "README.txt").write_text("not an image")
+  cases, problems = discover_brats(tmp_path)
+  assert problems == []
+  by_id = {c.case_id: c for c in cases}
+  assert set(by_id) == {"Brats18_2013_2_1", "Brats18_TCIA10_1_1", "BraTS2021_00000",
+                        "BraTS-GLI-00000-000"}
+  assert by_id["Brats18_2013_2_1"].available.all()
+  assert by_id["Brats18_TCIA10_1_1"].available.tolist() == [False, True, False, True]
+  assert by_id["BraTS-GLI-00000-000"].available.tolist() == [True, False, True, False]
+  assert by_id["BraTS-GLI-00000-000"].label_convention == "brats2023"
+  _, label, _ = load_case(by_id["BraTS-GLI-00000-000"])
+  assert set(np.unique(label)) == {0, 1, 2, 3}  # label 3 of 2023 is class 3 (enhancing)
+
+
+def test_discovers_hcp_subjects(tmp_path):
+  write_hcp_subject(tmp_path, "100307")
+  (tmp_path / "100408" / "T1w").mkdir(parents=True)
+  _save(np.ones((4, 4, 4), np.int16), tmp_path / "100408/T1w/T1w_acpc_dc_restore_brain.nii.gz")
+  cases, _ = discover_hcp(tmp_path)
+  assert [c.case_id for c in cases] == ["100307", "100408"]
+  assert cases[0].available.tolist() == [False, True, False, True]
+  assert cases[1].available.tolist() == [False, True, False, False]
+
+
+def test_empty_folders_are_clear_errors(tmp_path):
+  with pytest.raises(DataError, match="no BraTS case found in .*Brats18_XXX_flair"):
+    discover_brats(tmp_path)
+  with pytest.raises(DataError, match="no HCP subject found"):
+    discover_hcp(tmp_path)
+  with pytest.raises(DataError, match="does not exist"):
+    discover_brats(tmp_path / "nowhere")
+
+
+def _corrupt(case_dir, case_id, kind):
+  flair = case_dir / f"{case_id}_flair.nii.gz"
+  if kind == "shape":
+    _save(np.ones((10, 10, 10), np.int16), flair)
+  elif kind == "affine":
+    _save(_volume(0)[0].astype(np.int16), flair, np.diag([2.0, 1, 1, 1]))
+  elif kind == "4d":
+    _save(np.ones(SHAPE + (2,), np.int16), flair)
+  elif kind == "nan":
+    data = _volume(0)[0]
+    data[0, 0, 0] = np.nan
+    _save(data, flair)
+  elif kind == "zero":
+    _save(np.zeros(SHAPE, np.int16), flair)
+  elif kind == "label":
+    _save(np.full(SHAPE, 3, np.uint8), case_dir / f"{case_id}_seg.nii.gz")
+  elif kind == "truncated":
+    raw = flair.read_bytes()
+    flair.write_bytes(raw[: len(raw) // 2])
+  elif kind == "garbage":
+    flair.write_bytes(gzip.compress(b"this is not a nifti file" * 20))
+
+
+BAD = {"shape": "has shape", "affine": "different affine", "4d": "expected a 3D volume",
+       "nan": "NaN or infinite", "zero": "all zeros", "label": r"values \[3\]; expected",
+       "truncated": "cannot read flair", "garbage": "cannot read flair"}
+
+
+def test_each_bad_case_is_reported_by_name_and_the_rest_is_processed(tmp_path):
+  for i, kind in enumerate(BAD):
+    case_id = f"Brats18_bad_{kind}"
+    _corrupt(write_brats_case(tmp_path / "data", case_id, seed=i), case_id, kind)
+  write_brats_case(tmp_path / "data", "Brats18_good_1")
+  write_brats_case(tmp_path / "data", "Brats18_good_2", modalities=("t1c",))
+  cases, _ = discover_brats(tmp_path / "data")
+  done, problems = preprocess_dataset(cases, tmp_path / "cache", FAST, progress=False)
+  assert sorted(d.name for d in done) == ["Brats18_good_1", "Brats18_good_2"]
+  assert len(problems) == len(BAD)
+  for kind, pattern in BAD.items():
+    message = next(p for p in problems if f"Brats18_bad_{kind}" in p)
+    assert pytest.importorskip("re").search(pattern, message), (kind, message)
+    if kind != "label":
+      assert "flair" in message
+
+
+def _bias(shape, strength=0.4):
+  grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij"))
+  return np.exp(strength * (grid[0] + 0.5 * grid[1] ** 2 - 0.3 * grid[2]))
+
+
+def test_n4_removes_most_of_a_synthetic_bias_field():
+  shape = (48, 48, 32)
+  grid = np.stack(np.meshgrid(*[np.arange(n) - n / 2 for n in shape], indexing="ij"))
+  r = np.sqrt((grid**2).sum(0))
+  mask = r < 20
+  tissue = np.where(r < 10, 150.0, 100.0)
+  rng = np.random.default_rng(0)
+  clean = np.where(mask, tissue + rng.normal(0, 1, shape), 0).astype(np.float32)
+  biased = clean * _bias(shape)
+  corrected = n4_correct(biased, mask, (1, 1, 1), shrink=2)
+  outer = mask & (r > 12)
+
+  def cv(v):
+    return v[outer].std() / v[outer].mean()
+  assert cv(corrected) < 0.5 * cv(biased), (cv(biased), cv(corrected), cv(clean))
+
+
+def test_zscore_inside_the_mask_and_zero_outside():
+  data = np.random.default_rng(0).normal(5, 3, (10, 10, 10)).astype(np.float32)
+  mask = np.zeros_like(data, bool)
+  mask[2:8, 2:8, 2:8] = True
+  out = zscore(data, mask)
+  assert abs(out[mask].mean()) < 1e-5 and abs(out[mask].std() - 1) < 1e-5
+  assert (out[~mask] == 0).all()
+
+
+def test_brats_prediction_maps_back_exactly(tmp_path):
+  write_brats_case(tmp_path, "Brats18_x")
+  case = discover_brats(tmp_path)[0][0]
+  volume, label, meta = preprocess_case(case, FAST)
+  assert volume.shape == (SHAPE[2], 48, 48, 4) and label.shape == (SHAPE[2], 48, 48)
+  original = np.asarray(nib.load(case.label_path).dataobj)
+  np.testing.assert_array_equal(classes_to_labels(to_original_grid(label, meta)), original)
+  probabilities = np.eye(4, dtype=np.float32)[label]
+  back = to_original_grid(probabilities, meta, order=1)
+  assert back.shape == SHAPE + (4,)
+  np.testing.assert_array_equal(classes_to_labels(back.argmax(-1)), original)
+
+
+def test_hcp_is_resampled_to_1mm_keeping_physical_geometry(tmp_path):
+  write_hcp_subject(tmp_path, "100307", physical=(44, 40, 36))
+  case = discover_hcp(tmp_path)[0][0]
+  volume, label, meta = preprocess_case(case, FAST)
+  assert label is None
+  original = nib.load(case.paths["t1"])
+  assert volume.shape[1:] == (48, 48, 4)
+  assert volume.shape[0] == int(np.ceil(original.shape[2] * 0.7))
+  # The brain's centre of mass, in world millimetres, before and after.
+  def centre(mask, affine):
+    return (affine @ np.append(np.argwhere(mask).mean(0), 1))[:3]
+  before = centre(np.asarray(original.dataobj) > 0, original.affine)
+  brain = np.moveaxis(volume[..., 1] != 0, 0, 2)  # [X, Y, Z] on the window
+  after = centre(brain, np.asarray(meta["resampled_affine"])) + np.append(
+      meta["window_start"], 0)
+  np.testing.assert_allclose(after, before, atol=1.0)
+  back = to_original_grid(np.moveaxis(brain, 2, 0).astype(np.uint8), meta)
+  assert back.shape == original.shape
+  truth = np.asarray(original.dataobj) > 0
+  dice = 2 * (back.astype(bool) & truth).sum() / (back.sum() + truth.sum())
+  assert dice > 0.95
+
+
+def test_labels_convert_between_conventions():
+  assert labels_to_classes(np.array([0, 1, 2, 4])).tolist() == [0, 1, 2, 3]
+  assert labels_to_classes(np.array([0, 1, 2, 3]), "brats2023").tolist() == [0, 1, 2, 3]
+  assert classes_to_labels(np.array([0, 1, 2, 3])).tolist() == [0, 1, 2, 4]
+  with pytest.raises(DataError, match="non-integer"):
+    labels_to_classes(np.array([0.5]))
+
+
+def test_cache_is_reused_resumed_and_rebuilt(tmp_path):
+  for i in range(3):
+    write_brats_case(tmp_path / "data", f"Brats18_{i}", seed=i)
+  cases, _ = discover_brats(tmp_path / "data")
+  done, _ = preprocess_dataset(cases, tmp_path / "cache", FAST, progress=False)
+  stamps = {d: os.path.getmtime(d / "image.npy") for d in done}
+  os.remove(done[1] / "meta.json")  # as if interrupted while writing this case
+  again, _ = preprocess_dataset(cases, tmp_path / "cache", FAST, progress=False)
+  assert again == done
+  assert os.path.getmtime(done[0] / "image.npy") == stamps[done[0]]
+  assert os.path.getmtime(done[2] / "image.npy") == stamps[done[2]]
+  assert (done[1] / "meta.json").exists()
+  other, _ = preprocess_dataset(cases, tmp_path / "cache", PreprocessConfig(n4=False, size=32),
+                                progress=False)
+  assert other[0].parent.parent != done[0].parent.parent
+  assert np.load(other[0] / "image.npy").shape[1:3] == (32, 32)
+  # A changed input file is processed again.
+  write_brats_case(tmp_path / "data", "Brats18_0", seed=7)
+  os.utime(cases[0].paths["flair"], (1, 1))
+  preprocess_dataset(cases, tmp_path / "cache", FAST, progress=False)
+  assert os.path.getmtime(done[0] / "image.npy") != stamps[done[0]]
+
+
+def test_parallel_preprocessing_gives_the_same_result(tmp_path):
+  for i in range(2):
+    write_brats_case(tmp_path / "data", f"Brats18_{i}", seed=i)
+  cases, _ = discover_brats(tmp_path / "data")
+  one, _ = preprocess_dataset(cases, tmp_path / "a", FAST, workers=1, progress=False)
+  two, _ = preprocess_dataset(cases, tmp_path / "b", FAST, workers=2, progress=False)
+  for a, b in zip(one, two):
+    np.testing.assert_array_equal(np.load(a / "image.npy"), np.load(b / "image.npy"))
+
+
+def test_split_is_deterministic_by_patient_and_read_back(tmp_path):
+  ids = [f"case{i}" for i in range(20)]
+  split = make_split(ids, seed=3)
+  assert len(split["train"]) == 14 and len(split["validation"]) == 6
+  assert not set(split["train"]) & set(split["validation"])
+  assert make_split(list(reversed(ids)), seed=3) == split
+  assert make_split(ids, seed=4) != split
+  stored = load_or_create_split(tmp_path, {"brats": ids, "hcp": ["s1", "s2", "s3"]}, seed=3)
+  assert stored["brats"] == split
+  assert json.loads((tmp_path / "split.json").read_text())["datasets"]["brats"] == split
+  assert load_or_create_split(tmp_path, {"brats": ids, "hcp": ["s1", "s2", "s3"]},
+                              seed=99) == stored  # read back, not re-drawn
+  with pytest.raises(DataError, match="does not have"):
+    load_or_create_split(tmp_path, {"brats": ids[:-1], "hcp": ["s1", "s2", "s3"]}, seed=3)
+
+
+@pytest.fixture
+def pooled_cache(tmp_path):
+  for i in range(2):
+    write_brats_case(tmp_path / "brats", f"Brats18_{i}", seed=i)
+  write_hcp_subject(tmp_path / "hcp", "100307")
+  brats, _ = preprocess_dataset(discover_brats(tmp_path / "brats")[0], tmp_path / "cache",
+                                FAST, progress=False)
+  hcp, _ = preprocess_dataset(discover_hcp(tmp_path / "hcp")[0], tmp_path / "cache", FAST,
+                              progress=False)
+  return brats, hcp
+
+
+def _first_batches(loader, n):
+  iterator = iter(loader)
+  return [next(iterator) for _ in range(n)]
+
+
+def test_loader_shapes_and_pooled_availability(pooled_cache):
+  brats, hcp = pooled_cache
+  source = SliceSource(brats + hcp)
+  batches = _first_batches(make_loader(source, batch_size=8, seed=0), 6)
+  assert batches[0]["image"].shape == (8, 48, 48, 4) and batches[0]["image"].dtype == np.float32
+  assert "label" not in batches[0]
+  masks = {tuple(m) for b in batches for m in b["available"].tolist()}
+  assert masks == {(True, True, True, True), (False, True, False, True)}
+  for b in batches:  # HCP slices hold zeros where FLAIR and T1c would be
+    hcp_rows = ~b["available"][:, 0]
+    assert (b["image"][hcp_rows][..., [0, 2]] == 0).all()
+  labelled = SliceSource(brats, labels=True)
+  batch = _first_batches(make_loader(labelled, batch_size=4, seed=0), 1)[0]
+  assert batch["label"].shape == (4, 48, 48) and set(np.unique(batch["label"])) <= {0, 1, 2, 3}
+  with pytest.raises(DataError, match="no label"):
+    SliceSource(hcp, labels=True)
+
+
+def test_skip_empty_slices(pooled_cache):
+  brats, _ = pooled_cache
+  full, brain_only = SliceSource(brats, skip_empty=False), SliceSource(brats)
+  assert len(full) == 2 * SHAPE[2] and len(brain_only) < len(full)
+  assert all(full_record["image"].any() for full_record in
+             (brain_only[i] for i in range(len(brain_only))))
+
+
+def test_loader_is_deterministic_and_resumable(pooled_cache):
+  brats, hcp = pooled_cache
+  source = SliceSource(brats + hcp)
+  a = _first_batches(make_loader(source, 4, seed=1), 5)
+  b = _first_batches(make_loader(source, 4, seed=1), 5)
+  c = _first_batches(make_loader(source, 4, seed=2), 5)
+  for x, y in zip(a, b):
+    np.testing.assert_array_equal(x["image"], y["image"])
+  assert not all(np.array_equal(x["image"], y["image"]) for x, y in zip(a, c))
+  iterator = iter(make_loader(source, 4, seed=1))
+  for _ in range(3):
+    next(iterator)
+  state = iterator.get_state()
+  resumed = iter(make_loader(source, 4, seed=1))
+  resumed.set_state(state)
+  np.testing.assert_array_equal(next(resumed)["image"], a[3]["image"])
+
+
+def test_worker_processes_deliver_the_same_batches(pooled_cache):
+  brats, hcp = pooled_cache
+  source = SliceSource(brats + hcp)
+  a = _first_batches(make_loader(source, 4, seed=1, worker_count=0), 3)
+  b = _first_batches(make_loader(source, 4, seed=1, worker_count=2), 3)
+  for x, y in zip(a, b):
+    np.testing.assert_array_equal(x["image"], y["image"])
+
+
+def test_shards_are_disjoint(pooled_cache):
+  brats, _ = pooled_cache
+  source = SliceSource(brats)
+  seen = []
+  for shard in range(2):
+    loader = make_loader(source, 1, seed=0, shuffle=False, num_epochs=1, shard_index=shard,
+                         shard_count=2)
+    seen.append({np.asarray(b["image"]).tobytes() for b in loader})
+  assert not seen[0] & seen[1] and len(seen[0]) + len(seen[1]) >= len(source) - 1
+
+
+def test_every_epoch_is_a_new_permutation(pooled_cache):
+  brats, _ = pooled_cache
+  source = SliceSource(brats)
+  n = len(source)
+  records = [b["image"][0].tobytes() for b in _first_batches(make_loader(source, 1, seed=0), 2 * n)]
+  assert len(set(records[:n])) == n and set(records[:n]) == set(records[n:])
+  assert records[:n] != records[n:]

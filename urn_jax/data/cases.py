@@ -1,0 +1,205 @@
+"""Finding and checking cases in BraTS and HCP folders.
+
+A ``Case`` is an id, a path per modality that exists, an optional label path, and the
+naming convention of its labels. A missing modality file is not an error: it becomes a 0
+in the case's availability mask. Anything wrong with a file that exists is a ``DataError``
+that names the case and the file and says what was expected.
+
+BraTS naming, in nested (``HGG/``, ``LGG/``) or flat folders:
+- 2018: ``Brats18_2013_2_1/Brats18_2013_2_1_{flair,t1,t1ce,t2,seg}.nii.gz``
+- 2019-2021: ``BraTS2021_00000/BraTS2021_00000_{flair,t1,t1ce,t2,seg}.nii.gz``
+- 2023+: ``BraTS-GLI-00000-000/BraTS-GLI-00000-000-{t2f,t1n,t1c,t2w,seg}.nii.gz``, where
+  label 3 (not 4) is the enhancing tumour.
+HCP: ``<subject>/T1w/T1w_acpc_dc_restore_brain.nii.gz`` and ``T2w_acpc_dc_restore_brain``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import zlib
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from urn_jax.modalities import MODALITIES
+
+# BraTS label values per convention, in the order of our classes 0..3.
+LABEL_VALUES = {"brats2018": (0, 1, 2, 4), "brats2023": (0, 1, 2, 3)}
+
+_SUFFIXES = {  # file suffix -> (modality or "label", label convention)
+    "flair": ("flair", "brats2018"), "t1": ("t1", "brats2018"),
+    "t1ce": ("t1c", "brats2018"), "t2": ("t2", "brats2018"),
+    "t2f": ("flair", "brats2023"), "t1n": ("t1", "brats2023"),
+    "t1c": ("t1c", "brats2023"), "t2w": ("t2", "brats2023"),
+    "seg": ("label", None),
+}
+_BRATS_FILE = re.compile(
+    r"^(?P<case>.+?)[_-](?P<suffix>" + "|".join(sorted(_SUFFIXES, key=len, reverse=True))
+    + r")\.nii(\.gz)?$", re.IGNORECASE)
+HCP_FILES = {"t1": "T1w/T1w_acpc_dc_restore_brain.nii.gz",
+             "t2": "T1w/T2w_acpc_dc_restore_brain.nii.gz"}
+
+
+class DataError(ValueError):
+  """A problem with the input data; the message names the case and the file."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+  case_id: str
+  dataset: str                       # "brats" or "hcp"
+  paths: dict                        # modality -> path, only for the files that exist
+  label_path: str | None = None
+  label_convention: str = "brats2018"
+
+  @property
+  def available(self) -> np.ndarray:
+    """bool [M]: which of the canonical modalities this case has."""
+    return np.array([m in self.paths for m in MODALITIES])
+
+  @property
+  def reference_path(self) -> str:
+    """The first available modality: its grid, affine and header define the case's."""
+    return self.paths[next(m for m in MODALITIES if m in self.paths)]
+
+
+def discover_brats(folder) -> tuple[list[Case], list[str]]:
+  """All BraTS cases below ``folder``; returns ``(cases, problems)``.
+
+  A folder that looks like a case but cannot be one (no image, two files for the same
+  modality, mixed naming conventions) is a problem, reported and left out. A folder with no
+  case at all is a ``DataError``.
+  """
+  folder = Path(folder)
+  if not folder.is_dir():
+    raise DataError(f"BraTS folder {folder} does not exist or is not a directory")
+  groups: dict[Path, list[tuple[str, Path]]] = {}
+  for path in sorted(folder.rglob("*.nii*")):
+    match = _BRATS_FILE.match(path.name)
+    if match:
+      groups.setdefault(path.parent, []).append((match.group("suffix").lower(), path))
+  cases, problems = [], []
+  for case_dir, files in sorted(groups.items()):
+    case_id = case_dir.name
+    paths, label_path, conventions, duplicate = {}, None, set(), None
+    for suffix, path in files:
+      role, convention = _SUFFIXES[suffix]
+      if convention:
+        conventions.add(convention)
+      if role == "label":
+        label_path = str(path)
+      elif role in paths:
+        duplicate = (paths[role], path)
+      else:
+        paths[role] = str(path)
+    if duplicate:
+      problems.append(f"case {case_id}: two files for one modality: {duplicate[0]} and "
+                      f"{duplicate[1]}")
+    elif len(conventions) > 1:
+      problems.append(f"case {case_id}: file names mix BraTS 2018-2021 and 2023+ naming "
+                      f"in {case_dir}")
+    elif not paths:
+      problems.append(f"case {case_id}: a label but no image in {case_dir}; expected "
+                      "files such as {case}_flair.nii.gz or {case}-t2f.nii.gz")
+    elif any(c.case_id == case_id for c in cases):
+      problems.append(f"case {case_id}: found twice, again in {case_dir}; case ids must be "
+                      "unique")
+    else:
+      cases.append(Case(case_id, "brats", paths, label_path,
+                        conventions.pop() if conventions else "brats2018"))
+  if not cases and not problems:
+    raise DataError(
+        f"no BraTS case found in {folder}: expected NIfTI files named like "
+        "Brats18_XXX_flair.nii.gz, BraTS2021_00000_t1ce.nii.gz or BraTS-GLI-00000-000-t2f"
+        ".nii.gz, in one folder per case")
+  return cases, problems
+
+
+def discover_hcp(folder) -> tuple[list[Case], list[str]]:
+  """All HCP subjects below ``folder`` (``<subject>/T1w/T1w_acpc_dc_restore_brain.nii.gz``
+  and/or ``T2w_...``); returns ``(cases, problems)`` like ``discover_brats``."""
+  folder = Path(folder)
+  if not folder.is_dir():
+    raise DataError(f"HCP folder {folder} does not exist or is not a directory")
+  cases = []
+  for subject in sorted(p for p in folder.iterdir() if p.is_dir()):
+    paths = {m: str(subject / rel) for m, rel in HCP_FILES.items() if (subject / rel).exists()}
+    if paths:
+      cases.append(Case(subject.name, "hcp", paths))
+  if not cases:
+    raise DataError(
+        f"no HCP subject found in {folder}: expected <subject>/{HCP_FILES['t1']} and/or "
+        f"<subject>/{HCP_FILES['t2']}")
+  return cases, []
+
+
+def _load(case: Case, path: str, what: str) -> nib.Nifti1Image:
+  try:
+    image = nib.load(path)
+    data = np.asanyarray(image.dataobj)
+  except (OSError, EOFError, zlib.error, ValueError, nib.filebasedimages.ImageFileError) as e:
+    raise DataError(f"case {case.case_id}: cannot read {what} file {path} ({e}); it may "
+                    "be truncated or not a NIfTI file") from None
+  if data.ndim == 4 and data.shape[-1] == 1:
+    data = data[..., 0]
+  if data.ndim != 3:
+    raise DataError(f"case {case.case_id}: {what} file {path} has shape {data.shape}; "
+                    "expected a 3D volume")
+  return image, data
+
+
+def load_case(case: Case):
+  """Reads and checks a case: ``(images {modality: float32 [X, Y, Z]}, label or None,
+  reference NIfTI image)``. Labels are returned as classes 0..3."""
+  images, reference = {}, None
+  for modality in (m for m in MODALITIES if m in case.paths):
+    path = case.paths[modality]
+    image, data = _load(case, path, modality)
+    if reference is None:
+      reference = image
+    elif data.shape != reference.shape[:3]:
+      raise DataError(f"case {case.case_id}: {modality} file {path} has shape {data.shape}"
+                      f" but {case.reference_path} has {reference.shape[:3]}; the "
+                      "modalities of a case must be co-registered on one grid")
+    elif not np.allclose(image.affine, reference.affine, atol=1e-3):
+      raise DataError(f"case {case.case_id}: {modality} file {path} has a different affine "
+                      f"from {case.reference_path}; the modalities must share one grid")
+    data = data.astype(np.float32)
+    if not np.isfinite(data).all():
+      raise DataError(f"case {case.case_id}: {modality} file {path} contains "
+                      f"{int((~np.isfinite(data)).sum())} NaN or infinite voxels")
+    if not data.any():
+      raise DataError(f"case {case.case_id}: {modality} file {path} is all zeros")
+    images[modality] = data
+  label = None
+  if case.label_path:
+    image, data = _load(case, case.label_path, "label")
+    if data.shape != reference.shape[:3]:
+      raise DataError(f"case {case.case_id}: label file {case.label_path} has shape "
+                      f"{data.shape} but the images have {reference.shape[:3]}")
+    label = labels_to_classes(np.asarray(data), case.label_convention,
+                              f"case {case.case_id}: label file {case.label_path}")
+  return images, label, reference
+
+
+def labels_to_classes(label, convention: str = "brats2018", where: str = "label"):
+  """BraTS label values (0, 1, 2, 4; or 0, 1, 2, 3 from 2023 on) -> classes 0..3."""
+  values = LABEL_VALUES[convention]
+  if not np.all(np.isfinite(label)) or np.any(label != np.round(label)):
+    raise DataError(f"{where} holds non-integer values; expected {values}")
+  label = label.astype(np.int64)
+  found = np.unique(label)
+  unexpected = sorted(set(found.tolist()) - set(values))
+  if unexpected:
+    raise DataError(f"{where} holds values {unexpected}; expected only {values} "
+                    f"({convention} convention)")
+  lookup = np.zeros(max(values) + 1, np.uint8)
+  lookup[list(values)] = np.arange(len(values))
+  return lookup[label]
+
+
+def classes_to_labels(classes, convention: str = "brats2018"):
+  """Classes 0..3 -> BraTS label values of the given convention."""
+  return np.asarray(LABEL_VALUES[convention], np.uint8)[np.asarray(classes)]

@@ -1,0 +1,109 @@
+"""The slice loader: 2D axial slices from the pre-processed cache, with grain.
+
+``SliceSource`` is a grain random-access source over cached cases: record ``i`` is one axial
+slice, ``{"image": float32 [H, W, M], "available": bool [M]}`` plus ``"label"`` int32
+``[H, W]`` when labels are asked for. Cases of different data sets (BraTS with four
+modalities, HCP with T1 and T2) can be pooled in one source; their availability masks travel
+with each slice, so a batch mixes them freely. Volumes are memory-mapped, opened lazily in
+each worker process.
+
+``make_loader`` turns it into a grain pipeline: shuffled by a seed, batched, worker
+processes, sharded across hosts, infinite by default; the iterator's ``get_state()`` /
+``set_state()`` make it resumable.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import grain
+import numpy as np
+from absl import flags
+
+from urn_jax.data.cases import DataError
+
+
+class SliceSource(grain.sources.RandomAccessDataSource):
+  """Axial slices of cached cases.
+
+  Args:
+    case_dirs: directories written by ``preprocess_dataset``.
+    labels: yield ``"label"``; every case must then have one.
+    skip_empty: leave out slices with no brain.
+  """
+
+  def __init__(self, case_dirs, labels: bool = False, skip_empty: bool = True):
+    self.case_dirs = [str(d) for d in case_dirs]
+    if not self.case_dirs:
+      raise DataError("no case to load slices from")
+    self.labels = labels
+    self.metas = [json.loads((Path(d) / "meta.json").read_text()) for d in self.case_dirs]
+    sizes = {m["size"] for m in self.metas}
+    if len(sizes) != 1:
+      raise DataError(f"cached cases have different slice sizes {sorted(sizes)}; "
+                      "pre-process them with the same settings")
+    if labels:
+      unlabelled = [m["case_id"] for m in self.metas if not m["has_label"]]
+      if unlabelled:
+        raise DataError(f"{len(unlabelled)} case(s) have no label, e.g. {unlabelled[0]}; "
+                        "segmentation needs labelled cases")
+    index = []
+    for c, meta in enumerate(self.metas):
+      slices = meta["brain_slices"] if skip_empty else range(meta["num_slices"])
+      index.extend((c, z) for z in slices)
+    self.index = np.asarray(index, np.int64).reshape(-1, 2)
+    self.available = np.asarray([m["available"] for m in self.metas], bool)
+    self._open = {}
+
+  def __len__(self):
+    return len(self.index)
+
+  def _arrays(self, c):
+    if c not in self._open:
+      d = Path(self.case_dirs[c])
+      self._open[c] = (np.load(d / "image.npy", mmap_mode="r"),
+                       np.load(d / "label.npy", mmap_mode="r") if self.labels else None)
+    return self._open[c]
+
+  def __getitem__(self, i):
+    c, z = self.index[i]
+    image, label = self._arrays(int(c))
+    record = {"image": np.array(image[z], np.float32), "available": self.available[c]}
+    if self.labels:
+      record["label"] = np.array(label[z], np.int32)
+    return record
+
+  def __getstate__(self):  # memory maps are not sent to worker processes
+    return {k: v for k, v in self.__dict__.items() if k != "_open"} | {"_open": {}}
+
+  def __repr__(self):
+    return f"SliceSource({len(self.case_dirs)} cases, {len(self)} slices)"
+
+
+def make_loader(source: SliceSource, batch_size: int, seed: int, shuffle: bool = True,
+                num_epochs: int | None = None, worker_count: int = 0,
+                shard_index: int = 0, shard_count: int = 1, drop_remainder: bool = True):
+  """Batches ``{"image": [B, H, W, M], "available": [B, M], "label": [B, H, W]}`` as a grain
+  ``IterDataset``: ``iter()`` it, and the iterator's ``get_state()`` / ``set_state()`` save
+  and restore the position. Each epoch is shuffled anew; ``num_epochs=None`` repeats
+  forever. Host ``shard_index`` of ``shard_count`` sees a disjoint share of the slices. The
+  batches depend only on the seed and the sharding, not on ``worker_count``: workers
+  prepare whole batches in turn, and grain returns them in order.
+  """
+  if len(source) < batch_size * shard_count and drop_remainder:
+    raise DataError(f"{source!r} has fewer slices than one batch of {batch_size} per shard")
+  if worker_count and not flags.FLAGS.is_parsed():
+    # grain's worker processes read absl flags; outside an absl app (a notebook, pytest)
+    # nothing has parsed them, and every flag keeps its default.
+    flags.FLAGS.mark_as_parsed()
+  dataset = grain.MapDataset.source(source)
+  if shard_count > 1:
+    dataset = dataset[shard_index::shard_count]
+  if shuffle:
+    dataset = dataset.shuffle(seed=seed)
+  dataset = dataset.repeat(num_epochs).batch(batch_size, drop_remainder=drop_remainder)
+  dataset = dataset.to_iter_dataset()
+  if worker_count:
+    dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+  return dataset
