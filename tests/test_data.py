@@ -359,3 +359,22 @@ def test_every_epoch_is_a_new_permutation(pooled_cache):
   records = [b["image"][0].tobytes() for b in _first_batches(make_loader(source, 1, seed=0), 2 * n)]
   assert len(set(records[:n])) == n and set(records[:n]) == set(records[n:])
   assert records[:n] != records[n:]
+
+
+def test_prepare_data_caches_splits_and_reports(tmp_path, capsys):
+  from urn_jax.data.datasets import prepare_data
+  for i in range(5):
+    write_brats_case(tmp_path / "brats", f"Brats18_{i}", seed=i)
+  _corrupt(write_brats_case(tmp_path / "brats", "Brats18_bad"), "Brats18_bad", "nan")
+  for i in range(3):
+    write_hcp_subject(tmp_path / "hcp", f"10030{i}", seed=i)
+  kwargs = dict(brats_dir=str(tmp_path / "brats"), hcp_dir=str(tmp_path / "hcp"),
+                preprocess=FAST, progress=False)
+  data = prepare_data(tmp_path / "run", **kwargs)
+  err = capsys.readouterr().err
+  assert "1 case(s) skipped" in err and "Brats18_bad" in err
+  assert len(data["brats"]["train"]) + len(data["brats"]["validation"]) == 5
+  assert len(data["hcp"]["train"]) == 2 and len(data["hcp"]["validation"]) == 1
+  assert (tmp_path / "run" / "split.json").exists()
+  assert all((d / "image.npy").exists() for d in data["brats"]["train"])
+  assert prepare_data(tmp_path / "run", **kwargs) == data

@@ -253,8 +253,9 @@ def preprocess_dataset(cases, cache_dir, config: PreprocessConfig = PreprocessCo
   return done, [problems[i] for i in sorted(problems)]
 
 
-def report(problems, stream=sys.stderr):
-  """Prints the summary of skipped cases."""
+def report(problems, stream=None):
+  """Prints the summary of skipped cases (to stderr by default)."""
+  stream = stream or sys.stderr
   if problems:
     print(f"{len(problems)} case(s) skipped:", file=stream)
     for problem in problems:

@@ -1,0 +1,59 @@
+"""From folders (or the built-in phantom) to cached, split cases: what a training job needs.
+
+``prepare_data(brats_dir, hcp_dir, ...)`` discovers the cases, pre-processes them once into
+the cache (in parallel, with a progress bar; bad cases are reported and skipped), and splits
+each data set 70/30 by patient with the split file kept in the work directory. With no
+folder at all it first writes the phantom (``urn_jax.data.phantom``) into the cache.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from urn_jax.data.cases import DataError, discover_brats, discover_hcp
+from urn_jax.data.preprocess import PreprocessConfig, preprocess_dataset, report
+from urn_jax.data.splits import load_or_create_split
+
+
+def phantom_folders(cache_dir, num_brats: int, num_hcp: int, seed: int, workers: int = 1):
+  """Writes (once) and returns the phantom's BraTS and HCP folders under ``cache_dir``."""
+  from urn_jax.data.phantom import write_phantom  # nilearn is only needed here
+  out = Path(cache_dir) / f"phantom-seed{seed}-brats{num_brats}-hcp{num_hcp}"
+  return write_phantom(out, num_brats, num_hcp, seed=seed, workers=workers)
+
+
+def prepare_data(workdir, brats_dir: str = "", hcp_dir: str = "", cache_dir: str = "",
+                 preprocess: PreprocessConfig = PreprocessConfig(), split_seed: int = 0,
+                 train_fraction: float = 0.7, workers: int = 1, phantom_brats: int = 12,
+                 phantom_hcp: int = 6, phantom_seed: int = 0, progress: bool = True):
+  """Returns ``{dataset: {"train": [case dirs], "validation": [case dirs]}}`` for the data
+  sets in use ("brats" and/or "hcp"). ``cache_dir`` defaults to ``<workdir>/cache``."""
+  cache_dir = Path(cache_dir or Path(workdir) / "cache")
+  if not brats_dir and not hcp_dir:
+    folders = phantom_folders(cache_dir, phantom_brats, phantom_hcp, phantom_seed, workers)
+    brats_dir, hcp_dir = str(folders["brats"]), str(folders["hcp"]) if phantom_hcp else ""
+  found = {}
+  if brats_dir:
+    found["brats"] = discover_brats(brats_dir)
+  if hcp_dir:
+    found["hcp"] = discover_hcp(hcp_dir)
+  cached, problems = {}, []
+  for name, (cases, discovery_problems) in found.items():
+    problems += discovery_problems
+    dirs, preprocessing_problems = preprocess_dataset(cases, cache_dir / "preprocessed",
+                                                      preprocess, workers, progress)
+    problems += preprocessing_problems
+    if not dirs:
+      report(problems)
+      raise DataError(f"no usable {name} case in {brats_dir if name == 'brats' else hcp_dir}")
+    cached[name] = {d.name: d for d in dirs}
+  report(problems)
+  split = load_or_create_split(workdir, {n: list(c) for n, c in cached.items()}, split_seed,
+                               train_fraction)
+  result = {name: {part: [cached[name][i] for i in ids] for part, ids in split[name].items()}
+            for name in cached}
+  for name, parts in result.items():
+    print(f"{name}: {len(parts['train'])} training and {len(parts['validation'])} validation "
+          "cases", file=sys.stderr)
+  return result
