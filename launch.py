@@ -3,7 +3,7 @@
 Each config's docstring shows its command; override fields with --config.<field>=<value>.
 """
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 import urn_jax.jobs
@@ -17,6 +17,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
   urn_jax.jobs.run(_CONFIG.value, _WORKDIR.value)
 
 

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import importlib
 
-JOBS = {"demo": "urn_jax.demo"}
+JOBS = {  # job -> "module:function(config, workdir)"
+    "demo": "urn_jax.demo:run",
+    "pretrain": "urn_jax.train:train_and_evaluate",
+    "segment": "urn_jax.train:train_and_evaluate",
+}
 
 
 def run(config, workdir: str):
   if config.job not in JOBS:
     raise SystemExit(f"error: unknown job {config.job!r} in the config; known jobs: "
                      f"{', '.join(sorted(JOBS))}")
-  return importlib.import_module(JOBS[config.job]).run(config, workdir)
+  module, function = JOBS[config.job].split(":")
+  return getattr(importlib.import_module(module), function)(config, workdir)

@@ -8,6 +8,7 @@ folder at all it first writes the phantom (``urn_jax.data.phantom``) into the ca
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -23,16 +24,26 @@ def phantom_folders(cache_dir, num_brats: int, num_hcp: int, seed: int, workers:
   return write_phantom(out, num_brats, num_hcp, seed=seed, workers=workers)
 
 
+def default_cache_dir() -> Path:
+  """``$URN_JAX_CACHE``, else ``~/.cache/urn_jax``: shared by runs, so the phantom and the
+  pre-processed cases are made once for every scenario."""
+  return Path(os.environ.get("URN_JAX_CACHE") or Path.home() / ".cache" / "urn_jax")
+
+
 def prepare_data(workdir, brats_dir: str = "", hcp_dir: str = "", cache_dir: str = "",
+                 use_hcp: bool = True,
                  preprocess: PreprocessConfig = PreprocessConfig(), split_seed: int = 0,
                  train_fraction: float = 0.7, workers: int = 1, phantom_brats: int = 12,
                  phantom_hcp: int = 6, phantom_seed: int = 0, progress: bool = True):
   """Returns ``{dataset: {"train": [case dirs], "validation": [case dirs]}}`` for the data
-  sets in use ("brats" and/or "hcp"). ``cache_dir`` defaults to ``<workdir>/cache``."""
-  cache_dir = Path(cache_dir or Path(workdir) / "cache")
+  sets in use ("brats" and/or "hcp"; ``use_hcp=False`` leaves HCP out). ``cache_dir``
+  defaults to ``default_cache_dir()``."""
+  cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
   if not brats_dir and not hcp_dir:
     folders = phantom_folders(cache_dir, phantom_brats, phantom_hcp, phantom_seed, workers)
     brats_dir, hcp_dir = str(folders["brats"]), str(folders["hcp"]) if phantom_hcp else ""
+  if not use_hcp:
+    hcp_dir = ""
   found = {}
   if brats_dir:
     found["brats"] = discover_brats(brats_dir)

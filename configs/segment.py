@@ -1,0 +1,45 @@
+"""Segmentation, in the paper's four scenarios (paper 2.1-2.4, Table 1).
+
+    python launch.py --config=configs/segment.py:baseline --workdir=runs/baseline
+    python launch.py --config=configs/segment.py:baseline_md --workdir=runs/baseline_md
+    python launch.py --config=configs/segment.py:urn_md --workdir=runs/urn_md
+    python launch.py --config=configs/segment.py:urn_md_pretrained --workdir=runs/urn_md_pre \
+        --config.pretrained_workdir=runs/pretrain
+    python launch.py --config=configs/segment.py:urn_md,small --workdir=runs/urn_md_small
+
+Cross-entropy, Adam lr 1e-4, batch 4, 50 epochs (capped at max_steps); modality dropout theta
+0.5 with at least one modality kept, except for ``baseline``. ``urn_md`` trains encoders and
+head together with the variance term; ``urn_md_pretrained`` restores the encoders from
+``pretrained_workdir`` and freezes them. The phantom and the split are shared with
+pre-training when ``data.cache_dir`` and the split file point to the same place.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+import default  # noqa: E402
+
+VARIANTS = ("baseline", "baseline_md", "urn_md", "urn_md_pretrained")
+
+
+def get_config(arg: str = "urn_md"):
+  variant, preset = default.parse_arg(arg, VARIANTS)
+  variant = variant or "urn_md"
+  config = default.get_config()
+  config.job = "segment"
+  config.variant = variant
+  config.data.use_hcp = False  # HCP has no labels
+  config.train.learning_rate = 1e-4
+  config.train.num_epochs = 50.0
+  if variant.startswith("baseline"):
+    config.model.kind = "baseline"
+    config.model.encoder_features = ()
+  if variant == "baseline":
+    config.train.theta = -1.0
+  if variant == "urn_md_pretrained":
+    config.train.variance_weight = 0.0  # frozen encoders: the term has no gradient
+  default.apply_preset(config, preset)
+  if variant.startswith("baseline"):
+    config.model.encoder_features = ()
+  return config

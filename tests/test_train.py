@@ -1,0 +1,171 @@
+"""The training loop: every config runs, checkpoints resume exactly, frozen stays frozen,
+mismatches and divergence give clear errors, several devices agree with one."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from test_data import write_brats_case, write_hcp_subject
+
+from urn_jax.train import CheckpointMismatch, TrainingDiverged, train_and_evaluate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_config(name, arg=""):
+  spec = importlib.util.spec_from_file_location(name, ROOT / "configs" / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg) if arg else module.get_config()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+  root = tmp_path_factory.mktemp("data")
+  for i in range(5):
+    write_brats_case(root / "brats", f"Brats18_{i}", seed=i)
+  for i in range(3):
+    write_hcp_subject(root / "hcp", f"10030{i}", seed=i)
+  return root
+
+
+def tiny(config, data, steps=2, **train):
+  config.data.brats_dir = str(data / "brats")
+  config.data.hcp_dir = str(data / "hcp")
+  config.data.cache_dir = str(data / "cache")
+  config.data.n4, config.data.size, config.data.spacing, config.data.workers = False, 16, 1.0, 1
+  if config.model.encoder_features:
+    config.model.encoder_features = (4, 8)
+  if config.model.segmentation_features:
+    config.model.segmentation_features = (4, 8)
+  config.model.channels = 4
+  config.train.max_steps, config.train.eval_every = steps, steps
+  config.train.checkpoint_every, config.train.log_every, config.train.eval_slices = steps, 1, 8
+  for key, value in train.items():
+    setattr(config.train, key, value)
+  return config
+
+
+def _state(workdir, sub="checkpoints"):
+  manager = ocp.CheckpointManager((Path(workdir) / sub).resolve())
+  step = manager.latest_step()
+  return manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore()))["state"]
+
+
+@pytest.fixture(scope="module")
+def pretrained(data, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("pretrain")
+  train_and_evaluate(tiny(load_config("pretrain"), data), workdir)
+  return workdir
+
+
+def test_pretraining_runs_end_to_end(pretrained):
+  lines = [json.loads(l) for l in (pretrained / "metrics.jsonl").read_text().splitlines()]
+  assert [l["step"] for l in lines] == [1, 2] and "validation_loss" in lines[-1]
+  assert (pretrained / "config.json").exists() and (pretrained / "split.json").exists()
+  assert list((pretrained / "tensorboard").iterdir())
+  assert "decoders" in _state(pretrained)["params"]
+
+
+@pytest.mark.parametrize("variant", ["baseline", "baseline_md", "urn_md"])
+def test_every_segmentation_variant_runs_end_to_end(variant, data, tmp_path):
+  last = train_and_evaluate(tiny(load_config("segment", variant), data), tmp_path)
+  assert np.isfinite(last["loss"]) and np.isfinite(last["validation_loss"])
+  params = _state(tmp_path)["params"]
+  assert ("encoders" in params) == (variant == "urn_md")
+
+
+def test_pretrained_encoders_are_restored_and_stay_bit_identical(pretrained, data, tmp_path):
+  config = tiny(load_config("segment", "urn_md_pretrained"), data, steps=3)
+  config.pretrained_workdir = str(pretrained)
+  train_and_evaluate(config, tmp_path)
+  before, after = _state(pretrained, "best"), _state(tmp_path)
+  for collection in ("params", "batch_stats"):
+    jax.tree_util.tree_map(np.testing.assert_array_equal, before[collection]["encoders"],
+                           after[collection]["encoders"])
+  assert "segmenter" in after["params"]
+
+
+def test_missing_pretrained_workdir_is_a_clear_error(data, tmp_path):
+  config = tiny(load_config("segment", "urn_md_pretrained"), data)
+  config.pretrained_workdir = str(tmp_path / "nothing")
+  with pytest.raises(FileNotFoundError, match="no pre-training checkpoint in"):
+    train_and_evaluate(config, tmp_path / "run")
+
+
+def test_resume_after_interruption_equals_an_uninterrupted_run(data, tmp_path):
+  straight = tiny(load_config("segment", "urn_md"), data, steps=6, checkpoint_every=2)
+  train_and_evaluate(straight, tmp_path / "straight")
+  first = tiny(load_config("segment", "urn_md"), data, steps=3, checkpoint_every=2)
+  train_and_evaluate(first, tmp_path / "resumed")  # stops at 3, as if killed after it
+  train_and_evaluate(straight, tmp_path / "resumed")
+  a, b = _state(tmp_path / "straight"), _state(tmp_path / "resumed")
+  assert int(a["step"]) == int(b["step"]) == 6
+  jax.tree_util.tree_map(np.testing.assert_array_equal, a["params"], b["params"])
+  jax.tree_util.tree_map(np.testing.assert_array_equal, a["opt_state"], b["opt_state"])
+
+
+def test_a_checkpoint_of_another_model_is_a_clear_error(data, tmp_path):
+  train_and_evaluate(tiny(load_config("segment", "urn_md"), data), tmp_path)
+  other = tiny(load_config("segment", "urn_md"), data, steps=4)
+  other.model.encoder_features = (4, 16)
+  with pytest.raises(CheckpointMismatch, match="different configuration.*model"):
+    train_and_evaluate(other, tmp_path)
+
+
+def test_a_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(data, tmp_path):
+  config = tiny(load_config("segment", "baseline_md"), data, steps=2)
+  train_and_evaluate(config, tmp_path)
+  diverging = tiny(load_config("segment", "baseline_md"), data, steps=40, learning_rate=1e38,
+                   checkpoint_every=1)
+  with pytest.raises(TrainingDiverged, match="the loss became .*last good checkpoint"):
+    train_and_evaluate(diverging, tmp_path)
+  state = _state(tmp_path)
+  assert all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves(state["params"]))
+
+
+def _run_launch(workdir, data, extra=(), env=None):
+  command = [sys.executable, str(ROOT / "launch.py"), "--config=configs/segment.py:baseline_md",
+             f"--workdir={workdir}", f"--config.data.brats_dir={data / 'brats'}",
+             f"--config.data.cache_dir={data / 'cache'}", "--config.data.n4=False",
+             "--config.data.size=16", "--config.data.spacing=1.0",
+             "--config.model.segmentation_features=(4,8)", "--config.train.max_steps=2",
+             "--config.train.eval_every=2", "--config.train.log_every=1", *extra]
+  env = dict(os.environ, JAX_THREEFRY_PARTITIONABLE="0", **(env or {}))
+  return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env,
+                        timeout=600)
+
+
+def test_a_typo_in_an_override_is_an_error(data, tmp_path):
+  result = _run_launch(tmp_path, data, ["--config.train.lerning_rate=0.1"])
+  assert result.returncode != 0 and "lerning_rate" in result.stderr
+
+
+def test_four_devices_match_one(data, tmp_path):
+  losses = []
+  for devices in (1, 4):
+    result = _run_launch(tmp_path / str(devices), data,
+                         env={"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"{devices} cpu device(s)" in result.stderr
+    lines = (tmp_path / str(devices) / "metrics.jsonl").read_text().splitlines()
+    losses.append([json.loads(l)["loss"] for l in lines])
+  np.testing.assert_allclose(losses[0], losses[1], rtol=1e-4)
+
+
+@pytest.mark.parametrize("name,arg", [("pretrain", "small"), ("pretrain", "paper"),
+                                      ("segment", "urn_md,small"),
+                                      ("segment", "urn_md_pretrained,paper")])
+def test_size_presets(name, arg):
+  config = load_config(name, arg)
+  assert config.data.size == (64 if "small" in arg else 240)
+  with pytest.raises(ValueError, match="unknown config argument"):
+    load_config(name, "huge")

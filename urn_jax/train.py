@@ -1,0 +1,350 @@
+"""Training: ``train_and_evaluate(config, workdir)`` for pre-training and segmentation.
+
+One loop serves both stages and every scenario of the paper; the config says which
+(``configs/pretrain.py``, ``configs/segment.py``). What it does:
+
+- data: ``prepare_data`` (the phantom when no folder is given), a seeded split kept in the
+  work directory, a grain loader of axial slices;
+- devices: a ``Mesh`` with one ``data`` axis over every device of every host; batches are
+  sharded on it, parameters replicated; the batch size is global;
+- checkpoints (orbax): the latest ``keep_checkpoints`` in ``checkpoints/`` with the data
+  iterator's position and the loop's progress, and the best by validation loss in
+  ``best/``. Started again with the same command, a run resumes from its last checkpoint
+  and ends with the same parameters as an uninterrupted run (every step's random key is
+  derived from the step number);
+- stops: after ``num_epochs`` epochs or ``max_steps``, earlier after ``patience``
+  evaluations without a better validation loss; a NaN or infinite loss stops the run with
+  ``TrainingDiverged`` and keeps the last good checkpoint;
+- logs: a progress bar, TensorBoard event files in ``tensorboard/``, ``metrics.jsonl``, and
+  the resolved config in ``config.json``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import grain
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from tqdm.auto import tqdm
+
+from urn_jax.data.datasets import prepare_data
+from urn_jax.data.loader import SliceSource, make_loader
+from urn_jax.data.preprocess import PreprocessConfig
+from urn_jax.fusion import fusion_variance
+from urn_jax.losses import cross_entropy, synthesis_loss
+from urn_jax.modalities import MODALITIES
+from urn_jax.modality_dropout import modality_dropout
+from urn_jax.train_step import create_train_state, pretrain_step, segment_step
+from urn_jax.urn import PRETRAINED_MODULES, URN, Baseline
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+class TrainingDiverged(RuntimeError):
+  """The loss became NaN or infinite."""
+
+
+class CheckpointMismatch(ValueError):
+  """A checkpoint does not belong to the configured model."""
+
+
+def build_model(config):
+  """The network a config describes (``config.model``, ``config.job``, ``config.variant``)."""
+  m = config.model
+  if m.dtype not in DTYPES:
+    raise ValueError(f"model.dtype must be one of {sorted(DTYPES)}, got {m.dtype!r}")
+  dtype = DTYPES[m.dtype]
+  if m.kind == "baseline":
+    return Baseline(len(MODALITIES), tuple(m.segmentation_features), dtype=dtype)
+  if m.kind != "urn":
+    raise ValueError(f"model.kind must be 'urn' or 'baseline', got {m.kind!r}")
+  segment = config.job == "segment"
+  return URN(len(MODALITIES), tuple(m.encoder_features), m.channels, m.fusion,
+             synthesis=not segment,
+             segmentation_features=tuple(m.segmentation_features) if segment else None,
+             stacking=m.stacking,
+             freeze_encoders=config.get("variant") == "urn_md_pretrained", dtype=dtype)
+
+
+def _theta(config):
+  return None if config.train.theta < 0 else float(config.train.theta)
+
+
+def _train_step(config):
+  t = config.train
+  if config.job == "pretrain":
+    return functools.partial(pretrain_step, theta=_theta(config), min_keep=t.min_keep,
+                             variance_weight=t.variance_weight, reconstruction=t.reconstruction)
+  return functools.partial(segment_step, theta=_theta(config), min_keep=t.min_keep,
+                           variance_weight=t.variance_weight)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "pretrain", "variance_weight",
+                                             "reconstruction"))
+def _validation_loss(model, variables, batch, keep, pretrain, variance_weight, reconstruction):
+  out = model.apply(variables, batch["image"], keep, train=False)
+  if pretrain:
+    loss = synthesis_loss(out["synthesis"], batch["image"], batch["available"], reconstruction)
+  else:
+    loss = cross_entropy(out["segmentation"], batch["label"])
+  if "z_tilde" in out:
+    loss = loss + variance_weight * fusion_variance(out["z_tilde"], keep)
+  return loss
+
+
+def evaluate(config, model, state, source: SliceSource, to_device) -> float:
+  """Validation loss on ``eval_slices`` evenly spaced slices, with the modality dropout of
+  training drawn from a fixed key: the same inputs at every evaluation."""
+  count = min(config.train.eval_slices, len(source))
+  indices = np.linspace(0, len(source) - 1, count).astype(int)
+  batch_size = config.train.batch_size
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  losses = []
+  for n, start in enumerate(range(0, count - batch_size + 1, batch_size)):
+    records = [source[int(i)] for i in indices[start:start + batch_size]]
+    batch = to_device({k: np.stack([r[k] for r in records]) for k in records[0]})
+    theta = _theta(config)
+    keep = batch["available"] if theta is None else modality_dropout(
+        jax.random.key(10_000 + n), batch["available"], theta, config.train.min_keep)
+    losses.append(_validation_loss(model, variables, batch, keep, config.job == "pretrain",
+                                   config.train.variance_weight, config.train.reconstruction))
+  return float(np.mean(jax.device_get(losses)))
+
+
+class Checkpoints:
+  """The latest checkpoints (with the data iterator and loop progress) and the best one."""
+
+  def __init__(self, workdir: Path, config):
+    self.latest = ocp.CheckpointManager(
+        (workdir / "checkpoints").resolve(),
+        options=ocp.CheckpointManagerOptions(max_to_keep=config.train.keep_checkpoints,
+                                             create=True))
+    self.best = ocp.CheckpointManager(
+        (workdir / "best").resolve(),
+        options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True,
+                                             best_fn=lambda m: m["validation_loss"],
+                                             best_mode="min"))
+    self.workdir = workdir
+
+  def save(self, step, state, iterator, progress):
+    self.latest.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(iterator),
+        progress=ocp.args.JsonSave(progress)))
+
+  def save_best(self, step, state, progress, validation_loss):
+    self.best.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), progress=ocp.args.JsonSave(progress)),
+        metrics={"validation_loss": validation_loss})
+
+  def restore(self, state, iterator, signature):
+    """Restores the latest checkpoint into ``state`` and ``iterator``; returns
+    ``(state, progress)``, or ``(state, None)`` when there is none."""
+    step = self.latest.latest_step()
+    if step is None:
+      return state, None
+    progress = self.latest.restore(step, args=ocp.args.Composite(
+        progress=ocp.args.JsonRestore()))["progress"]
+    _check_signature(progress.get("signature"), signature, self.workdir / "checkpoints")
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state)
+    try:
+      restored = self.latest.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract),
+          data=grain.checkpoint.CheckpointRestore(iterator)))
+    except (ValueError, KeyError) as e:
+      raise CheckpointMismatch(
+          f"the checkpoint at step {step} in {self.workdir / 'checkpoints'} does not fit the "
+          f"configured model ({e}); use a new --workdir or the config it was written with"
+      ) from None
+    return restored["state"], progress
+
+  def wait(self):
+    self.latest.wait_until_finished()
+    self.best.wait_until_finished()
+
+
+def _signature(config) -> dict:
+  """What a checkpoint must agree with to be resumed."""
+  return {"job": config.job, "variant": config.get("variant", ""),
+          "model": config.model.to_dict(), "size": config.data.size}
+
+
+def _check_signature(stored, current, where):
+  stored = json.loads(json.dumps(stored))
+  current = json.loads(json.dumps(current))
+  if stored is not None and stored != current:
+    differences = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
+    raise CheckpointMismatch(
+        f"the checkpoints in {where} were written for a different configuration (differs in: "
+        f"{', '.join(differences)}; stored {[stored.get(k) for k in differences]}, configured "
+        f"{[current.get(k) for k in differences]}); use a new --workdir or the same config")
+
+
+def load_pretrained(state, pretrained_workdir):
+  """Copies the encoders (and a learned f) of a pre-training run into ``state``: from its
+  best checkpoint, else its latest."""
+  for sub in ("best", "checkpoints"):
+    directory = (Path(pretrained_workdir) / sub).resolve()
+    if directory.is_dir():
+      manager = ocp.CheckpointManager(directory)
+      step = manager.best_step() if sub == "best" else manager.latest_step()
+      if step is not None:
+        break
+  else:
+    raise FileNotFoundError(
+        f"no pre-training checkpoint in {pretrained_workdir} (looked in best/ and "
+        "checkpoints/); run configs/pretrain.py first or fix --config.pretrained_workdir")
+  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  stored = restored["state"]
+  params, batch_stats = dict(state.params), dict(state.batch_stats)
+  for name in PRETRAINED_MODULES:
+    if name not in params:
+      continue
+    if name not in stored["params"]:
+      raise CheckpointMismatch(f"the pre-training checkpoint in {directory} has no {name!r}; "
+                               "was it trained with the same fusion?")
+    for target, collection in ((params, "params"), (batch_stats, "batch_stats")):
+      if name not in target:
+        continue
+      mine = jax.tree_util.tree_map(jnp.shape, target[name])
+      theirs = jax.tree_util.tree_map(jnp.shape, stored[collection][name])
+      if mine != theirs:
+        raise CheckpointMismatch(
+            f"the pre-trained {name} in {directory} have other shapes than this config's "
+            "(model.encoder_features, model.channels and model.fusion must match the "
+            "pre-training config)")
+      target[name] = jax.tree_util.tree_map(jnp.asarray, stored[collection][name])
+  print(f"encoders restored from {directory} (step {step})", file=sys.stderr)
+  return state.replace(params=params, batch_stats=batch_stats)
+
+
+def _data(config, workdir):
+  d = config.data
+  preprocess = PreprocessConfig(n4=d.n4, n4_shrink=d.n4_shrink, spacing=d.spacing, size=d.size)
+  data = prepare_data(workdir, d.brats_dir, d.hcp_dir, d.cache_dir, use_hcp=d.use_hcp,
+                      preprocess=preprocess, split_seed=d.split_seed,
+                      train_fraction=d.train_fraction, workers=d.workers,
+                      phantom_brats=d.phantom_brats, phantom_hcp=d.phantom_hcp,
+                      phantom_seed=d.phantom_seed)
+  labels = config.job == "segment"
+  part = lambda name: [c for dataset in data.values() for c in dataset[name]]
+  return (SliceSource(part("train"), labels, d.skip_empty),
+          SliceSource(part("validation"), labels, d.skip_empty))
+
+
+def _mean_metrics(history):
+  return {k: float(np.mean([float(h[k]) for h in history])) for k in history[0]}
+
+
+def train_and_evaluate(config, workdir):
+  """Trains as ``config`` says, in ``workdir``; returns the last logged metrics."""
+  workdir = Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  (workdir / "config.json").write_text(config.to_json_best_effort(indent=1))
+  t = config.train
+  if t.batch_size % jax.device_count():
+    raise ValueError(f"train.batch_size {t.batch_size} is not divisible by the "
+                     f"{jax.device_count()} devices")
+  train_source, validation_source = _data(config, workdir)
+  steps_per_epoch = max(len(train_source) // t.batch_size, 1)
+  num_steps = min(t.max_steps, int(math.ceil(t.num_epochs * steps_per_epoch)))
+
+  mesh = Mesh(np.asarray(jax.devices()), ("data",))
+  print(f"{jax.device_count()} {jax.devices()[0].platform} device(s) on "
+        f"{jax.process_count()} host(s); global batch {t.batch_size}; {num_steps} steps "
+        f"({len(train_source)} training slices)", file=sys.stderr)
+  batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
+  to_device = lambda batch: {k: jax.make_array_from_process_local_data(batch_sharding, v)
+                             for k, v in batch.items()}
+  iterator = iter(make_loader(train_source, t.batch_size // jax.process_count(), config.seed,
+                              worker_count=config.data.loader_workers,
+                              shard_index=jax.process_index(),
+                              shard_count=jax.process_count()))
+  model = build_model(config)
+  init_key, step_key = jax.random.split(jax.random.key(config.seed))
+  size = config.data.size
+  state = create_train_state(model, init_key, (t.batch_size, size, size, len(MODALITIES)),
+                             t.learning_rate)
+  if config.get("variant") == "urn_md_pretrained":
+    if not config.pretrained_workdir:
+      raise ValueError("urn_md_pretrained needs --config.pretrained_workdir=<pre-training "
+                       "work directory>")
+    state = load_pretrained(state, config.pretrained_workdir)
+  state = jax.device_put(state, NamedSharding(mesh, PartitionSpec()))
+
+  checkpoints = Checkpoints(workdir, config)
+  signature = _signature(config)
+  state, progress = checkpoints.restore(state, iterator, signature)
+  if progress is None:
+    progress = {"signature": signature, "best": None, "evaluations_since_best": 0,
+                "stopped_early": False}
+  step = int(state.step)
+  if step:
+    print(f"resuming from step {step} in {workdir / 'checkpoints'}", file=sys.stderr)
+  train_step = _train_step(config)
+
+  from tensorboardX import SummaryWriter  # a heavy import, only for training
+  writer = SummaryWriter(str(workdir / "tensorboard"))
+  log = (workdir / "metrics.jsonl").open("a")
+  bar = tqdm(total=num_steps, initial=step, desc=config.job, unit="step", file=sys.stderr,
+             dynamic_ncols=True)
+  history, last, tick = [], {}, time.perf_counter()
+  stop = progress["stopped_early"]
+  try:
+    while step < num_steps and not stop:
+      batch = to_device(next(iterator))
+      state, metrics = train_step(state, batch, jax.random.fold_in(step_key, step))
+      step += 1
+      history.append(metrics)
+      evaluate_now = step % t.eval_every == 0 or step == num_steps
+      save_now = step % t.checkpoint_every == 0 or step == num_steps or evaluate_now
+      if step % t.log_every and not save_now:
+        continue
+      last = _mean_metrics(jax.device_get(history))
+      if not all(math.isfinite(v) for v in last.values()):
+        kept = checkpoints.latest.latest_step()
+        raise TrainingDiverged(
+            f"the loss became {last['loss']} by step {step}; stopped without saving. The "
+            f"last good checkpoint ({'step ' + str(kept) if kept is not None else 'none'}) is "
+            f"in {workdir / 'checkpoints'}; try a lower train.learning_rate")
+      elapsed = time.perf_counter() - tick
+      last["slices_per_second"] = len(history) * t.batch_size / elapsed
+      history, tick = [], time.perf_counter()
+      if evaluate_now:
+        last["validation_loss"] = evaluate(config, model, state, validation_source, to_device)
+        if progress["best"] is None or last["validation_loss"] < progress["best"]:
+          progress["best"], progress["evaluations_since_best"] = last["validation_loss"], 0
+          checkpoints.save_best(step, state, progress, last["validation_loss"])
+        else:
+          progress["evaluations_since_best"] += 1
+        stop = bool(t.patience) and progress["evaluations_since_best"] >= t.patience
+        progress["stopped_early"] = stop
+      for name, value in last.items():
+        writer.add_scalar(name, value, step)
+      log.write(json.dumps({"step": step, **last}) + "\n")
+      log.flush()
+      bar.set_postfix({k: f"{v:.4g}" for k, v in last.items()
+                       if k in ("loss", "validation_loss", "slices_per_second")})
+      bar.update(step - bar.n)
+      if save_now or stop:
+        checkpoints.save(step, state, iterator, progress)
+  finally:
+    bar.close()
+    writer.close()
+    log.close()
+    checkpoints.wait()
+  if stop:
+    print(f"stopped early at step {step}: no better validation loss in {t.patience} "
+          "evaluations", file=sys.stderr)
+  print(f"done: step {step}; checkpoints in {workdir / 'checkpoints'}, best in "
+        f"{workdir / 'best'}, logs in {workdir / 'metrics.jsonl'} and "
+        f"{workdir / 'tensorboard'}", file=sys.stderr)
+  return last
