@@ -169,3 +169,12 @@ def test_size_presets(name, arg):
   assert config.data.size == (64 if "small" in arg else 240)
   with pytest.raises(ValueError, match="unknown config argument"):
     load_config(name, "huge")
+
+
+def test_mixed_precision_runs(data, tmp_path):
+  config = tiny(load_config("segment", "urn_md"), data)
+  config.model.dtype = "bfloat16"
+  last = train_and_evaluate(config, tmp_path)
+  assert np.isfinite(last["loss"])
+  params = _state(tmp_path)["params"]
+  assert all(x.dtype == np.float32 for x in jax.tree_util.tree_leaves(params))
