@@ -4,8 +4,10 @@ mismatches and divergence give clear errors, several devices agree with one."""
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -101,18 +103,6 @@ def test_missing_pretrained_workdir_is_a_clear_error(data, tmp_path):
     train_and_evaluate(config, tmp_path / "run")
 
 
-def test_resume_after_interruption_equals_an_uninterrupted_run(data, tmp_path):
-  straight = tiny(load_config("segment", "urn_md"), data, steps=6, checkpoint_every=2)
-  train_and_evaluate(straight, tmp_path / "straight")
-  first = tiny(load_config("segment", "urn_md"), data, steps=3, checkpoint_every=2)
-  train_and_evaluate(first, tmp_path / "resumed")  # stops at 3, as if killed after it
-  train_and_evaluate(straight, tmp_path / "resumed")
-  a, b = _state(tmp_path / "straight"), _state(tmp_path / "resumed")
-  assert int(a["step"]) == int(b["step"]) == 6
-  jax.tree_util.tree_map(np.testing.assert_array_equal, a["params"], b["params"])
-  jax.tree_util.tree_map(np.testing.assert_array_equal, a["opt_state"], b["opt_state"])
-
-
 def test_a_checkpoint_of_another_model_is_a_clear_error(data, tmp_path):
   train_and_evaluate(tiny(load_config("segment", "urn_md"), data), tmp_path)
   other = tiny(load_config("segment", "urn_md"), data, steps=4)
@@ -132,7 +122,7 @@ def test_a_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(dat
   assert all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves(state["params"]))
 
 
-def _run_launch(workdir, data, extra=(), env=None):
+def _run_launch(workdir, data, extra=(), env=None, command_only=False):
   command = [sys.executable, str(ROOT / "launch.py"), "--config=configs/segment.py:baseline_md",
              f"--workdir={workdir}", f"--config.data.brats_dir={data / 'brats'}",
              f"--config.data.cache_dir={data / 'cache'}", "--config.data.n4=False",
@@ -140,8 +130,39 @@ def _run_launch(workdir, data, extra=(), env=None):
              "--config.model.segmentation_features=(4,8)", "--config.train.max_steps=2",
              "--config.train.eval_every=2", "--config.train.log_every=1", *extra]
   env = dict(os.environ, JAX_THREEFRY_PARTITIONABLE="0", **(env or {}))
+  if command_only:
+    return command, env
   return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env,
                         timeout=600)
+
+
+def test_a_run_killed_at_any_moment_resumes_to_the_same_parameters(data, tmp_path):
+  steps = ["--config.train.max_steps=10", "--config.train.checkpoint_every=2",
+           "--config.train.eval_every=5"]
+  assert _run_launch(tmp_path / "straight", data, steps).returncode == 0
+  command = _run_launch(tmp_path / "killed", data, steps, command_only=True)
+  process = subprocess.Popen(command[0], cwd=ROOT, env=command[1], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+  deadline = time.time() + 300
+  while not (tmp_path / "killed" / "checkpoints" / "4").exists() and time.time() < deadline:
+    time.sleep(0.05)
+  process.send_signal(signal.SIGKILL)  # kill -9, wherever it is
+  process.wait()
+  result = _run_launch(tmp_path / "killed", data, steps)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "resuming from step" in result.stderr
+  a, b = _state(tmp_path / "straight"), _state(tmp_path / "killed")
+  assert int(a["step"]) == int(b["step"]) == 10
+  jax.tree_util.tree_map(np.testing.assert_array_equal, a["params"], b["params"])
+  jax.tree_util.tree_map(np.testing.assert_array_equal, a["opt_state"], b["opt_state"])
+
+
+def test_early_stopping_after_patience_evaluations_without_improvement(data, tmp_path):
+  config = tiny(load_config("pretrain"), data, steps=10, learning_rate=0.0, patience=2,
+                eval_every=1, checkpoint_every=5)
+  train_and_evaluate(config, tmp_path)
+  state = _state(tmp_path)
+  assert int(state["step"]) == 3  # evaluations at steps 2 and 3 do not beat step 1's
 
 
 def test_a_typo_in_an_override_is_an_error(data, tmp_path):
