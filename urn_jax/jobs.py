@@ -16,4 +16,9 @@ def run(config, workdir: str):
     raise SystemExit(f"error: unknown job {config.job!r} in the config; known jobs: "
                      f"{', '.join(sorted(JOBS))}")
   module, function = JOBS[config.job].split(":")
-  return getattr(importlib.import_module(module), function)(config, workdir)
+  from urn_jax.data.cases import DataError
+  from urn_jax.train import CheckpointMismatch, TrainingDiverged
+  try:
+    return getattr(importlib.import_module(module), function)(config, workdir)
+  except (DataError, CheckpointMismatch, TrainingDiverged, FileNotFoundError) as e:
+    raise SystemExit(f"error: {e}") from None  # the user's problem: a message, no traceback

@@ -188,20 +188,23 @@ def _check_signature(stored, current, where):
         f"{[current.get(k) for k in differences]}); use a new --workdir or the same config")
 
 
-def load_pretrained(state, pretrained_workdir):
-  """Copies the encoders (and a learned f) of a pre-training run into ``state``: from its
-  best checkpoint, else its latest."""
+def find_pretrained(pretrained_workdir):
+  """``(manager, step, directory)`` of a pre-training run's best checkpoint, else its latest."""
   for sub in ("best", "checkpoints"):
     directory = (Path(pretrained_workdir) / sub).resolve()
     if directory.is_dir():
       manager = ocp.CheckpointManager(directory)
       step = manager.best_step() if sub == "best" else manager.latest_step()
       if step is not None:
-        break
-  else:
-    raise FileNotFoundError(
-        f"no pre-training checkpoint in {pretrained_workdir} (looked in best/ and "
-        "checkpoints/); run configs/pretrain.py first or fix --config.pretrained_workdir")
+        return manager, step, directory
+  raise FileNotFoundError(
+      f"no pre-training checkpoint in {pretrained_workdir} (looked in best/ and "
+      "checkpoints/); run configs/pretrain.py first or fix --config.pretrained_workdir")
+
+
+def load_pretrained(state, pretrained_workdir):
+  """Copies the encoders (and a learned f) of a pre-training run into ``state``."""
+  manager, step, directory = find_pretrained(pretrained_workdir)
   restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
   stored = restored["state"]
   params, batch_stats = dict(state.params), dict(state.batch_stats)
@@ -253,6 +256,12 @@ def train_and_evaluate(config, workdir):
   if t.batch_size % jax.device_count():
     raise ValueError(f"train.batch_size {t.batch_size} is not divisible by the "
                      f"{jax.device_count()} devices")
+  pretrained = config.get("variant") == "urn_md_pretrained"
+  if pretrained:
+    if not config.pretrained_workdir:
+      raise FileNotFoundError("urn_md_pretrained needs --config.pretrained_workdir=<the "
+                              "pre-training work directory>")
+    find_pretrained(config.pretrained_workdir)  # fail before the data is prepared
   train_source, validation_source = _data(config, workdir)
   steps_per_epoch = max(len(train_source) // t.batch_size, 1)
   num_steps = min(t.max_steps, int(math.ceil(t.num_epochs * steps_per_epoch)))
@@ -273,10 +282,7 @@ def train_and_evaluate(config, workdir):
   size = config.data.size
   state = create_train_state(model, init_key, (t.batch_size, size, size, len(MODALITIES)),
                              t.learning_rate)
-  if config.get("variant") == "urn_md_pretrained":
-    if not config.pretrained_workdir:
-      raise ValueError("urn_md_pretrained needs --config.pretrained_workdir=<pre-training "
-                       "work directory>")
+  if pretrained:
     state = load_pretrained(state, config.pretrained_workdir)
   state = jax.device_put(state, NamedSharding(mesh, PartitionSpec()))
 
