@@ -43,22 +43,26 @@ def _save(data, path, affine=np.eye(4)):
   nib.save(nib.Nifti1Image(data, affine), str(path))
 
 
+LPS = np.diag([-1.0, -1.0, 1.0, 1.0])  # BraTS's voxel axes
+
+
 def write_brats_case(root, case_id, scheme="2018", modalities=("flair", "t1", "t1c", "t2"),
-                     seed=0, label=True):
+                     seed=0, label=True, affine=LPS):
   image, lab = _volume(seed)
   names = NAMES[scheme]
   for i, m in enumerate(modalities):
-    _save((image * (1 + 0.1 * i)).astype(np.int16), root / case_id / f"{case_id}{names[m]}.nii.gz")
+    _save((image * (1 + 0.1 * i)).astype(np.int16),
+          root / case_id / f"{case_id}{names[m]}.nii.gz", affine)
   if label:
     lab = np.where(lab == 4, 3, lab) if scheme == "2023" else lab
-    _save(lab, root / case_id / f"{case_id}{names['seg']}.nii.gz")
+    _save(lab, root / case_id / f"{case_id}{names['seg']}.nii.gz", affine)
   return root / case_id
 
 
 def write_hcp_subject(root, subject, seed=0, spacing=0.7, physical=SHAPE):
   shape = tuple(int(round(n / spacing)) for n in physical)
   image, _ = _volume(seed, shape)
-  affine = np.diag([spacing] * 3 + [1.0])
+  affine = np.diag([-spacing, spacing, spacing, 1.0])  # HCP's voxel axes are LAS
   for m, rel in {"T1w": "T1w/T1w_acpc_dc_restore_brain.nii.gz",
                  "T2w": "T1w/T2w_acpc_dc_restore_brain.nii.gz"}.items():
     _save(image.astype(np.int16), root / subject / rel, affine)
@@ -189,6 +193,19 @@ def test_brats_prediction_maps_back_exactly(tmp_path):
   back = to_original_grid(probabilities, meta, order=1)
   assert back.shape == SHAPE + (4,)
   np.testing.assert_array_equal(classes_to_labels(back.argmax(-1)), original)
+
+
+def test_every_orientation_gives_the_same_slices(tmp_path):
+  write_brats_case(tmp_path / "lps", "Brats18_x")
+  image, label = _volume(0)
+  for i, m in enumerate(("flair", "t1", "t1c", "t2")):  # the same scan stored RAS
+    _save((image * (1 + 0.1 * i)).astype(np.int16)[::-1, ::-1],
+          tmp_path / "ras" / "Brats18_x" / f"Brats18_x_{m.replace('t1c', 't1ce')}.nii.gz",
+          np.array([[1.0, 0, 0, -SHAPE[0] + 1], [0, 1, 0, -SHAPE[1] + 1], [0, 0, 1, 0],
+                    [0, 0, 0, 1]]))
+  lps = preprocess_case(discover_brats(tmp_path / "lps")[0][0], FAST)[0]
+  ras = preprocess_case(discover_brats(tmp_path / "ras")[0][0], FAST)[0]
+  np.testing.assert_array_equal(lps, ras)
 
 
 def test_hcp_is_resampled_to_1mm_keeping_physical_geometry(tmp_path):

@@ -1,8 +1,8 @@
 """Pre-processing (paper 3.1), run once per data set and cached on disk.
 
-Per case: read and check the files (``cases.load_case``); resample to ``spacing`` mm when the
-grid is different (HCP's 0.7 mm -> BraTS's 1 mm), keeping the physical geometry; N4 bias
-field correction (SimpleITK) inside the brain mask; z-score of each modality within the
+Per case: read and check the files (``cases.load_case``); reorient the voxel axes to RAS;
+resample to ``spacing`` mm when the grid is different (HCP's 0.7 mm -> BraTS's 1 mm),
+keeping the physical geometry; N4 bias field correction (SimpleITK) inside the brain mask; z-score of each modality within the
 brain mask, zero outside; and a window of ``size x size`` voxels in-plane centred on the
 brain (crop or zero-pad), all axial slices kept.
 
@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from urn_jax.data.cases import Case, DataError, load_case
 from urn_jax.modalities import MODALITIES
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,19 +85,19 @@ def zscore(data: np.ndarray, mask: np.ndarray) -> np.ndarray:
   return out
 
 
-def _resampled_grid(reference: nib.Nifti1Image, spacing: float):
-  """The grid of ``reference`` with ``spacing`` mm voxels: same orientation and origin."""
-  zooms = np.asarray(reference.header.get_zooms()[:3], np.float64)
+def _resampled_grid(shape, affine, spacing: float):
+  """The grid ``(shape, affine)`` with ``spacing`` mm voxels, same orientation and origin;
+  None when the voxels already have that size."""
+  zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
   if np.allclose(zooms, spacing, atol=1e-3):
     return None
-  affine = reference.affine.copy()
-  affine[:3, :3] = affine[:3, :3] / zooms * spacing
-  shape = tuple(int(np.ceil(n * z / spacing)) for n, z in zip(reference.shape[:3], zooms))
-  return shape, affine
+  resampled = affine.copy()
+  resampled[:3, :3] = affine[:3, :3] / zooms * spacing
+  return tuple(int(np.ceil(n * z / spacing)) for n, z in zip(shape, zooms)), resampled
 
 
-def _resample(data, reference, grid, order):
-  image = nib.Nifti1Image(data, reference.affine)
+def _resample(data, affine, grid, order):
+  image = nib.Nifti1Image(data, affine)
   return np.asarray(nibabel.processing.resample_from_to(image, grid, order=order).dataobj)
 
 
@@ -116,16 +116,26 @@ def _window(volume: np.ndarray, starts, size: int) -> np.ndarray:
 def preprocess_case(case: Case, config: PreprocessConfig):
   """-> ``(image [Z, X, Y, M] float32, label [Z, X, Y] uint8 or None, meta dict)``."""
   images, label, reference = load_case(case)
-  grid = _resampled_grid(reference, config.spacing)
+  # Voxel axes in RAS order first (BraTS files are LPS, HCP's LAS): every data set's slices
+  # then look the same way. A flip or transposition is undone exactly by to_original_grid.
+  orientation = nib.orientations.io_orientation(reference.affine)
+  images = {m: nib.orientations.apply_orientation(v, orientation) for m, v in images.items()}
+  if label is not None:
+    label = nib.orientations.apply_orientation(label, orientation)
+  canonical_shape = next(iter(images.values())).shape
+  canonical_affine = reference.affine @ nib.orientations.inv_ornt_aff(
+      orientation, reference.shape[:3])
+  grid = _resampled_grid(canonical_shape, canonical_affine, config.spacing)
   if grid is not None:
-    images = {m: _resample(v, reference, grid, order=1) for m, v in images.items()}
+    images = {m: _resample(v, canonical_affine, grid, order=1) for m, v in images.items()}
     if label is not None:
-      label = _resample(label, reference, grid, order=0).astype(np.uint8)
+      label = _resample(label, canonical_affine, grid, order=0).astype(np.uint8)
   shape = next(iter(images.values())).shape
   mask = np.zeros(shape, bool)
   for data in images.values():
     mask |= data > 0
-  spacing = [config.spacing] * 3 if grid else reference.header.get_zooms()[:3]
+  spacing = np.sqrt((canonical_affine[:3, :3] ** 2).sum(axis=0)) if grid is None else (
+      [config.spacing] * 3)
   volume = np.zeros(shape + (len(MODALITIES),), np.float32)
   for i, modality in enumerate(MODALITIES):
     if modality in images:
@@ -146,8 +156,10 @@ def preprocess_case(case: Case, config: PreprocessConfig):
       "has_label": label is not None, "reference_path": case.reference_path,
       "original_shape": list(reference.shape[:3]),
       "original_affine": reference.affine.tolist(),
-      "resampled_shape": list(grid[0]) if grid else list(reference.shape[:3]),
-      "resampled_affine": grid[1].tolist() if grid else reference.affine.tolist(),
+      "orientation": orientation.tolist(),
+      "canonical_shape": list(canonical_shape), "canonical_affine": canonical_affine.tolist(),
+      "resampled_shape": list(grid[0]) if grid else list(canonical_shape),
+      "resampled_affine": (grid[1] if grid else canonical_affine).tolist(),
       "window_start": starts, "size": config.size, "num_slices": int(volume.shape[0]),
       "brain_slices": np.flatnonzero(brain.any(axis=(1, 2))).tolist(),
       "tumour_slices": ([] if label is None
@@ -158,8 +170,8 @@ def preprocess_case(case: Case, config: PreprocessConfig):
 
 def to_original_grid(volume: np.ndarray, meta: dict, order: int = 0) -> np.ndarray:
   """Maps a ``[Z, X, Y]`` (or ``[Z, X, Y, C]``) array on the pre-processed grid back onto
-  the original file's grid: undoes the window, then the resampling (``order`` 0 for labels,
-  1 for intensities or probabilities). Outside the window the result is 0."""
+  the original file's grid: undoes the window, the resampling (``order`` 0 for labels, 1
+  for intensities or probabilities) and the reorientation. Outside the window it is 0."""
   volume = np.asarray(volume)
   resampled_shape = tuple(meta["resampled_shape"])
   volume = np.moveaxis(volume, 0, 2)  # [X, Y, Z, ...]
@@ -171,16 +183,18 @@ def to_original_grid(volume: np.ndarray, meta: dict, order: int = 0) -> np.ndarr
     dst.append(slice(lo, hi))
     src.append(slice(lo - start, hi - start))
   out[tuple(dst)] = volume[tuple(src)]
-  if meta["resampled_shape"] == meta["original_shape"]:
-    return out
-  grid = (tuple(meta["original_shape"]), np.asarray(meta["original_affine"]))
-  resampled_affine = np.asarray(meta["resampled_affine"])
-  channels = [out] if out.ndim == 3 else [out[..., c] for c in range(out.shape[-1])]
-  back = [np.asarray(nibabel.processing.resample_from_to(
-      nib.Nifti1Image(c.astype(np.float32), resampled_affine), grid, order=order).dataobj)
-      for c in channels]
-  back = back[0] if out.ndim == 3 else np.stack(back, axis=-1)
-  return back.astype(volume.dtype) if order == 0 else back
+  if meta["resampled_shape"] != meta["canonical_shape"]:
+    grid = (tuple(meta["canonical_shape"]), np.asarray(meta["canonical_affine"]))
+    resampled_affine = np.asarray(meta["resampled_affine"])
+    channels = [out] if out.ndim == 3 else [out[..., c] for c in range(out.shape[-1])]
+    back = [np.asarray(nibabel.processing.resample_from_to(
+        nib.Nifti1Image(c.astype(np.float32), resampled_affine), grid, order=order).dataobj)
+        for c in channels]
+    back = back[0] if out.ndim == 3 else np.stack(back, axis=-1)
+    out = back.astype(volume.dtype) if order == 0 else back
+  ras = nib.orientations.axcodes2ornt("RAS")
+  return nib.orientations.apply_orientation(
+      out, nib.orientations.ornt_transform(ras, np.asarray(meta["orientation"])))
 
 
 def _sources(case: Case) -> dict:

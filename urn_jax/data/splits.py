@@ -31,17 +31,15 @@ def make_split(case_ids, seed: int, train_fraction: float = 0.7) -> dict:
           "validation": sorted(ids[i] for i in order[n_train:])}
 
 
-def load_or_create_split(path, datasets: dict, seed: int, train_fraction: float = 0.7):
+def load_or_create_split(workdir, datasets: dict, seed: int, train_fraction: float = 0.7):
   """``datasets``: name -> case ids. Returns name -> {"train": [...], "validation": [...]}.
 
-  An existing file at ``path`` (a directory means ``<path>/split.json``) is read back and
+  An existing ``<workdir>/split.json`` is read back and
   checked against the data: a case in the file that the data no longer has is an error
   (the split would silently change); a case the file does not know is left out, with a
   note on stderr.
   """
-  path = Path(path)
-  if path.is_dir():
-    path = path / SPLIT_FILE
+  path = Path(workdir) / SPLIT_FILE
   if path.exists():
     stored = json.loads(path.read_text())
     split = stored["datasets"]

@@ -1,0 +1,138 @@
+"""The phantom: label structure, MR contrasts, determinism, the files it writes, their
+geometry, and the picture of a case."""
+
+import os
+
+import nibabel as nib
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from urn_jax.data import phantom, render
+from urn_jax.data.cases import discover_brats, discover_hcp
+
+SEED, INDEX = 0, 2  # a case with necrosis, enhancing tumour and edema
+
+
+@pytest.fixture(scope="module")
+def case():
+  return phantom.make_brats_case(SEED, INDEX, return_tissues=True)
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+  out = tmp_path_factory.mktemp("phantom")
+  return out, phantom.write_phantom(out, num_brats=2, num_hcp=1, seed=SEED, progress=False)
+
+
+def test_labels_have_brats_values_and_glioma_structure(case):
+  images, label, _, _ = case
+  assert label.dtype == np.uint8 and label.shape == phantom.BRATS_SHAPE
+  assert set(np.unique(label).tolist()) == {0, 1, 2, 4}
+  necrosis, edema, enhancing = label == 1, label == 2, label == 4
+  # The enhancing rim closes around the necrosis: every neighbour of necrosis is tumour.
+  ring = ndimage.binary_dilation(necrosis, np.ones((3, 3, 3), bool)) & ~necrosis
+  assert enhancing[ring].all()
+  # Edema lies outside the core and around it.
+  core = necrosis | enhancing
+  assert not (edema & ndimage.binary_fill_holes(core)).any()
+  assert (edema & ndimage.binary_dilation(core)).any()
+  # Skull-stripped: every modality is positive exactly in the brain, which holds the lesion.
+  brain = images["t1"] > 0
+  assert all(np.array_equal(v > 0, brain) for v in images.values())
+  assert not (label.astype(bool) & ~brain).any()
+
+
+def test_contrasts_follow_mr_physics(case):
+  images, label, _, tissues = case
+  normal = label == 0
+  wm, gm, csf = (normal & (tissues[t] > 0.9) for t in ("wm", "gm", "csf"))
+
+  def mean(modality, region):
+    assert region.sum() > 100
+    return images[modality][region].mean()
+
+  assert mean("flair", label == 2) > mean("flair", wm) > mean("flair", csf)
+  assert mean("flair", gm) > mean("flair", wm)
+  assert mean("t1c", label == 4) > mean("t1c", label == 1)
+  assert mean("t1c", label == 4) > mean("t1c", wm)
+  assert mean("t2", csf) > mean("t2", gm) > mean("t2", wm)
+  assert mean("t2", label == 2) > mean("t2", wm)
+  assert mean("t1", wm) > mean("t1", gm) > mean("t1", csf)
+
+
+def test_same_seed_and_index_give_the_same_case_and_others_differ(case):
+  images, label, affine = phantom.make_brats_case(SEED, INDEX)
+  assert all(np.array_equal(images[m], case[0][m]) for m in images)
+  assert np.array_equal(label, case[1]) and np.array_equal(affine, case[2])
+  other, other_label, _, tissues = phantom.make_brats_case(SEED, INDEX + 1, return_tissues=True)
+  assert not np.array_equal(other_label, label)
+  assert np.abs(tissues["wm"] - case[3]["wm"]).mean() > 0.01  # different anatomy
+
+
+def test_write_phantom_layout_headers_and_resume(written):
+  out, roots = written
+  assert roots == {"brats": out / "BraTS", "hcp": out / "HCP"}
+  files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+  expected = []
+  for i in range(2):
+    case = f"Brats18_PHANTOM_{i:03d}"
+    grades = [g for g in ("HGG", "LGG") if (out / "BraTS" / g / case).is_dir()]
+    assert len(grades) == 1
+    folder = out / "BraTS" / grades[0] / case
+    expected += [str((folder / f"{case}_{s}.nii.gz").relative_to(out))
+                 for s in ("flair", "t1", "t1ce", "t2", "seg")]
+    seg = np.asanyarray(nib.load(folder / f"{case}_seg.nii.gz").dataobj)
+    assert (grades[0] == "HGG") == bool((seg == 4).any())
+    for suffix in ("flair", "t1", "t1ce", "t2", "seg"):
+      image = nib.load(folder / f"{case}_{suffix}.nii.gz")
+      assert image.shape == (240, 240, 155)
+      assert np.allclose(image.header.get_zooms(), 1.0)
+      assert nib.aff2axcodes(image.affine) == ("L", "P", "S")
+      assert image.get_data_dtype() == (np.uint8 if suffix == "seg" else np.int16)
+  expected += ["HCP/phantom100000/T1w/T1w_acpc_dc_restore_brain.nii.gz",
+               "HCP/phantom100000/T1w/T2w_acpc_dc_restore_brain.nii.gz"]
+  assert files == sorted(expected)
+  for name in ("T1w", "T2w"):
+    image = nib.load(out / f"HCP/phantom100000/T1w/{name}_acpc_dc_restore_brain.nii.gz")
+    assert image.shape == phantom.HCP_SHAPE
+    assert np.allclose(image.header.get_zooms(), 0.7)
+    assert image.get_data_dtype() == np.int16
+  # The project's readers find every case.
+  assert len(discover_brats(roots["brats"])[0]) == 2 and discover_brats(roots["brats"])[1] == []
+  assert len(discover_hcp(roots["hcp"])[0]) == 1
+  # A second run keeps the cases that exist.
+  mtimes = {p: os.stat(p).st_mtime_ns for p in out.rglob("*.nii.gz")}
+  phantom.write_phantom(out, num_brats=2, num_hcp=1, seed=SEED, progress=False)
+  assert {p: os.stat(p).st_mtime_ns for p in out.rglob("*.nii.gz")} == mtimes
+
+
+def test_hcp_and_brats_brains_are_at_the_same_place(written):
+  out, _ = written
+
+  def brain_centre(path):
+    image = nib.load(path)
+    voxel = np.argwhere(np.asanyarray(image.dataobj) > 0).mean(axis=0)
+    return nib.affines.apply_affine(image.affine, voxel)
+
+  brats = next(out.glob("BraTS/*/Brats18_PHANTOM_000/Brats18_PHANTOM_000_t1.nii.gz"))
+  hcp = out / "HCP/phantom100000/T1w/T1w_acpc_dc_restore_brain.nii.gz"
+  assert np.linalg.norm(brain_centre(brats) - brain_centre(hcp)) < 4.0
+
+
+def test_render_draws_a_case_with_a_missing_modality(case, tmp_path):
+  images, label, affine, _ = case
+  images = {m: v for m, v in images.items() if m != "t1c"}
+  png = render.render_case(images, label, tmp_path / "case.png", title="no T1c",
+                           affine=affine)
+  assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_render_reads_a_written_case_folder(written, tmp_path, capsys):
+  out, _ = written
+  folder = next(out.glob("BraTS/*/Brats18_PHANTOM_001"))
+  render.main([str(folder), "--out", str(tmp_path / "case.png")])
+  assert (tmp_path / "case.png").stat().st_size > 10_000
+  with pytest.raises(SystemExit):
+    render.main([str(tmp_path), "--out", str(tmp_path / "none.png")])
+  assert f"no image found in {tmp_path}" in capsys.readouterr().err
