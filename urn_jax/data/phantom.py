@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import multiprocessing
 import functools
 import gzip
 import os
@@ -452,7 +453,9 @@ def write_phantom(out_dir, num_brats: int, num_hcp: int, seed: int = 0, workers:
   bar = tqdm(total=len(todo), desc="phantom", unit="case", disable=not progress or not todo,
              file=sys.stderr)
   if workers > 1 and len(todo) > 1:
-    with concurrent.futures.ProcessPoolExecutor(min(workers, len(todo))) as pool:
+    # "spawn": forking a process that has started JAX's threads can deadlock.
+    with concurrent.futures.ProcessPoolExecutor(
+        min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn")) as pool:
       for future in concurrent.futures.as_completed(
           [pool.submit(_write_case, *job) for job in todo]):
         future.result()

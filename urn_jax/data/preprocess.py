@@ -17,6 +17,7 @@ changed input file rebuilds. Bad cases are reported and skipped; the others are 
 from __future__ import annotations
 
 import concurrent.futures
+import multiprocessing
 import dataclasses
 import hashlib
 import json
@@ -249,7 +250,9 @@ def preprocess_dataset(cases, cache_dir, config: PreprocessConfig = PreprocessCo
   bar = tqdm(total=len(todo), desc="pre-processing", unit="case", disable=not progress or
              not todo, file=sys.stderr)
   if workers > 1 and len(todo) > 1:
-    with concurrent.futures.ProcessPoolExecutor(min(workers, len(todo))) as pool:
+    # "spawn": forking a process that has started JAX's threads can deadlock.
+    with concurrent.futures.ProcessPoolExecutor(
+        min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn")) as pool:
       futures = {pool.submit(_process, cases[i], config, outputs[i]): i for i in todo}
       for future in concurrent.futures.as_completed(futures):
         error = future.result()
