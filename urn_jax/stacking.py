@@ -6,8 +6,9 @@ Two ways to run the copies, with the same parameter tree (checkpoints move betwe
 - ``'vmap'``: one vectorized program; XLA sees grouped convolutions. The natural choice
   for GPUs.
 - ``'unroll'``: a scan over the stacked parameters, fully unrolled inside the one jitted
-  program. XLA's CPU backend has no fast grouped convolution: a tiny URN encoder
-  step measured 0.27 s with ``'vmap'`` against 0.016 s unrolled on a 2-core CPU.
+  program. XLA's CPU backend has no fast grouped convolution: on a 2-core CPU a small URN
+  pre-training step took 0.59 s with ``'vmap'`` and 0.056 s unrolled
+  (``benchmarks/stacking.py``, numbers in ``benchmarks/RESULTS.md``).
 
 ``'auto'`` picks ``'unroll'`` on CPU and ``'vmap'`` elsewhere. Either way the mask is data
 and there is a single compilation for every combination of modalities. The two strategies
