@@ -75,7 +75,7 @@ def apply_preset(config, preset: str):
     config.data.spacing, config.data.size = 1.0, 240
     config.data.loader_workers = 4
     config.model.encoder_features = config.model.segmentation_features = PAPER_FEATURES
-    config.train.max_steps, config.train.eval_every = 200_000, 1000
+    config.train.max_steps, config.train.eval_every = 1_000_000, 1000  # 50 epochs fit
     config.train.checkpoint_every, config.train.log_every = 1000, 50
     config.train.eval_slices = 512
   elif preset:

@@ -19,7 +19,7 @@ import default  # noqa: E402
 
 def get_config(arg: str = ""):
   _, preset = default.parse_arg(arg, variants=())
-  config = default.get_config()
+  config = default.apply_preset(default.get_config(), preset)
   config.job = "pretrain"
   config.model.segmentation_features = ()
   config.train.learning_rate = 3e-5
@@ -27,6 +27,4 @@ def get_config(arg: str = ""):
   config.train.min_keep = 2
   config.train.num_epochs = 1000.0
   config.train.patience = 5
-  default.apply_preset(config, preset)
-  config.model.segmentation_features = ()
   return config

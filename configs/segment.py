@@ -26,7 +26,7 @@ VARIANTS = ("baseline", "baseline_md", "urn_md", "urn_md_pretrained")
 def get_config(arg: str = "urn_md"):
   variant, preset = default.parse_arg(arg, VARIANTS)
   variant = variant or "urn_md"
-  config = default.get_config()
+  config = default.apply_preset(default.get_config(), preset)
   config.job = "segment"
   config.variant = variant
   config.data.use_hcp = False  # HCP has no labels
@@ -39,7 +39,4 @@ def get_config(arg: str = "urn_md"):
     config.train.theta = -1.0
   if variant == "urn_md_pretrained":
     config.train.variance_weight = 0.0  # frozen encoders: the term has no gradient
-  default.apply_preset(config, preset)
-  if variant.startswith("baseline"):
-    config.model.encoder_features = ()
   return config
