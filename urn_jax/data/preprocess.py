@@ -102,15 +102,22 @@ def _resample(data, affine, grid, order):
   return np.asarray(nibabel.processing.resample_from_to(image, grid, order=order).dataobj)
 
 
+def _window_slices(starts, size: int, shape):
+  """Slices pairing a volume's in-plane region (``source``) with the part of a
+  ``size x size`` window at ``starts`` it fills (``window``); the window may overhang."""
+  source, window = [], []
+  for start, n in zip(starts, shape[:2]):
+    lo, hi = max(start, 0), min(start + size, n)
+    source.append(slice(lo, hi))
+    window.append(slice(lo - start, hi - start))
+  return tuple(source), tuple(window)
+
+
 def _window(volume: np.ndarray, starts, size: int) -> np.ndarray:
   """``volume[starts[0]:+size, starts[1]:+size, ...]``, zero where it leaves the volume."""
   out = np.zeros((size, size) + volume.shape[2:], volume.dtype)
-  src, dst = [], []
-  for start, n in zip(starts, volume.shape[:2]):
-    lo, hi = max(start, 0), min(start + size, n)
-    src.append(slice(lo, hi))
-    dst.append(slice(lo - start, hi - start))
-  out[tuple(dst)] = volume[tuple(src)]
+  source, window = _window_slices(starts, size, volume.shape)
+  out[window] = volume[source]
   return out
 
 
@@ -177,20 +184,13 @@ def to_original_grid(volume: np.ndarray, meta: dict, order: int = 0) -> np.ndarr
   resampled_shape = tuple(meta["resampled_shape"])
   volume = np.moveaxis(volume, 0, 2)  # [X, Y, Z, ...]
   out = np.zeros(resampled_shape[:2] + volume.shape[2:], volume.dtype)
-  starts, size = meta["window_start"], meta["size"]
-  src, dst = [], []
-  for start, n in zip(starts, resampled_shape[:2]):
-    lo, hi = max(start, 0), min(start + size, n)
-    dst.append(slice(lo, hi))
-    src.append(slice(lo - start, hi - start))
-  out[tuple(dst)] = volume[tuple(src)]
+  source, window = _window_slices(meta["window_start"], meta["size"], resampled_shape)
+  out[source] = volume[window]
   if meta["resampled_shape"] != meta["canonical_shape"]:
     grid = (tuple(meta["canonical_shape"]), np.asarray(meta["canonical_affine"]))
-    resampled_affine = np.asarray(meta["resampled_affine"])
+    affine = np.asarray(meta["resampled_affine"])
     channels = [out] if out.ndim == 3 else [out[..., c] for c in range(out.shape[-1])]
-    back = [np.asarray(nibabel.processing.resample_from_to(
-        nib.Nifti1Image(c.astype(np.float32), resampled_affine), grid, order=order).dataobj)
-        for c in channels]
+    back = [_resample(c.astype(np.float32), affine, grid, order) for c in channels]
     back = back[0] if out.ndim == 3 else np.stack(back, axis=-1)
     out = back.astype(volume.dtype) if order == 0 else back
   ras = nib.orientations.axcodes2ornt("RAS")
