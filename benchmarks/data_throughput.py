@@ -48,14 +48,15 @@ def main(argv=None):
     brats, _ = discover_brats(folders["brats"])
     hcp, _ = discover_hcp(folders["hcp"])
     for name, config in [("n4", PreprocessConfig()), ("no_n4", PreprocessConfig(n4=False))]:
+      dirs = []  # the loader reads the last setting's cache
       for dataset, cases in [("brats", brats), ("hcp", hcp)]:
         start = time.perf_counter()
-        dirs, problems = preprocess_dataset(cases, tmp / "cache", config, progress=False)
+        done, problems = preprocess_dataset(cases, tmp / "cache", config, progress=False)
         assert not problems, problems
+        dirs += done
         result[f"preprocess_{dataset}_{name}_seconds_per_case"] = (
             (time.perf_counter() - start) / len(cases))
-    source = SliceSource(dirs + preprocess_dataset(brats, tmp / "cache", config,
-                                                   progress=False)[0])
+    source = SliceSource(dirs)
     for workers in (0, 1, 2):
       result[f"loader_slices_per_second_{workers}_workers"] = _loader_rate(
           source, args.batch, args.batches, workers)

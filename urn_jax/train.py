@@ -108,11 +108,10 @@ def evaluate(config, model, state, source: SliceSource, to_device) -> float:
   indices = np.linspace(0, len(source) - 1, count).astype(int)
   batch_size = config.train.batch_size
   variables = {"params": state.params, "batch_stats": state.batch_stats}
-  losses = []
+  losses, theta = [], _theta(config)
   for n, start in enumerate(range(0, count - batch_size + 1, batch_size)):
     records = [source[int(i)] for i in indices[start:start + batch_size]]
     batch = to_device({k: np.stack([r[k] for r in records]) for k in records[0]})
-    theta = _theta(config)
     keep = batch["available"] if theta is None else modality_dropout(
         jax.random.key(10_000 + n), batch["available"], theta, config.train.min_keep)
     losses.append(_validation_loss(model, variables, batch, keep, config.job == "pretrain",

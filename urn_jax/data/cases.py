@@ -135,7 +135,20 @@ def discover_hcp(folder) -> tuple[list[Case], list[str]]:
   return cases, []
 
 
-def _load(case: Case, path: str, what: str) -> nib.Nifti1Image:
+def file_role(path) -> str | None:
+  """'flair', 't1', 't1c', 't2' or 'label' for a BraTS or HCP file name (or a bare BraTS
+  suffix such as ``t1ce.nii.gz``); None for any other file."""
+  name = Path(path).name
+  for modality, relative in HCP_FILES.items():
+    if name == Path(relative).name:
+      return modality
+  match = _BRATS_FILE.match(name)
+  suffix = match.group("suffix") if match else re.sub(r"\.nii(\.gz)?$", "", name)
+  role = _SUFFIXES.get(suffix.lower())
+  return role[0] if role else None
+
+
+def _load(case: Case, path: str, what: str) -> tuple[nib.Nifti1Image, np.ndarray]:
   try:
     image = nib.load(path)
     data = np.asanyarray(image.dataobj)

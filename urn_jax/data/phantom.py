@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import multiprocessing
 import functools
 import gzip
+import multiprocessing
 import os
 import sys
 import types
@@ -43,14 +43,14 @@ import numpy as np
 from scipy import ndimage
 from tqdm.auto import tqdm
 
+from urn_jax.data.cases import HCP_FILES
+
 BRATS_SHAPE = (240, 240, 155)
 BRATS_AFFINE = np.array([[-1.0, 0, 0, 120], [0, -1.0, 0, 103], [0, 0, 1.0, -72],
                          [0, 0, 0, 1]])
 HCP_SHAPE = (260, 311, 260)
 HCP_AFFINE = np.array([[-0.7, 0, 0, 90], [0, 0.7, 0, -126], [0, 0, 0.7, -72], [0, 0, 0, 1]])
 BRATS_FILES = {"flair": "flair", "t1": "t1", "t1c": "t1ce", "t2": "t2"}  # modality -> suffix
-HCP_FILES = {"t1": "T1w/T1w_acpc_dc_restore_brain.nii.gz",
-             "t2": "T1w/T2w_acpc_dc_restore_brain.nii.gz"}
 
 # Mean intensity of each tissue per modality (arbitrary units, about those of BraTS files).
 # T1: WM > GM > CSF, tumour and edema mildly hypointense. T1c: as T1 with a very bright
@@ -195,11 +195,16 @@ def _anatomy(rng, shape, affine, lesion):
                                           "csf": np.maximum(1.0 - gm - wm, 0.0)})
 
 
-def _grid(anatomy, values):
-  """Brain-voxel values -> an array on the brain's box, 0 outside the brain."""
-  out = np.zeros(anatomy.brain.shape, np.float32)
-  out[anatomy.brain] = values
-  return out
+def _grid(anatomy, values, shape=None):
+  """Brain-voxel values -> an array on the brain's box (or on the whole grid of ``shape``),
+  0 outside the brain."""
+  box = np.zeros(anatomy.brain.shape, values.dtype)
+  box[anatomy.brain] = values
+  if shape is None:
+    return box
+  full = np.zeros(shape, values.dtype)
+  full[anatomy.box] = box
+  return full
 
 
 def _place(rng, anatomy, radius, prefer_white, avoid):
@@ -330,17 +335,9 @@ def _generate(dataset, seed, index, modalities, lesion):
                                                                         (0.015, 0.025))
   images = {}
   for modality, rng in zip(modalities, image_rng.spawn(len(modalities))):
-    full = np.zeros(shape, np.float32)
     values = _image(rng, modality, anatomy, fractions, rng.uniform(*bias), noise, axes)
-    full[anatomy.box][anatomy.brain] = values
-    images[modality] = full
+    images[modality] = _grid(anatomy, values, shape)
   return images, label, anatomy, affine.copy()
-
-
-def _on_grid(shape, anatomy, values):
-  full = np.zeros(shape, values.dtype)
-  full[anatomy.box][anatomy.brain] = values
-  return full
 
 
 def make_brats_case(seed: int, index: int, return_tissues: bool = False):
@@ -354,10 +351,10 @@ def make_brats_case(seed: int, index: int, return_tissues: bool = False):
   """
   images, label, anatomy, affine = _generate("brats", seed, index, tuple(BRATS_FILES),
                                              lesion=True)
-  label = _on_grid(BRATS_SHAPE, anatomy, label[anatomy.brain])
+  label = _grid(anatomy, label[anatomy.brain], BRATS_SHAPE)
   if not return_tissues:
     return images, label, affine
-  tissues = {k: _on_grid(BRATS_SHAPE, anatomy, v.astype(np.float32))
+  tissues = {k: _grid(anatomy, v.astype(np.float32), BRATS_SHAPE)
              for k, v in anatomy.fractions.items()}
   return images, label, affine, tissues
 

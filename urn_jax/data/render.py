@@ -21,13 +21,10 @@ import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
+from urn_jax.data.cases import file_role  # noqa: E402
 from urn_jax.modalities import MODALITIES, MODALITY_LABELS  # noqa: E402
 
 _COLOURS = {1: (1.0, 0.0, 0.0), 2: (0.0, 0.8, 0.0), 3: (0.0, 0.3, 1.0), 4: (0.0, 0.3, 1.0)}
-# File name endings -> role: BraTS 2018-2021, BraTS 2023+, and HCP's names.
-_SUFFIXES = {"flair": "flair", "t1": "t1", "t1ce": "t1c", "t2": "t2", "seg": "label",
-             "t2f": "flair", "t1n": "t1", "t1c": "t1c", "t2w": "t2"}
-_HCP_NAMES = {"T1w_acpc_dc_restore_brain": "t1", "T2w_acpc_dc_restore_brain": "t2"}
 
 
 def _to_ras(volume, affine):
@@ -113,15 +110,6 @@ def render_case(images: dict, label, out_png, slices=None, title=None, affine=No
   return out_png
 
 
-def _role(path: Path):
-  """'flair', 't1', 't1c', 't2', 'label', or None for a file name that is none of these."""
-  stem = path.name.removesuffix(".gz").removesuffix(".nii")
-  if stem in _HCP_NAMES:
-    return _HCP_NAMES[stem]
-  ending = stem.replace("-", "_").rsplit("_", 1)[-1].lower()
-  return _SUFFIXES.get(ending)
-
-
 def load_files(paths):
   """Reads a BraTS case folder, an HCP subject folder, or image files: ``(images, label,
   affine)`` with the affine of the first file read."""
@@ -135,7 +123,7 @@ def load_files(paths):
       raise FileNotFoundError(f"{path} does not exist")
   found = {}
   for path in files:
-    role = _role(path)
+    role = file_role(path)
     if role in found:
       raise ValueError(f"two files for {role}: {found[role]} and {path}")
     if role:
