@@ -1,0 +1,81 @@
+"""The paper's whole study in one command: pre-train, the four scenarios, evaluate, publish.
+
+    python launch.py --config=configs/study.py --workdir=runs/study              # 2-core CPU
+    python launch.py --config=configs/study.py:paper --workdir=runs/study_paper  # one GPU
+    python launch.py --config=configs/study.py:tiny --workdir=/tmp/study_tiny    # smoke test
+
+For each seed in ``seeds``: URN synthesis pre-training on pooled BraTS + HCP (``pretrain``),
+the same on BraTS alone (``pretrain_brats``, Table 2's first column group; off with
+``--config.pretrain_brats_only=False``), then the four segmentation scenarios of Table 1
+(``segment.baseline``, ``.baseline_md``, ``.urn_md``, ``.urn_md_pretrained``, the last on
+the frozen encoders of that seed's pooled pre-training). Then every model is evaluated on the
+same validation patients for all 15 combinations of modalities, and Tables 1 and 2 (mean
+and spread over the seeds), Figures 2-5 and per-case CSVs go to ``<workdir>/results``.
+Work directories are ``<workdir>/seed<seed>/<stage>``; the same command resumes an
+interrupted study. The seed changes initialization, modality dropout and data order; the
+data (phantom or folders) and the patient split are the same for every seed and stage.
+
+``data`` is shared by every stage (only ``use_hcp`` is set per stage) and is where folders go:
+``--config.data.brats_dir=/data/BraTS2018 --config.data.hcp_dir=/data/HCP``. Each stage's
+``model`` and ``train`` can be overridden, e.g. ``--config.pretrain.train.max_steps=500``.
+
+Sizes. The default fits a 2-core CPU in about two hours for both seeds: 3 mm slices of
+64 x 64 (the paper: 1 mm, 240 x 240), U-Net widths 8-64 (the paper: 64-1024), a phantom of
+20 BraTS-like cases (14 training, 6 validation) and 8 HCP-like subjects, 1000 pre-training
+and 1200 segmentation steps of batch 4 (the paper: until convergence, and 50 epochs of 285
+BraTS patients). ``paper`` is the paper's size for a GPU; ``tiny`` runs every stage for a
+few steps, for the test.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+import default  # noqa: E402
+import evaluate  # noqa: E402
+import pretrain  # noqa: E402
+import segment  # noqa: E402
+
+import ml_collections  # noqa: E402
+
+
+def _stage(config):
+  """A job config for the study: its ``data`` comes from the study's at run time."""
+  del config["data"]
+  return config
+
+
+def get_config(arg: str = ""):
+  preset = arg.strip()
+  if preset not in ("", "tiny", "paper"):
+    raise ValueError(f"unknown study size {preset!r}; known: tiny, paper (or none)")
+  job_preset = "paper" if preset == "paper" else "small"
+  config = ml_collections.ConfigDict()
+  config.job = "study"
+  config.seeds = (0, 1)
+  config.pretrain_brats_only = True
+  config.stages = "all"  # "all", "train" (no evaluation) or "evaluate" (trained runs only)
+  config.data = default.apply_preset(default.get_config(), job_preset).data
+  config.pretrain = _stage(pretrain.get_config(job_preset))
+  config.segment = ml_collections.ConfigDict(
+      {v: _stage(segment.get_config(f"{v},{job_preset}")) for v in segment.VARIANTS})
+  config.evaluate = evaluate.get_config().evaluate
+  stages = [config.pretrain] + [config.segment[v] for v in segment.VARIANTS]
+  if preset == "":
+    config.data.phantom_brats, config.data.phantom_hcp = 20, 8
+    config.pretrain.train.max_steps = 1000
+    for stage in stages[1:]:
+      stage.train.max_steps, stage.train.eval_every = 1200, 200
+  elif preset == "tiny":
+    config.data.phantom_brats, config.data.phantom_hcp = 4, 2
+    config.data.n4, config.data.spacing, config.data.size = False, 6.0, 32
+    config.evaluate.chunk = 8
+    for stage in stages:
+      stage.model.channels = 4
+      if stage.model.encoder_features:
+        stage.model.encoder_features = (4, 8)
+      if stage.model.segmentation_features:
+        stage.model.segmentation_features = (4, 8)
+      stage.train.max_steps = stage.train.eval_every = stage.train.checkpoint_every = 2
+      stage.train.eval_slices = 8
+  return config
