@@ -8,6 +8,9 @@ JOBS = {  # job -> "module:function(config, workdir)"
     "demo": "urn_jax.demo:run",
     "pretrain": "urn_jax.train:train_and_evaluate",
     "segment": "urn_jax.train:train_and_evaluate",
+    "study": "urn_jax.study:run",
+    "evaluate": "urn_jax.evaluate:run",
+    "infer": "urn_jax.infer:run",
 }
 
 

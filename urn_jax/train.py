@@ -187,25 +187,40 @@ def _check_signature(stored, current, where):
         f"{[current.get(k) for k in differences]}); use a new --workdir or the same config")
 
 
-def find_pretrained(pretrained_workdir):
-  """``(manager, step, directory)`` of a pre-training run's best checkpoint, else its latest."""
+def find_checkpoint(workdir):
+  """``(manager, step, directory)`` of a run's best checkpoint, else its latest."""
   for sub in ("best", "checkpoints"):
-    directory = (Path(pretrained_workdir) / sub).resolve()
+    directory = (Path(workdir) / sub).resolve()
     if directory.is_dir():
       manager = ocp.CheckpointManager(directory)
       step = manager.best_step() if sub == "best" else manager.latest_step()
       if step is not None:
         return manager, step, directory
-  raise FileNotFoundError(
-      f"no pre-training checkpoint in {pretrained_workdir} (looked in best/ and "
-      "checkpoints/); run configs/pretrain.py first or fix --config.pretrained_workdir")
+  raise FileNotFoundError(f"no checkpoint in {workdir} (looked in best/ and checkpoints/)")
+
+
+def restore_state(workdir) -> tuple[dict, int, Path]:
+  """A run's saved training state (a dict of arrays; best, else latest), step, directory."""
+  manager, step, directory = find_checkpoint(workdir)
+  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  return restored["state"], step, directory
+
+
+def find_pretrained(pretrained_workdir):
+  """Fails early, with what to do, when a pre-training run has no checkpoint."""
+  try:
+    return find_checkpoint(pretrained_workdir)
+  except FileNotFoundError:
+    raise FileNotFoundError(
+        f"no pre-training checkpoint in {pretrained_workdir} (looked in best/ and "
+        "checkpoints/); run configs/pretrain.py first or fix --config.pretrained_workdir"
+    ) from None
 
 
 def load_pretrained(state, pretrained_workdir):
   """Copies the encoders (and a learned f) of a pre-training run into ``state``."""
-  manager, step, directory = find_pretrained(pretrained_workdir)
-  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-  stored = restored["state"]
+  find_pretrained(pretrained_workdir)
+  stored, step, directory = restore_state(pretrained_workdir)
   params, batch_stats = dict(state.params), dict(state.batch_stats)
   for name in PRETRAINED_MODULES:
     if name not in params:
@@ -228,18 +243,26 @@ def load_pretrained(state, pretrained_workdir):
   return state.replace(params=params, batch_stats=batch_stats)
 
 
-def _data(config, workdir):
+def data_from_config(config, workdir, use_hcp=None):
+  """``prepare_data`` with a job config's ``data`` settings (``use_hcp`` overrides):
+  ``{dataset: {"train": [case dirs], "validation": [case dirs]}}``."""
   d = config.data
   preprocess = PreprocessConfig(n4=d.n4, n4_shrink=d.n4_shrink, spacing=d.spacing, size=d.size)
-  data = prepare_data(workdir, d.brats_dir, d.hcp_dir, d.cache_dir, use_hcp=d.use_hcp,
+  return prepare_data(workdir, d.brats_dir, d.hcp_dir, d.cache_dir,
+                      use_hcp=d.use_hcp if use_hcp is None else use_hcp,
                       preprocess=preprocess, split_seed=d.split_seed,
                       train_fraction=d.train_fraction, workers=d.workers,
                       phantom_brats=d.phantom_brats, phantom_hcp=d.phantom_hcp,
                       phantom_seed=d.phantom_seed)
+
+
+def _data(config, workdir):
+  data = data_from_config(config, workdir)
   labels = config.job == "segment"
   part = lambda name: [c for dataset in data.values() for c in dataset[name]]
-  return (SliceSource(part("train"), labels, d.skip_empty),
-          SliceSource(part("validation"), labels, d.skip_empty))
+  skip_empty = config.data.skip_empty
+  return (SliceSource(part("train"), labels, skip_empty),
+          SliceSource(part("validation"), labels, skip_empty))
 
 
 def _mean_metrics(history):

@@ -148,6 +148,14 @@ def file_role(path) -> str | None:
   return role[0] if role else None
 
 
+def case_id_of_file(path) -> str:
+  """``Brats18_X_t1ce.nii.gz`` -> ``Brats18_X``: the case a BraTS-named file belongs to;
+  any other file: its name without the NIfTI extension."""
+  name = Path(path).name
+  match = _BRATS_FILE.match(name)
+  return match.group("case") if match else re.sub(r"\.nii(\.gz)?$", "", name)
+
+
 def _load(case: Case, path: str, what: str) -> tuple[nib.Nifti1Image, np.ndarray]:
   try:
     image = nib.load(path)

@@ -102,6 +102,32 @@ def _resample(data, affine, grid, order):
   return np.asarray(nibabel.processing.resample_from_to(image, grid, order=order).dataobj)
 
 
+def _linear_axis_aligned(volume: np.ndarray, transform: np.ndarray, shape) -> np.ndarray:
+  """Trilinear resampling onto ``shape`` when ``transform`` (output voxel -> input voxel)
+  only scales and shifts each axis, as between our resampled and canonical grids: three
+  1D interpolations, each a matrix product with two nonzeros per row, several times faster
+  than a general 3D ``map_coordinates`` (where evaluating 15 combinations per case would
+  otherwise spend most of its time). Outside the input (by more than rounding) the value is
+  0, as with nibabel's ``resample_from_to``. A trailing channel axis is done one channel at
+  a time, which keeps every product contiguous (4x faster than carrying the axis along)."""
+  if volume.ndim == 4:
+    return np.stack([_linear_axis_aligned(volume[..., c], transform, shape)
+                     for c in range(volume.shape[-1])], axis=-1)
+  for axis, n_out in enumerate(shape):
+    n_in = volume.shape[axis]
+    x = transform[axis, axis] * np.arange(n_out) + transform[axis, 3]
+    inside = (x > -1e-3) & (x < n_in - 1 + 1e-3)
+    x = np.clip(x, 0, n_in - 1)
+    low = np.minimum(np.floor(x).astype(int), max(n_in - 2, 0))
+    weight = x - low
+    matrix = np.zeros((n_out, n_in), np.float32)
+    rows = np.flatnonzero(inside)
+    matrix[rows, low[rows]] += 1 - weight[rows]
+    matrix[rows, np.minimum(low[rows] + 1, n_in - 1)] += weight[rows]
+    volume = np.moveaxis(np.tensordot(matrix, volume, axes=([1], [axis])), 0, axis)
+  return np.ascontiguousarray(volume, np.float32)
+
+
 def _window_slices(starts, size: int, shape):
   """Slices pairing a volume's in-plane region (``source``) with the part of a
   ``size x size`` window at ``starts`` it fills (``window``); the window may overhang."""
@@ -189,10 +215,14 @@ def to_original_grid(volume: np.ndarray, meta: dict, order: int = 0) -> np.ndarr
   if meta["resampled_shape"] != meta["canonical_shape"]:
     grid = (tuple(meta["canonical_shape"]), np.asarray(meta["canonical_affine"]))
     affine = np.asarray(meta["resampled_affine"])
-    channels = [out] if out.ndim == 3 else [out[..., c] for c in range(out.shape[-1])]
-    back = [_resample(c.astype(np.float32), affine, grid, order) for c in channels]
-    back = back[0] if out.ndim == 3 else np.stack(back, axis=-1)
-    out = back.astype(volume.dtype) if order == 0 else back
+    transform = np.linalg.inv(affine) @ grid[1]  # canonical voxel -> resampled voxel
+    if order == 1 and np.allclose(transform[:3, :3], np.diag(np.diag(transform[:3, :3]))):
+      out = _linear_axis_aligned(out.astype(np.float32), transform, grid[0])
+    else:
+      channels = [out] if out.ndim == 3 else [out[..., c] for c in range(out.shape[-1])]
+      back = [_resample(c.astype(np.float32), affine, grid, order) for c in channels]
+      back = back[0] if out.ndim == 3 else np.stack(back, axis=-1)
+      out = back.astype(volume.dtype) if order == 0 else back
   ras = nib.orientations.axcodes2ornt("RAS")
   return nib.orientations.apply_orientation(
       out, nib.orientations.ornt_transform(ras, np.asarray(meta["orientation"])))

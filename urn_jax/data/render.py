@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 from urn_jax.data.cases import file_role  # noqa: E402
 from urn_jax.modalities import MODALITIES, MODALITY_LABELS  # noqa: E402
 
-_COLOURS = {1: (1.0, 0.0, 0.0), 2: (0.0, 0.8, 0.0), 3: (0.0, 0.3, 1.0), 4: (0.0, 0.3, 1.0)}
+COLOURS = {1: (1.0, 0.0, 0.0), 2: (0.0, 0.8, 0.0), 3: (0.0, 0.3, 1.0), 4: (0.0, 0.3, 1.0)}
 
 
 def _to_ras(volume, affine):
@@ -33,7 +33,7 @@ def _to_ras(volume, affine):
   return nib.orientations.apply_orientation(volume, orientation)
 
 
-def _window(volume):
+def intensity_window(volume):
   """1st-99th percentile of the nonzero voxels: robust to outliers and to the background."""
   values = volume[volume != 0]
   if values.size == 0:
@@ -72,7 +72,7 @@ def render_case(images: dict, label, out_png, slices=None, title=None, affine=No
   background = next(m for m in ("t1c",) + MODALITIES if m in images)
   if slices is None:
     slices = _default_slices(images[background], label)
-  windows = {m: _window(v) for m, v in images.items()}
+  windows = {m: intensity_window(v) for m, v in images.items()}
   columns = list(MODALITIES) + ["label"]
   fig, axes = plt.subplots(len(slices), len(columns), squeeze=False,
                            figsize=(2.4 * len(columns), 2.4 * len(slices) + 0.4),
@@ -97,7 +97,7 @@ def render_case(images: dict, label, out_png, slices=None, title=None, affine=No
         ax.text(0.02, 0.02, f"z={z}", color="yellow", fontsize=8, transform=ax.transAxes)
       if name == "label" and label is not None:
         overlay = np.zeros(label.shape[:2] + (4,))
-        for value, colour in _COLOURS.items():
+        for value, colour in COLOURS.items():
           overlay[label[:, :, z] == value] = colour + (0.5,)
         ax.imshow(overlay.transpose(1, 0, 2), origin="lower", interpolation="nearest")
   if title:

@@ -1,0 +1,30 @@
+"""Evaluation of trained models on the validation patients, for all 15 combinations of
+modalities: Table 1 (Dice per region), Table 2 (PSNR of synthesis), Figures 2-5, per-case
+CSVs.
+
+    python launch.py --config=configs/evaluate.py --workdir=runs/eval \
+        --config.models=runs/baseline,runs/baseline_md,runs/urn_md,runs/urn_md_pretrained
+    python launch.py --config=configs/evaluate.py --workdir=runs/eval_pretrain \
+        --config.models=runs/pretrain
+
+``models``: comma-separated training work directories (segmentation and/or pre-training);
+each is named after its scenario (from its ``config.json``) unless ``names`` gives
+comma-separated names. Runs with the same name (several seeds) are averaged, and the table
+cells show the mean and the spread over them. Every model must have been trained with the
+same split (``<workdir>/split.json``); its validation BraTS cases are evaluated.
+"""
+
+import ml_collections
+
+
+def get_config():
+  config = ml_collections.ConfigDict()
+  config.job = "evaluate"
+  config.models = ""
+  config.names = ""
+  config.evaluate = ml_collections.ConfigDict()
+  config.evaluate.chunk = 32           # slices per call of the one compiled inference function
+  config.evaluate.max_cases = 0        # 0: every validation case
+  config.evaluate.figure_case = ""     # case of Figures 3-5; default: the largest tumour
+  config.evaluate.figures = True
+  return config

@@ -1,0 +1,262 @@
+"""Evaluation over the 15 combinations (tables, figures, per-case CSVs) and ``urn-segment``:
+predictions land on the input's grid, with its header, in BraTS labels, for every subset of
+input files; bad input is reported, not fatal."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import ml_collections
+import nibabel as nib
+import numpy as np
+import pytest
+from test_data import SHAPE, _save, write_brats_case, write_hcp_subject
+from test_train import ROOT, load_config, tiny
+
+import urn_jax.evaluate
+from urn_jax.infer import main as urn_segment
+from urn_jax.modalities import MODALITIES, availability_masks, mask_symbols
+from urn_jax.train import train_and_evaluate
+from urn_jax.train_step import infer
+
+NAMES = {"flair": "_flair", "t1": "_t1", "t1c": "_t1ce", "t2": "_t2"}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  root = tmp_path_factory.mktemp("evaluate")
+  data = root / "data"
+  for i in range(5):
+    write_brats_case(data / "brats", f"Brats18_{i}", seed=i)
+  for i in range(2):
+    write_hcp_subject(data / "hcp", f"10030{i}", seed=i)
+  workdirs = {}
+  for name, arg in (("pretrain", ""), ("baseline_md", "baseline_md"), ("urn_md", "urn_md"),
+                    ("urn_md_pretrained", "urn_md_pretrained")):
+    config = tiny(load_config("pretrain" if name == "pretrain" else "segment", arg), data)
+    if name == "urn_md_pretrained":
+      config.pretrained_workdir = str(workdirs["pretrain"])
+    workdirs[name] = root / name
+    train_and_evaluate(config, workdirs[name])
+  return {"data": data, **workdirs}
+
+
+def _settings(**overrides):
+  settings = ml_collections.ConfigDict(dict(chunk=8, max_cases=0, figure_case="",
+                                            figures=True))
+  settings.update(overrides)
+  return settings
+
+
+@pytest.fixture(scope="module")
+def report(runs, tmp_path_factory):
+  out = tmp_path_factory.mktemp("report")
+  compiled = infer._cache_size()
+  models = [runs["baseline_md"], runs["urn_md"], runs["urn_md_pretrained"], runs["pretrain"]]
+  summary = urn_jax.evaluate.evaluate_models(models, out, _settings())
+  return {"out": out, "summary": summary, "compilations": infer._cache_size() - compiled}
+
+
+def test_evaluation_writes_every_table_figure_and_csv(report):
+  out = report["out"]
+  for name in ("table1.md", "table1.csv", "table1_hd95.md", "table1_hd95.csv", "table2.md",
+               "table2.csv", "figure2.png", "figure3.png", "figure5.png", "cases.csv",
+               "psnr_cases.csv", "runs.json"):
+    assert (out / name).stat().st_size > 0, name
+  assert sorted(report["summary"]["dice_mean"]) == ["Baseline + MD", "URN + MD",
+                                                    "URN + MD w/ HCP"]
+
+
+def test_one_compilation_per_model_serves_all_15_combinations(report):
+  assert report["compilations"] == 4  # four models, each one compiled function
+
+
+def test_table1_has_the_papers_layout(report):
+  lines = (report["out"] / "table1.md").read_text().splitlines()
+  header = [c.strip() for c in lines[2].strip("|").split("|")]
+  assert header[:4] == ["F", "T1", "T1c", "T2"]
+  assert header[4:7] == ["Baseline + MD: ET", "Baseline + MD: WT", "Baseline + MD: TC"]
+  assert len(header) == 4 + 3 * 3
+  rows = [[c.strip() for c in l.strip("|").split("|")] for l in lines[4:]]
+  assert len(rows) == 16
+  for row, mask in zip(rows, availability_masks()):
+    assert " ".join(row[:4]) == mask_symbols(mask)
+    assert all(0 <= float(v) <= 100 for v in row[4:])
+  assert rows[-1][0] == "**mean**"
+  with (report["out"] / "table1.csv").open() as f:
+    table = list(csv.DictReader(f))
+  assert [r["mask"] for r in table[:15]] == ["".join("1" if m else "0" for m in mask)
+                                              for mask in availability_masks()]
+
+
+def test_table2_marks_inputs_and_scores_only_synthesized_modalities(report):
+  lines = (report["out"] / "table2.md").read_text().splitlines()
+  rows = [[c.strip() for c in l.strip("|").split("|")] for l in lines[4:]]
+  assert len(rows) == 15  # 14 combinations that miss something, and the mean
+  for row, mask in zip(rows, availability_masks()[1:]):
+    for given, cell in zip(mask, row[4:8]):
+      assert (cell == "-") == bool(given)
+
+
+def test_per_case_csv_has_one_row_per_model_case_and_combination(report, runs):
+  with (report["out"] / "cases.csv").open() as f:
+    rows = list(csv.DictReader(f))
+  validation = json.loads((runs["urn_md"] / "split.json").read_text())
+  cases = len(validation["datasets"]["brats"]["validation"])
+  assert len(rows) == 3 * cases * 15
+  assert {"ET/dice", "WT/hd95", "TC/sensitivity", "ET/specificity"} <= set(rows[0])
+
+
+def test_an_interrupted_evaluation_resumes_from_the_per_case_results(report, runs,
+                                                                      monkeypatch):
+  def fail(*args, **kwargs):
+    raise AssertionError("recomputed a case that was already evaluated")
+  monkeypatch.setattr(urn_jax.evaluate, "predict_volume", fail)
+  models = [runs["baseline_md"], runs["urn_md"], runs["urn_md_pretrained"], runs["pretrain"]]
+  urn_jax.evaluate.evaluate_models(models, report["out"], _settings())
+
+
+def test_a_perfect_prediction_scores_perfectly_on_the_original_grid(runs, tmp_path,
+                                                                     monkeypatch):
+  """The mapping back to the original file (window, LPS orientation) is exact: a model
+  that outputs the pre-processed label scores Dice 1 and HD95 0 on the original label."""
+  def oracle(loaded, image, mask, chunk):
+    case = next(d for d in (runs["data"] / "cache" / "preprocessed").glob("*/brats/*")
+                if np.array_equal(np.load(d / "image.npy"), image))
+    label = np.load(case / "label.npy")
+    return {"probabilities": np.eye(4, dtype=np.float32)[label]}
+  monkeypatch.setattr(urn_jax.evaluate, "predict_volume", oracle)
+  urn_jax.evaluate.evaluate_models([runs["urn_md"]], tmp_path, _settings(figures=False))
+  with (tmp_path / "cases.csv").open() as f:
+    rows = list(csv.DictReader(f))
+  for region in ("ET", "WT", "TC"):
+    assert all(float(r[f"{region}/dice"]) == 1.0 for r in rows)
+    assert all(float(r[f"{region}/hd95"]) == 0.0 for r in rows)
+
+
+def test_models_with_different_splits_are_not_compared(runs, tmp_path):
+  other = tmp_path / "other"
+  other.mkdir()
+  for name in ("config.json", "checkpoints", "best"):
+    (other / name).symlink_to(runs["urn_md"] / name)
+  split = json.loads((runs["urn_md"] / "split.json").read_text())
+  brats = split["datasets"]["brats"]
+  brats["train"], brats["validation"] = brats["validation"], brats["train"]
+  (other / "split.json").write_text(json.dumps(split))
+  with pytest.raises(ValueError, match="validated on other cases"):
+    urn_jax.evaluate.evaluate_models([runs["urn_md"], other], tmp_path / "out", _settings())
+
+
+# urn-segment
+
+
+def _case_files(case_dir):
+  return {m: case_dir / f"{case_dir.name}{suffix}.nii.gz" for m, suffix in NAMES.items()}
+
+
+@pytest.mark.parametrize("mask", [pytest.param(m, id="".join("1" if x else "0" for x in m))
+                                  for m in availability_masks()])
+def test_urn_segment_round_trip_keeps_the_input_geometry_for_every_subset(runs, tmp_path,
+                                                                         mask):
+  case = runs["data"] / "brats" / "Brats18_0"
+  files = _case_files(case)
+  arguments = [f"--{m}={files[m]}" for m, on in zip(MODALITIES, mask) if on]
+  status = urn_segment(["--model", str(runs["urn_md"]), "--output", str(tmp_path),
+                        *arguments])
+  assert status == 0
+  written = nib.load(tmp_path / "Brats18_0.nii.gz")
+  reference = nib.load(files[next(m for m, on in zip(MODALITIES, mask) if on)])
+  labels = np.asarray(written.dataobj)
+  assert labels.shape == reference.shape and labels.dtype == np.uint8
+  np.testing.assert_array_equal(written.affine, reference.affine)
+  for field in ("pixdim", "qform_code", "sform_code", "srow_x", "srow_y", "srow_z", "xyzt_units"):
+    np.testing.assert_array_equal(written.header[field], reference.header[field])
+  assert set(np.unique(labels)) <= {0, 1, 2, 4}
+
+
+def test_urn_segment_on_a_folder_names_outputs_by_case_and_writes_options(runs, tmp_path):
+  status = urn_segment(["--model", str(runs["urn_md_pretrained"]), "--input",
+                        str(runs["data"] / "brats"), "--output", str(tmp_path),
+                        "--probabilities", "--synthesis"])
+  assert status == 0
+  assert sorted(p.name for p in tmp_path.glob("*.nii.gz") if "_" not in p.name[8:]) == [
+      f"Brats18_{i}.nii.gz" for i in range(5)]
+  probabilities = nib.load(tmp_path / "Brats18_0_probabilities.nii.gz")
+  assert probabilities.shape == SHAPE + (4,)
+  np.testing.assert_allclose(np.asarray(probabilities.dataobj).sum(-1), 1, atol=1e-4)
+  assert not list(tmp_path.glob("*_synthesized.nii.gz"))  # nothing is missing
+
+
+def test_urn_segment_synthesizes_the_missing_modalities(runs, tmp_path):
+  files = _case_files(runs["data"] / "brats" / "Brats18_1")
+  status = urn_segment(["--model", str(runs["urn_md_pretrained"]), "--output", str(tmp_path),
+                        f"--t1c={files['t1c']}", "--synthesis"])
+  assert status == 0
+  for modality in ("flair", "t1", "t2"):
+    image = nib.load(tmp_path / f"Brats18_1_{modality}_synthesized.nii.gz")
+    assert image.shape == SHAPE and np.isfinite(np.asarray(image.dataobj)).all()
+
+
+def test_urn_segment_reports_bad_cases_and_writes_the_others(runs, tmp_path, capsys):
+  folder = tmp_path / "in"
+  write_brats_case(folder, "Brats18_good", seed=1)
+  bad_shape = write_brats_case(folder, "Brats18_shape", seed=2)
+  _save(np.ones((8, 8, 8), np.int16), bad_shape / "Brats18_shape_t2.nii.gz")
+  broken = write_brats_case(folder, "Brats18_broken", seed=3)
+  (broken / "Brats18_broken_t1.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
+  status = urn_segment(["--model", str(runs["urn_md"]), "--input", str(folder), "--output",
+                        str(tmp_path / "out")])
+  err = capsys.readouterr().err
+  assert status == 1
+  assert (tmp_path / "out" / "Brats18_good.nii.gz").exists()
+  assert not (tmp_path / "out" / "Brats18_shape.nii.gz").exists()
+  assert "Brats18_shape_t2.nii.gz has shape (8, 8, 8)" in err
+  assert "cannot read t1 file" in err and "Brats18_broken_t1.nii.gz" in err
+
+
+def test_urn_segment_keeps_existing_outputs_unless_asked(runs, tmp_path, capsys):
+  files = _case_files(runs["data"] / "brats" / "Brats18_2")
+  target = tmp_path / "Brats18_2.nii.gz"
+  target.write_bytes(b"precious")
+  arguments = ["--model", str(runs["urn_md"]), "--output", str(tmp_path),
+               f"--flair={files['flair']}"]
+  assert urn_segment(arguments) == 0
+  assert target.read_bytes() == b"precious" and "--overwrite" in capsys.readouterr().err
+  assert urn_segment(arguments + ["--overwrite"]) == 0
+  assert nib.load(target).shape == SHAPE
+
+
+def test_urn_segment_errors_for_a_missing_model_or_no_input(runs, tmp_path, capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    urn_segment(["--model", str(tmp_path / "nope"), "--input", str(runs["data"] / "brats"),
+                 "--output", str(tmp_path)])
+  assert exit_info.value.code == 2
+  assert f"{tmp_path / 'nope'} is not a training work directory" in capsys.readouterr().err
+  with pytest.raises(SystemExit):
+    urn_segment(["--model", str(runs["pretrain"]), "--input", str(runs["data"] / "brats"),
+                 "--output", str(tmp_path)])
+  assert "needs a segmentation run" in capsys.readouterr().err
+  with pytest.raises(SystemExit):
+    urn_segment(["--model", str(runs["urn_md"]), "--output", str(tmp_path)])
+  assert "nothing to segment" in capsys.readouterr().err
+
+
+def test_the_console_script_and_the_launch_config_share_one_path(runs, tmp_path):
+  script = Path(sys.executable).with_name("urn-segment")
+  assert script.exists(), "pip install -e . installs the urn-segment console script"
+  assert "--synthesis" in subprocess.run([script, "--help"], capture_output=True,
+                                         text=True).stdout
+  files = _case_files(runs["data"] / "brats" / "Brats18_3")
+  result = subprocess.run(
+      [sys.executable, str(ROOT / "launch.py"), "--config=configs/infer.py",
+       f"--workdir={tmp_path}", f"--config.model={runs['urn_md']}",
+       f"--config.t1={files['t1']}", f"--config.t2={files['t2']}"],
+      cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-2000:]
+  direct = tmp_path / "direct"
+  urn_segment(["--model", str(runs["urn_md"]), "--output", str(direct),
+               f"--t1={files['t1']}", f"--t2={files['t2']}"])
+  np.testing.assert_array_equal(nib.load(tmp_path / "Brats18_3.nii.gz").dataobj,
+                                nib.load(direct / "Brats18_3.nii.gz").dataobj)

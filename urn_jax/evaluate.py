@@ -1,0 +1,207 @@
+"""Evaluation of trained models for all 15 combinations of modalities (paper 3.2).
+
+For every model (a training work directory) and every validation BraTS case of its split,
+each of the 15 availability masks is run through one compiled inference function
+(``predict.predict_volume``), and:
+
+- a segmentation model's prediction is mapped back onto the original file's grid
+  (``predict.to_original_classes``) and scored against the original label file, on the whole
+  3D volume, with the voxel spacing of that file: Dice, HD95 (mm), sensitivity and
+  specificity for ET, WT and TC (``urn_jax.metrics``). That is exactly what ``urn-segment``
+  would write for the case, so the numbers describe what a user gets;
+- a pre-training model's synthesis of every modality the case has is scored by PSNR
+  against the pre-processed (z-scored) image within the brain (``metrics.psnr``), on the
+  pre-processed grid, where the network works: intensities on the original grid would
+  only add N4 and z-scoring to undo.
+
+A mask that needs a modality the case lacks is skipped for that case. Per-case results are
+kept in ``<out>/per_case/`` (one JSON per model and case, keyed by the checkpoint), so an
+interrupted evaluation resumes; the tables and figures (``urn_jax.report``) are then made
+from them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from tqdm.auto import tqdm
+
+from urn_jax.data.cases import file_role, labels_to_classes
+from urn_jax.metrics import psnr, segmentation_metrics
+from urn_jax.modalities import MODALITIES, availability_masks, mask_name
+from urn_jax.predict import load_model, predict_volume, read_config, to_original_classes
+from urn_jax.train import data_from_config
+
+# Input combinations drawn in Figures 3-5, as in the paper: all, one missing, pairs, single.
+FIGURE_MASKS = ("1111", "0111", "0101", "0010", "1000")
+
+
+def _mask_key(mask) -> str:
+  return "".join("1" if m else "0" for m in np.asarray(mask))
+
+
+def _validation_cases(config, workdir) -> list[Path]:
+  data = data_from_config(config, workdir, use_hcp=False)
+  return data["brats"]["validation"]
+
+
+def _truth(meta: dict):
+  """The original label file of a case as classes 0..3, and its voxel spacing in mm."""
+  paths = [p for p in meta["sources"] if file_role(p) == "label"]
+  if not paths:
+    raise ValueError(f"case {meta['case_id']} has no label file; it cannot be evaluated")
+  image = nib.load(paths[0])
+  classes = labels_to_classes(np.asanyarray(image.dataobj), meta["label_convention"],
+                              f"case {meta['case_id']}: label file {paths[0]}")
+  return classes, tuple(float(z) for z in image.header.get_zooms()[:3])
+
+
+def _figure_slice(meta: dict, truth: np.ndarray) -> tuple[int, int]:
+  """The axial slice with the most tumour: its index on the original grid (after turning
+  it to RAS, as drawn) and on the pre-processed grid."""
+  ras = nib.orientations.apply_orientation(truth, np.asarray(meta["orientation"]))
+  original = int((ras > 0).sum(axis=(0, 1)).argmax())
+  tumour = meta["tumour_slices"] or meta["brain_slices"]
+  # The pre-processed grid is RAS too, resampled along z: the same height in mm.
+  zooms_canonical = np.sqrt((np.asarray(meta["canonical_affine"])[:3, :3] ** 2).sum(0))
+  zooms_resampled = np.sqrt((np.asarray(meta["resampled_affine"])[:3, :3] ** 2).sum(0))
+  model = int(round(original * zooms_canonical[2] / zooms_resampled[2]))
+  return original, int(np.clip(model, min(tumour), max(tumour)))
+
+
+def _evaluate_case(loaded, case_dir: Path, masks, chunk, truth_cache, figure: bool):
+  """Rows of metrics for one model and one case; with ``figure``, also the slices drawn."""
+  meta = json.loads((case_dir / "meta.json").read_text())
+  image = np.load(case_dir / "image.npy", mmap_mode="r")
+  available = np.asarray(meta["available"], bool)
+  segmentation = loaded.job == "segment"
+  if meta["case_id"] not in truth_cache:
+    truth_cache[meta["case_id"]] = _truth(meta)
+  truth, spacing = truth_cache[meta["case_id"]]
+  brain = (np.asarray(image)[..., available] != 0).any(-1)
+  rows, drawn = [], {}
+  z_original, z_model = _figure_slice(meta, truth)
+  for mask in masks:
+    if np.any(mask & ~available):
+      continue
+    key = _mask_key(mask)
+    out = predict_volume(loaded, image, mask, chunk)
+    base = {"case_id": meta["case_id"], "mask": key, "combination": mask_name(mask)}
+    if segmentation:
+      predicted = to_original_classes(out["probabilities"], meta)
+      rows.append({**base, **segmentation_metrics(predicted, truth, spacing)})
+      if figure and key in FIGURE_MASKS:
+        ras = nib.orientations.apply_orientation(predicted, np.asarray(meta["orientation"]))
+        drawn[key] = ras[:, :, z_original]
+    else:
+      for j, modality in enumerate(MODALITIES):
+        if available[j]:
+          rows.append({**base, "modality": modality, "given": bool(mask[j]),
+                       "psnr": psnr(out["synthesis"][..., j], image[..., j], brain)})
+      if figure and key in FIGURE_MASKS:
+        drawn[key] = out["synthesis"][z_model]
+  if figure:
+    if segmentation:
+      ras = nib.orientations.apply_orientation(truth, np.asarray(meta["orientation"]))
+      drawn["truth"] = ras[:, :, z_original]
+      t1c = [p for p in meta["sources"] if file_role(p) == "t1c"]
+      if t1c:
+        volume = np.asanyarray(nib.load(t1c[0]).dataobj)
+        ras_image = nib.orientations.apply_orientation(volume, np.asarray(meta["orientation"]))
+        drawn["t1c"] = np.asarray(ras_image[:, :, z_original], np.float32)
+    else:
+      drawn["reference"] = np.asarray(image[z_model])
+  return rows, drawn
+
+
+def _cache_key(loaded) -> str:
+  return hashlib.sha256(f"{loaded.checkpoint}:{loaded.step}".encode()).hexdigest()[:12]
+
+
+def evaluate_models(models, out_dir, settings, names=None) -> dict:
+  """Evaluates ``models`` (work directories, or ``(stage, seed, workdir)`` tuples) and
+  writes the tables and figures into ``out_dir``; returns ``{"files": [...]}`` and the
+  mean rows of the tables."""
+  from urn_jax import report  # matplotlib: only when writing the report
+  workdirs = [Path(m[-1] if isinstance(m, (tuple, list)) else m) for m in models]
+  if not workdirs:
+    raise ValueError("no model to evaluate: give --config.models=<workdir>[,<workdir>...]")
+  if names and len(names) != len(workdirs):
+    raise ValueError(f"{len(names)} names for {len(workdirs)} models; give one per model")
+  out_dir = Path(out_dir)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  masks = availability_masks()
+  runs, truth_cache, reference_ids, figure_case = [], {}, None, None
+  for n, workdir in enumerate(workdirs):
+    config = read_config(workdir)
+    cases = _validation_cases(config, workdir)
+    ids = sorted(c.name for c in cases)
+    if reference_ids is None:
+      reference_ids = ids
+      if settings.max_cases:
+        reference_ids = ids[:settings.max_cases]
+      figure_case = settings.figure_case or _largest_tumour(cases, reference_ids)
+    elif not set(reference_ids) <= set(ids):
+      raise ValueError(f"{workdir} was validated on other cases than {workdirs[0]} "
+                       f"({len(set(reference_ids) - set(ids))} differ); compare only runs "
+                       "with the same split (the same data and split_seed)")
+    runs.append((workdir, config, {c.name: c for c in cases}))
+
+  results = []
+  bar = tqdm(total=len(runs) * len(reference_ids), desc="evaluating", unit="case",
+             file=sys.stderr, dynamic_ncols=True)
+  for n, (workdir, config, cases) in enumerate(runs):
+    loaded = load_model(workdir)
+    cache = out_dir / "per_case" / f"{n:02d}-{_cache_key(loaded)}"
+    cache.mkdir(parents=True, exist_ok=True)
+    run = {"workdir": str(workdir), "name": names[n] if names else loaded.name,
+           "job": loaded.job, "seed": int(config.seed), "step": loaded.step, "rows": [],
+           "figure": {}}
+    for case_id in reference_ids:
+      bar.set_postfix_str(f"{run['name']} seed {run['seed']}: {case_id}")
+      stored = cache / f"{case_id}.json"
+      figure = case_id == figure_case
+      if stored.exists() and (not figure or stored.with_suffix(".npz").exists()):
+        rows = json.loads(stored.read_text())
+        drawn = dict(np.load(stored.with_suffix(".npz"))) if figure else {}
+      else:
+        rows, drawn = _evaluate_case(loaded, cases[case_id], masks, settings.chunk,
+                                     truth_cache, figure)
+        if figure:
+          np.savez_compressed(stored.with_suffix(".npz"), **drawn)
+        tmp = stored.with_suffix(".tmp")
+        tmp.write_text(json.dumps(rows))
+        os.replace(tmp, stored)  # written last: a case is done only when its JSON exists
+      run["rows"] += [{"model": run["name"], "seed": run["seed"], **r} for r in rows]
+      if figure:
+        run["figure"] = drawn
+      bar.update()
+    results.append(run)
+  bar.close()
+  return report.write_report(results, out_dir, figure_case, settings.figures)
+
+
+def _largest_tumour(cases, ids) -> str:
+  """The case with the most tumour voxels: the clearest one to draw."""
+  by_id = {c.name: c for c in cases}
+  sizes = {i: int((np.load(by_id[i] / "label.npy", mmap_mode="r") > 0).sum())
+           for i in ids if (by_id[i] / "label.npy").exists()}
+  if not sizes:
+    raise ValueError("no validation case has a label; segmentation cannot be evaluated")
+  return max(sizes, key=sizes.get)
+
+
+def run(config, workdir):
+  """The ``evaluate`` job (``configs/evaluate.py``)."""
+  models = [m.strip() for m in config.models.split(",") if m.strip()]
+  names = [n.strip() for n in config.names.split(",")] if config.names else None
+  summary = evaluate_models(models, Path(workdir), config.evaluate, names)
+  print("\n".join(f"wrote {f}" for f in summary["files"]), file=sys.stderr)
+  return summary
+

@@ -1,0 +1,207 @@
+"""Segment patients' NIfTI files with whatever modalities they have: ``urn-segment``.
+
+    urn-segment --model runs/urn_md --input /data/patients --output /data/predictions
+    urn-segment --model runs/urn_md --t1c p1_t1ce.nii.gz --flair p1_flair.nii.gz --output out/
+    python launch.py --config=configs/infer.py --workdir=/data/predictions \
+        --config.model=runs/urn_md --config.input=/data/patients
+
+``--input`` is a case folder or a folder of case folders, with BraTS file names
+(``*_flair``, ``*_t1``, ``*_t1ce``, ``*_t2``, or 2023's ``-t2f``, ``-t1n``, ``-t1c``,
+``-t2w``); a label file next to them is ignored. Or give the files of one case with
+``--flair/--t1/--t1c/--t2``. Each case is pre-processed exactly as the model's training data
+was (its ``config.json``), run through one compiled function with its availability mask,
+and written as ``<output>/<case id>.nii.gz``: BraTS labels 0, 1, 2, 4 (``--labels
+brats2023``: 0, 1, 2, 3) on the input's grid, with its affine and header, so a folder of
+outputs is a BraTS submission. Optional: ``<case>_probabilities.nii.gz`` (4D, the classes'
+probabilities on the input grid) and ``<case>_<modality>_synthesized.nii.gz`` for each
+missing modality (z-scored intensities, from the pre-training run whose encoders the model
+uses, or ``--synthesis-model``). A case that fails is reported and skipped; the others are
+written; an existing output is kept unless ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import traceback
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from tqdm.auto import tqdm
+
+from urn_jax.data.cases import (LABEL_VALUES, Case, DataError, case_id_of_file,
+                                classes_to_labels, discover_brats)
+from urn_jax.data.preprocess import preprocess_case, to_original_grid
+from urn_jax.modalities import MODALITIES, MODALITY_LABELS
+from urn_jax.predict import load_model, predict_volume, to_original_classes
+
+KEPT = "kept (use --overwrite)"
+
+
+def cases_from_arguments(input_path="", files=None, case_id="") -> tuple[list[Case], list[str]]:
+  """The cases to segment: explicit ``files`` (modality -> path) of one case, else every
+  BraTS-named case under ``input_path``. Returns ``(cases, problems)``."""
+  files = {m: p for m, p in (files or {}).items() if p}
+  if files:
+    missing = [p for p in files.values() if not Path(p).is_file()]
+    if missing:
+      raise DataError(f"input file {missing[0]} does not exist")
+    if not case_id:
+      guessed = {case_id_of_file(p) for p in files.values()}
+      case_id = guessed.pop() if len(guessed) == 1 else "case"
+    return [Case(case_id, "brats", dict(files))], []
+  if not input_path:
+    raise DataError("nothing to segment: give --input CASE_DIR_OR_FOLDER or the files of a "
+                    "case with --flair/--t1/--t1c/--t2")
+  cases, problems = discover_brats(input_path)
+  return [dataclasses.replace(c, label_path=None) for c in cases], problems
+
+
+def _save(data, reference: nib.Nifti1Image, path: Path, dtype):
+  """``data`` on ``reference``'s grid, with its affine and a copy of its header."""
+  image = nib.Nifti1Image(np.asarray(data, dtype), reference.affine, reference.header.copy())
+  image.set_data_dtype(dtype)
+  image.header.set_slope_inter(1.0, 0.0)  # the values as written, no rescaling
+  tmp = path.with_name(f".{path.name}.tmp.nii.gz")
+  nib.save(image, tmp)
+  tmp.replace(path)  # a half-written file never has the final name
+
+
+def segment_case(case: Case, model, out_dir: Path, *, synthesis_model=None,
+                 probabilities=False, labels="brats2018", chunk=32) -> list[Path]:
+  """Segments one case into ``out_dir``; returns the files written."""
+  volume, _, meta = preprocess_case(case, model.preprocess)
+  reference = nib.load(case.reference_path)
+  mask = case.available
+  out = predict_volume(model, volume, mask, chunk)
+  written = [out_dir / f"{case.case_id}.nii.gz"]
+  classes = to_original_classes(out["probabilities"], meta)
+  _save(classes_to_labels(classes, labels), reference, written[0], np.uint8)
+  if probabilities:
+    order = 0 if meta["resampled_shape"] == meta["canonical_shape"] else 1
+    path = out_dir / f"{case.case_id}_probabilities.nii.gz"
+    probabilities = to_original_grid(out["probabilities"], meta, order)
+    # Outside the slices' window the model saw nothing: background, with certainty.
+    probabilities[..., 0] += 1 - probabilities.sum(-1)
+    _save(probabilities, reference, path, np.float32)
+    written.append(path)
+  if synthesis_model is not None and not mask.all():
+    if synthesis_model.preprocess != model.preprocess:
+      volume, _, meta = preprocess_case(case, synthesis_model.preprocess)
+    synthesized = predict_volume(synthesis_model, volume, mask, chunk)["synthesis"]
+    for j, modality in enumerate(MODALITIES):
+      if not mask[j]:
+        path = out_dir / f"{case.case_id}_{modality}_synthesized.nii.gz"
+        _save(to_original_grid(synthesized[..., j], meta, order=1), reference, path,
+              np.float32)
+        written.append(path)
+  return written
+
+
+def _synthesis_model(model, synthesis_model_dir):
+  directory = synthesis_model_dir or model.config.get("pretrained_workdir", "")
+  if not directory:
+    raise DataError(f"--synthesis needs a pre-training run: {model.workdir} was not trained "
+                    "on pre-trained encoders; give --synthesis-model PRETRAIN_WORKDIR")
+  synthesis = load_model(directory)
+  if synthesis.job != "pretrain":
+    raise DataError(f"--synthesis-model {directory} is a {synthesis.job} run; expected a "
+                    "pre-training run (configs/pretrain.py)")
+  return synthesis
+
+
+def segment_cases(model_dir, cases, out_dir, *, synthesis=False, synthesis_model_dir="",
+                  probabilities=False, overwrite=False, labels="brats2018", chunk=32,
+                  progress=True) -> tuple[list[Path], list[str]]:
+  """Segments ``cases`` with the model trained in ``model_dir``; returns ``(files written,
+  problems)``, one problem per case that was skipped."""
+  if labels not in LABEL_VALUES:
+    raise DataError(f"labels must be one of {sorted(LABEL_VALUES)}, got {labels!r}")
+  model = load_model(model_dir)
+  if model.job != "segment":
+    raise DataError(f"{model_dir} is a {model.job} run; urn-segment needs a segmentation "
+                    "run (configs/segment.py)")
+  synthesis_model = _synthesis_model(model, synthesis_model_dir) if synthesis else None
+  out_dir = Path(out_dir)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  written, problems = [], []
+  for case in tqdm(cases, desc="segmenting", unit="case", disable=not progress,
+                   file=sys.stderr):
+    target = out_dir / f"{case.case_id}.nii.gz"
+    if target.exists() and not overwrite:
+      problems.append(f"case {case.case_id}: {target} exists; {KEPT}")
+      continue
+    try:
+      written += segment_case(case, model, out_dir, synthesis_model=synthesis_model,
+                              probabilities=probabilities, labels=labels, chunk=chunk)
+    except DataError as e:
+      problems.append(str(e))
+    except Exception as e:  # noqa: BLE001 - one bad case must not cost the others
+      detail = traceback.format_exception_only(type(e), e)[-1].strip()
+      problems.append(f"case {case.case_id}: {detail}")
+  return written, problems
+
+
+def _finish(cases, problems, out_dir) -> int:
+  """Reports; the exit status is 1 when a case failed (kept outputs are not failures)."""
+  for problem in problems:
+    print(f"skipped: {problem}", file=sys.stderr)
+  print(f"{len(cases) - len(problems)} of {len(cases)} case(s) segmented into {out_dir}",
+        file=sys.stderr)
+  return int(any(not p.endswith(KEPT) for p in problems))
+
+
+def run(config, workdir):
+  """The ``infer`` job (``configs/infer.py``): the output folder is ``workdir``."""
+  files = {m: config.get(m, "") for m in MODALITIES}
+  cases, problems = cases_from_arguments(config.input, files, config.case_id)
+  _, failed = segment_cases(config.model, cases, workdir, synthesis=config.synthesis,
+                                  synthesis_model_dir=config.synthesis_model,
+                                  probabilities=config.probabilities,
+                                  overwrite=config.overwrite, labels=config.labels,
+                                  chunk=config.chunk)
+  status = _finish(cases, problems + failed, workdir)
+  if status:
+    raise SystemExit(status)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(
+      prog="urn-segment", description="Segments brain tumours from whatever MRI modalities "
+      "a patient has, with a model trained by urn_jax; writes NIfTI label maps (BraTS "
+      "labels 0, 1, 2, 4) on the input's grid.")
+  parser.add_argument("--model", required=True,
+                      help="work directory of a segmentation run (configs/segment.py)")
+  parser.add_argument("--input", default="", help="a case folder or a folder of case folders")
+  parser.add_argument("--output", required=True, help="folder for <case id>.nii.gz")
+  for modality in MODALITIES:
+    parser.add_argument(f"--{modality}", default="",
+                        help=f"{MODALITY_LABELS[modality]} file of one case")
+  parser.add_argument("--case-id", default="", help="output name for --flair/--t1/--t1c/--t2")
+  parser.add_argument("--synthesis", action="store_true",
+                      help="also write the missing modalities, synthesized")
+  parser.add_argument("--synthesis-model", default="",
+                      help="pre-training run for --synthesis (default: the model's own)")
+  parser.add_argument("--probabilities", action="store_true",
+                      help="also write the class probabilities (4D NIfTI)")
+  parser.add_argument("--labels", default="brats2018", choices=sorted(LABEL_VALUES),
+                      help="label values: brats2018 0,1,2,4 (default); brats2023 0,1,2,3")
+  parser.add_argument("--chunk", type=int, default=32, help="slices per inference call")
+  parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+  args = parser.parse_args(argv)
+  try:
+    cases, problems = cases_from_arguments(
+        args.input, {m: getattr(args, m) for m in MODALITIES}, args.case_id)
+    _, failed = segment_cases(
+        args.model, cases, args.output, synthesis=args.synthesis,
+        synthesis_model_dir=args.synthesis_model, probabilities=args.probabilities,
+        overwrite=args.overwrite, labels=args.labels, chunk=args.chunk)
+  except (DataError, FileNotFoundError) as e:
+    parser.exit(2, f"urn-segment: error: {e}\n")
+  return _finish(cases, problems + failed, args.output)
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,115 @@
+"""Trained models applied to whole volumes: the code path of evaluation and of ``urn-segment``.
+
+``load_model(workdir)`` rebuilds the network a training run describes (its ``config.json``)
+and restores its best checkpoint (else its latest). ``predict_volume`` runs a pre-processed
+volume ``[Z, X, Y, M]`` through ``train_step.infer`` in chunks of a fixed number of slices,
+so a single compilation serves every case, every volume length and every one of the 15
+combinations of modalities (the mask is data). ``segment_volume`` maps the prediction back
+onto the original file's grid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import jax
+import ml_collections
+import numpy as np
+
+from urn_jax.data.preprocess import PreprocessConfig, to_original_grid
+from urn_jax.train import build_model, restore_state
+from urn_jax.train_step import infer
+
+SCENARIO_NAMES = {"baseline": "Baseline", "baseline_md": "Baseline + MD",
+                  "urn_md": "URN + MD", "urn_md_pretrained": "URN + MD pre-trained"}
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedModel:
+  """A trained network and what is needed to feed it as in training."""
+
+  workdir: Path
+  config: ml_collections.ConfigDict
+  model: object
+  variables: dict
+  step: int
+  checkpoint: Path
+
+  @property
+  def job(self) -> str:
+    return self.config.job
+
+  @property
+  def preprocess(self) -> PreprocessConfig:
+    d = self.config.data
+    return PreprocessConfig(n4=d.n4, n4_shrink=d.n4_shrink, spacing=d.spacing, size=d.size)
+
+  @property
+  def name(self) -> str:
+    """The scenario's name as in the paper's tables: "Baseline + MD", "URN w/ HCP", ..."""
+    if self.job == "pretrain":
+      return "URN w/ HCP" if self.config.data.use_hcp else "URN"
+    name = SCENARIO_NAMES.get(self.config.get("variant", ""), self.config.get("variant", ""))
+    if self.config.get("variant") == "urn_md_pretrained":
+      pretrained = Path(self.config.pretrained_workdir) / "config.json"
+      if pretrained.exists() and json.loads(pretrained.read_text())["data"]["use_hcp"]:
+        name = "URN + MD w/ HCP"
+    return name
+
+
+def read_config(workdir) -> ml_collections.ConfigDict:
+  """The config a training run wrote into its work directory; a clear error otherwise."""
+  config_path = Path(workdir) / "config.json"
+  if not config_path.is_file():
+    raise FileNotFoundError(f"{workdir} is not a training work directory: it has no "
+                            "config.json (expected the --workdir of a pretrain or segment run)")
+  config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
+  if config.get("job") not in ("pretrain", "segment"):
+    raise FileNotFoundError(f"{workdir} holds a {config.get('job')!r} job, not a trained "
+                            "model (expected the --workdir of a pretrain or segment run)")
+  return config
+
+
+def load_model(workdir) -> LoadedModel:
+  """The model trained in ``workdir`` (a ``launch.py`` work directory)."""
+  config = read_config(workdir)
+  state, step, directory = restore_state(workdir)
+  variables = {"params": state["params"], "batch_stats": state.get("batch_stats", {})}
+  return LoadedModel(Path(workdir), config, build_model(config), jax.device_put(variables),
+                     step, directory)
+
+
+def predict_volume(loaded: LoadedModel, image: np.ndarray, mask, chunk: int = 32) -> dict:
+  """``image [Z, X, Y, M]`` (pre-processed) with the modalities of ``mask [M]`` ->
+  ``probabilities [Z, X, Y, classes]`` for a segmentation model, ``synthesis [Z, X, Y, M]``
+  for a pre-training one (numpy, float32).
+
+  The slices go through in chunks of ``chunk``, the last one zero-padded, all dispatched
+  before the first result is fetched, so the device never waits for the host in between.
+  """
+  image = np.asarray(image, np.float32)
+  num_slices = image.shape[0]
+  padded = -(-num_slices // chunk) * chunk
+  if padded != num_slices:
+    image = np.concatenate([image, np.zeros((padded - num_slices,) + image.shape[1:],
+                                            np.float32)])
+  mask = np.asarray(mask, bool)
+  outputs = [infer(loaded.model, loaded.variables, image[s:s + chunk], mask)
+             for s in range(0, padded, chunk)]
+  keys = [k for k in ("probabilities", "synthesis") if k in outputs[0]]
+  fetched = jax.device_get([{k: o[k] for k in keys} for o in outputs])
+  return {k: np.concatenate([f[k] for f in fetched])[:num_slices] for k in keys}
+
+
+def to_original_classes(probabilities: np.ndarray, meta: dict) -> np.ndarray:
+  """Classes on the original file's grid from probabilities on the pre-processed one.
+
+  When pre-processing resampled the case, the probabilities are interpolated linearly
+  before the argmax (nnU-Net's way: smoother and more faithful boundaries than resampling
+  labels); otherwise the argmax is taken first and only the window and orientation undone.
+  """
+  if meta["resampled_shape"] == meta["canonical_shape"]:
+    return to_original_grid(probabilities.argmax(-1).astype(np.uint8), meta, order=0)
+  return to_original_grid(probabilities, meta, order=1).argmax(-1).astype(np.uint8)

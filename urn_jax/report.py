@@ -1,0 +1,322 @@
+"""Tables and figures of the paper from evaluation results (``urn_jax.evaluate``).
+
+- ``table1.{md,csv}``: Dice (%) of ET, WT and TC per combination of modalities (rows in the
+  paper's order, filled circle = available) and scenario, with a mean row; ``table1_hd95``
+  the same for HD95 (mm). Runs with the same name (seeds) are averaged: a cell reads
+  ``mean ± half the range over runs``, so with two seeds each seed's value is one of the
+  two ends; the CSVs have the spread in its own column.
+- ``table2.{md,csv}``: PSNR (dB) of each synthesized (missing) modality per combination and
+  pre-training model; "-" where the modality was an input (the paper's layout).
+- ``figure2.png``: Dice per combination for each scenario (WT, TC, ET);
+  ``figure3.png``: segmentations of one case for several input combinations over T1c;
+  ``figure4.png`` / ``figure5.png``: synthesis from several input combinations by the URN
+  pre-trained on BraTS alone / on BraTS + HCP, reconstructed inputs framed in green.
+- ``cases.csv`` and ``psnr_cases.csv``: one row per model, case and combination.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
+import numpy as np  # noqa: E402
+
+from urn_jax.data.render import COLOURS, intensity_window  # noqa: E402
+from urn_jax.modalities import (MODALITIES, MODALITY_LABELS, availability_masks,  # noqa: E402
+                                mask_name, mask_symbols)
+
+REGIONS = ("ET", "WT", "TC")  # the paper's column order
+SYMBOL_COLUMNS = ("F", "T1", "T1c", "T2")
+
+
+def _key(mask) -> str:
+  return "".join("1" if m else "0" for m in mask)
+
+
+def _names(runs, job):
+  names = []
+  for run in runs:
+    if run["job"] == job and run["name"] not in names:
+      names.append(run["name"])
+  return names
+
+
+def _aggregate(runs, name, value, select=lambda row: True):
+  """``{mask: (mean, spread, [per-run means])}`` of ``value(row)`` over the cases of each
+  run called ``name``, then over those runs; ``"mean"`` the same over the combinations."""
+  per_run = []
+  for run in (r for r in runs if r["name"] == name):
+    by_mask = {}
+    for row in run["rows"]:
+      if select(row):
+        by_mask.setdefault(row["mask"], []).append(value(row))
+    per_run.append({k: float(np.mean(v)) for k, v in by_mask.items()})
+  out = {}
+  for key in [_key(m) for m in availability_masks()]:
+    values = [r[key] for r in per_run if key in r and np.isfinite(r[key])]
+    if values:
+      out[key] = values
+  complete = [r for r in per_run if r]
+  if complete:
+    out["mean"] = [float(np.mean([r[k] for k in r])) for r in complete]
+  return {k: (float(np.mean(v)), (max(v) - min(v)) / 2, v) for k, v in out.items()}
+
+
+def _cell(entry, runs: int, digits=1) -> str:
+  if entry is None:
+    return "-"
+  mean, spread, _ = entry
+  return f"{mean:.{digits}f}" + (f" ± {spread:.{digits}f}" if runs > 1 else "")
+
+
+def _write_table(path: Path, title: str, header, rows, csv_header, csv_rows):
+  lines = [f"# {title}", "", "| " + " | ".join(header) + " |",
+           "|" + "|".join("---" for _ in header) + "|"]
+  lines += ["| " + " | ".join(r) + " |" for r in rows]
+  path.with_suffix(".md").write_text("\n".join(lines) + "\n")
+  with path.with_suffix(".csv").open("w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(csv_header)
+    writer.writerows(csv_rows)
+  return [path.with_suffix(".md"), path.with_suffix(".csv")]
+
+
+def _row_keys(skip_full=False):
+  keys = [_key(m) for m in availability_masks()]
+  return (keys[1:] if skip_full else keys) + ["mean"]
+
+
+def _symbols(key):
+  if key == "mean":
+    return ["**mean**", "", "", ""]
+  return mask_symbols([c == "1" for c in key]).split()
+
+
+def segmentation_table(runs, out_dir, metric="dice", scale=100.0, title=None):
+  """Table 1 for ``metric`` (``dice`` in %, or ``hd95`` in mm with ``scale=1``)."""
+  names = _names(runs, "segment")
+  counts = {n: sum(r["name"] == n for r in runs) for n in names}
+  cells = {(n, region): _aggregate(runs, n, lambda row, r=region: scale * row[f"{r}/{metric}"])
+           for n in names for region in REGIONS}
+  header = list(SYMBOL_COLUMNS) + [f"{n}: {region}" for n in names for region in REGIONS]
+  csv_header = ["mask", "combination"] + [f"{n}: {region}{suffix}" for n in names
+                                          for region in REGIONS for suffix in ("", " spread")]
+  rows, csv_rows = [], []
+  for key in _row_keys():
+    entries = [cells[n, region].get(key) for n in names for region in REGIONS]
+    runs_per_entry = [counts[n] for n in names for region in REGIONS]
+    rows.append(_symbols(key) + [_cell(e, c) for e, c in zip(entries, runs_per_entry)])
+    csv_rows.append([key, "mean" if key == "mean" else mask_name([c == "1" for c in key])]
+                    + [v for e in entries for v in ((e[0], e[1]) if e else ("", ""))])
+  unit = "%" if metric == "dice" else "mm"
+  title = title or (f"Table 1: {metric} ({unit}) per combination of modalities, "
+                    "validation cases, mean ± half the range over runs")
+  stem = "table1" if metric == "dice" else f"table1_{metric}"
+  return _write_table(Path(out_dir) / stem, title, header, rows, csv_header, csv_rows)
+
+
+def psnr_table(runs, out_dir):
+  """Table 2: PSNR of the synthesized (not given) modalities."""
+  names = _names(runs, "pretrain")
+  counts = {n: sum(r["name"] == n for r in runs) for n in names}
+  cells = {(n, j): _aggregate(runs, n, lambda row: row["psnr"],
+                              lambda row, m=m: row["modality"] == m and not row["given"])
+           for n in names for j, m in enumerate(MODALITIES)}
+  header = list(SYMBOL_COLUMNS) + [f"{n}: {MODALITY_LABELS[m]}" for n in names
+                                   for m in MODALITIES]
+  csv_header = ["mask", "combination"] + [f"{n}: {m}{s}" for n in names for m in MODALITIES
+                                          for s in ("", " spread")]
+  rows, csv_rows = [], []
+  for key in _row_keys(skip_full=True):
+    entries = [None if key != "mean" and key[j] == "1" else cells[n, j].get(key)
+               for n in names for j in range(len(MODALITIES))]
+    rows.append(_symbols(key) + [_cell(e, counts[n]) for e, n in
+                                 zip(entries, [n for n in names for _ in MODALITIES])])
+    csv_rows.append([key, "mean" if key == "mean" else mask_name([c == "1" for c in key])]
+                    + [v for e in entries for v in ((e[0], e[1]) if e else ("", ""))])
+  return _write_table(Path(out_dir) / "table2", "Table 2: PSNR (dB) of synthesized BraTS "
+                      "modalities (\"-\": an input), validation cases, mean ± half the range "
+                      "over runs", header, rows, csv_header, csv_rows)
+
+
+def figure2(runs, out_png):
+  """Dice per combination (x) for each scenario (lines; bars: range over runs)."""
+  names = _names(runs, "segment")
+  keys = [_key(m) for m in availability_masks()]
+  fig, axes = plt.subplots(3, 1, figsize=(11, 10), sharex=True)
+  for ax, region in zip(axes, ("WT", "TC", "ET")):
+    for offset, name in zip(np.linspace(-0.15, 0.15, len(names)), names):
+      cells = _aggregate(runs, name, lambda row, r=region: 100 * row[f"{r}/dice"])
+      x = [i for i, k in enumerate(keys) if k in cells]
+      means = [cells[keys[i]][0] for i in x]
+      low = [cells[keys[i]][0] - min(cells[keys[i]][2]) for i in x]
+      high = [max(cells[keys[i]][2]) - cells[keys[i]][0] for i in x]
+      ax.errorbar(np.asarray(x) + offset, means, yerr=[low, high], marker="o", ms=4,
+                  capsize=2, label=name, lw=1.2)
+    ax.set_ylabel(f"Dice {region} (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+  axes[0].legend(loc="lower left", fontsize=9, ncol=len(names))
+  axes[-1].set_xticks(range(len(keys)))
+  axes[-1].set_xticklabels([mask_name([c == "1" for c in k]) for k in keys], rotation=55,
+                           ha="right", fontsize=8)
+  axes[0].set_title("Dice per combination of input modalities (validation cases; markers: "
+                    "mean over runs, bars: range)")
+  fig.tight_layout()
+  fig.savefig(out_png, dpi=90)
+  plt.close(fig)
+  return out_png
+
+
+def _overlay(ax, background, classes):
+  low, high = intensity_window(background)
+  ax.imshow(background.T, cmap="gray", vmin=low, vmax=high, origin="lower",
+            interpolation="nearest")
+  rgba = np.zeros(classes.shape + (4,))
+  for value in (1, 2, 3):
+    rgba[classes == value] = COLOURS[value] + (0.55,)
+  ax.imshow(rgba.transpose(1, 0, 2), origin="lower", interpolation="nearest")
+
+
+def _crop(images, margin=4):
+  """The bounding box of the nonzero background, so the brain fills the panel."""
+  nonzero = np.argwhere(images != 0)
+  if nonzero.size == 0:
+    return slice(None), slice(None)
+  low = np.maximum(nonzero.min(0) - margin, 0)
+  high = nonzero.max(0) + margin + 1
+  return slice(low[0], high[0]), slice(low[1], high[1])
+
+
+def _panels(rows, columns):
+  """A black figure of image panels without ticks (the row labels use the y label)."""
+  fig, axes = plt.subplots(rows, columns, squeeze=False, facecolor="black",
+                           figsize=(2.2 * columns + 0.6, 2.2 * rows + 0.6))
+  for ax in axes.flat:
+    ax.set_xticks([])
+    ax.set_yticks([])
+  return fig, axes
+
+
+def figure3(runs, case_id, out_png):
+  """Segmentations of ``case_id`` for several input combinations (columns) by each scenario
+  (rows), over T1c; the first column is the ground truth."""
+  from urn_jax.evaluate import FIGURE_MASKS
+  shown = _first_runs(runs, "segment")
+  if not shown or "t1c" not in shown[0]["figure"]:
+    return None
+  background = shown[0]["figure"]["t1c"]
+  box = _crop(background)
+  columns = ["truth"] + [k for k in FIGURE_MASKS if k in shown[0]["figure"]]
+  fig, axes = _panels(len(shown), len(columns))
+  for row, run in enumerate(shown):
+    for col, key in enumerate(columns):
+      ax = axes[row, col]
+      if key in run["figure"]:
+        _overlay(ax, background[box], run["figure"][key][box])
+      if row == 0:
+        ax.set_title("ground truth" if key == "truth" else
+                     mask_name([c == "1" for c in key]), color="white", fontsize=9)
+      if col == 0:
+        ax.set_ylabel(run["name"], color="white", fontsize=9)
+  fig.suptitle(f"{case_id}: red necrotic/non-enhancing core, green edema, blue enhancing "
+               "tumour (columns: input modalities)", color="white", fontsize=10)
+  fig.tight_layout()
+  fig.savefig(out_png, dpi=90, facecolor="black")
+  plt.close(fig)
+  return out_png
+
+
+def figure_synthesis(run, case_id, out_png):
+  """Every modality (columns) synthesized from several input combinations (rows) by one
+  pre-training run; the reconstructed inputs are framed in green, the top row is the real
+  pre-processed image."""
+  from urn_jax.evaluate import FIGURE_MASKS
+  reference = run["figure"]["reference"]
+  rows = ["reference"] + [k for k in FIGURE_MASKS if k in run["figure"]]
+  box = _crop(np.abs(reference).sum(-1))
+  windows = [intensity_window(reference[..., j]) for j in range(len(MODALITIES))]
+  fig, axes = _panels(len(rows), len(MODALITIES))
+  for r, key in enumerate(rows):
+    for j, modality in enumerate(MODALITIES):
+      ax = axes[r, j]
+      image = run["figure"][key][..., j][box]
+      low, high = windows[j]
+      ax.imshow(image.T, cmap="gray", vmin=low, vmax=high, origin="lower",
+                interpolation="nearest")
+      given = key != "reference" and key[j] == "1"
+      for spine in ax.spines.values():
+        spine.set_color("lime" if given else "black")
+        spine.set_linewidth(3 if given else 0)
+      if r == 0:
+        ax.set_title(MODALITY_LABELS[modality], color="white", fontsize=10)
+      if j == 0:
+        ax.set_ylabel("real" if key == "reference" else "from " +
+                      mask_name([c == "1" for c in key]), color="white", fontsize=8)
+  fig.suptitle(f"{run['name']}, {case_id}: synthesis (green frame: a reconstructed input)",
+               color="white", fontsize=10)
+  fig.tight_layout()
+  fig.savefig(out_png, dpi=90, facecolor="black")
+  plt.close(fig)
+  return out_png
+
+
+def _first_runs(runs, job):
+  """One run per name (the first, i.e. the lowest seed in a study) that has figure data."""
+  seen, out = set(), []
+  for run in runs:
+    if run["job"] == job and run["name"] not in seen and run["figure"]:
+      seen.add(run["name"])
+      out.append(run)
+  return out
+
+
+def _write_rows(path: Path, rows):
+  keys = []
+  for row in rows:
+    keys += [k for k in row if k not in keys]
+  with path.open("w", newline="") as f:
+    writer = csv.DictWriter(f, keys)
+    writer.writeheader()
+    writer.writerows(rows)
+  return path
+
+
+def write_report(runs, out_dir, figure_case, figures=True) -> dict:
+  """Writes every table, figure and CSV the runs allow; returns the files and mean rows."""
+  out_dir = Path(out_dir)
+  files, summary = [], {}
+  segmentation = [r for r in runs if r["job"] == "segment"]
+  pretraining = [r for r in runs if r["job"] == "pretrain"]
+  if segmentation:
+    files += segmentation_table(runs, out_dir, "dice")
+    files += segmentation_table(runs, out_dir, "hd95", scale=1.0)
+    files.append(_write_rows(out_dir / "cases.csv", [row for r in segmentation
+                                                     for row in r["rows"]]))
+    summary["dice_mean"] = {n: {region: _aggregate(runs, n, lambda row, g=region:
+                                                   100 * row[f"{g}/dice"])["mean"][:2]
+                                for region in REGIONS} for n in _names(runs, "segment")}
+    if figures:
+      files.append(figure2(runs, out_dir / "figure2.png"))
+      files.append(figure3(runs, figure_case, out_dir / "figure3.png"))
+  if pretraining:
+    files += psnr_table(runs, out_dir)
+    files.append(_write_rows(out_dir / "psnr_cases.csv", [row for r in pretraining
+                                                          for row in r["rows"]]))
+    if figures:
+      for run in _first_runs(runs, "pretrain"):
+        number = {"URN": 4, "URN w/ HCP": 5}.get(run["name"])
+        stem = f"figure{number}" if number else "figure_synthesis_" + "".join(
+            c if c.isalnum() else "_" for c in run["name"])
+        files.append(figure_synthesis(run, figure_case, out_dir / f"{stem}.png"))
+  runs_file = out_dir / "runs.json"
+  runs_file.write_text(json.dumps([{k: r[k] for k in ("name", "job", "seed", "step",
+                                                      "workdir")} for r in runs], indent=1))
+  files.append(runs_file)
+  summary["files"] = [str(f) for f in files if f]
+  return summary
