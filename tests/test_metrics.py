@@ -7,7 +7,7 @@ from scipy import ndimage
 from scipy.spatial.distance import cdist
 
 from urn_jax.metrics import (REGIONS, dice, hd95, psnr, region_mask, segmentation_metrics,
-                             sensitivity, specificity)
+                             sensitivity, specificity, surface_distance_map)
 
 
 def _line(*indices, size=10):
@@ -111,8 +111,11 @@ def test_hd95_matches_brute_force(seed):
   spacing = rng.uniform(0.5, 3.0, size=3)
   pred, truth = _blob(rng, shape), _blob(rng, shape)
   assert pred.any() and truth.any() and not np.array_equal(pred, truth)
-  assert hd95(pred, truth, spacing) == pytest.approx(_brute_force_hd95(pred, truth, spacing),
-                                                     abs=1e-6)
+  expected = _brute_force_hd95(pred, truth, spacing)
+  assert hd95(pred, truth, spacing) == pytest.approx(expected, abs=1e-6)
+  # The per-case distance map of the truth (float32) gives the same number.
+  distance = surface_distance_map(truth, spacing)
+  assert hd95(pred, truth, spacing, distance) == pytest.approx(expected, abs=1e-4)
 
 
 def test_hd95_far_apart_at_the_border():
@@ -126,6 +129,8 @@ def test_hd95_far_apart_at_the_border():
   truth[25:, 10:, 15] = True
   fast = hd95(pred, truth, spacing)
   assert fast == pytest.approx(_brute_force_hd95(pred, truth, spacing), abs=1e-6)
+  assert hd95(pred, truth, spacing, surface_distance_map(truth, spacing)) == pytest.approx(
+      fast, abs=1e-4)
   assert fast > 20  # really far apart
 
 

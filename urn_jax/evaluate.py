@@ -75,15 +75,17 @@ def _figure_slice(meta: dict, truth: np.ndarray) -> tuple[int, int]:
   return original, int(np.clip(model, min(tumour), max(tumour)))
 
 
-def _evaluate_case(loaded, case_dir: Path, masks, chunk, truth_cache, figure: bool):
-  """Rows of metrics for one model and one case; with ``figure``, also the slices drawn."""
+def _evaluate_case(loaded, case_dir: Path, masks, chunk, truth_cache: dict, figure: bool):
+  """Rows of metrics for one model and one case; with ``figure``, also the slices drawn.
+  ``truth_cache``: kept by the caller for the case, shared by its models."""
   meta = json.loads((case_dir / "meta.json").read_text())
   image = np.load(case_dir / "image.npy", mmap_mode="r")
   available = np.asarray(meta["available"], bool)
   segmentation = loaded.job == "segment"
-  if meta["case_id"] not in truth_cache:
-    truth_cache[meta["case_id"]] = _truth(meta)
-  truth, spacing = truth_cache[meta["case_id"]]
+  if not truth_cache:
+    truth_cache["classes"], truth_cache["spacing"] = _truth(meta)
+    truth_cache["distances"] = {}
+  truth, spacing = truth_cache["classes"], truth_cache["spacing"]
   brain = (np.asarray(image)[..., available] != 0).any(-1)
   rows, drawn = [], {}
   z_original, z_model = _figure_slice(meta, truth)
@@ -95,7 +97,8 @@ def _evaluate_case(loaded, case_dir: Path, masks, chunk, truth_cache, figure: bo
     base = {"case_id": meta["case_id"], "mask": key, "combination": mask_name(mask)}
     if segmentation:
       predicted = to_original_classes(out["probabilities"], meta)
-      rows.append({**base, **segmentation_metrics(predicted, truth, spacing)})
+      rows.append({**base, **segmentation_metrics(predicted, truth, spacing,
+                                                   truth_cache["distances"])})
       if figure and key in FIGURE_MASKS:
         ras = nib.orientations.apply_orientation(predicted, np.asarray(meta["orientation"]))
         drawn[key] = ras[:, :, z_original]
@@ -137,7 +140,7 @@ def evaluate_models(models, out_dir, settings, names=None) -> dict:
   out_dir = Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
   masks = availability_masks()
-  runs, truth_cache, reference_ids, figure_case = [], {}, None, None
+  runs, reference_ids, figure_case = [], None, None
   for n, workdir in enumerate(workdirs):
     config = read_config(workdir)
     cases = _validation_cases(config, workdir)
@@ -153,26 +156,29 @@ def evaluate_models(models, out_dir, settings, names=None) -> dict:
                        "with the same split (the same data and split_seed)")
     runs.append((workdir, config, {c.name: c for c in cases}))
 
-  results = []
+  # Case by case, every model: each case's truth, and its distance maps for HD95, are
+  # made once and dropped before the next case.
+  loaded = [load_model(workdir) for workdir, _, _ in runs]
+  results = [{"workdir": str(workdir), "name": names[n] if names else model.name,
+              "job": model.job, "seed": int(config.seed), "step": model.step, "rows": [],
+              "figure": {}} for n, ((workdir, config, _), model) in enumerate(zip(runs, loaded))]
+  caches = [out_dir / "per_case" / f"{n:02d}-{_cache_key(model)}"
+            for n, model in enumerate(loaded)]
   bar = tqdm(total=len(runs) * len(reference_ids), desc="evaluating", unit="case",
              file=sys.stderr, dynamic_ncols=True)
-  for n, (workdir, config, cases) in enumerate(runs):
-    loaded = load_model(workdir)
-    cache = out_dir / "per_case" / f"{n:02d}-{_cache_key(loaded)}"
-    cache.mkdir(parents=True, exist_ok=True)
-    run = {"workdir": str(workdir), "name": names[n] if names else loaded.name,
-           "job": loaded.job, "seed": int(config.seed), "step": loaded.step, "rows": [],
-           "figure": {}}
-    for case_id in reference_ids:
-      bar.set_postfix_str(f"{run['name']} seed {run['seed']}: {case_id}")
+  for case_id in reference_ids:
+    truth = {}
+    figure = case_id == figure_case
+    for (_, _, cases), model, run, cache in zip(runs, loaded, results, caches):
+      bar.set_postfix_str(f"{case_id}: {run['name']} seed {run['seed']}")
       stored = cache / f"{case_id}.json"
-      figure = case_id == figure_case
       if stored.exists() and (not figure or stored.with_suffix(".npz").exists()):
         rows = json.loads(stored.read_text())
         drawn = dict(np.load(stored.with_suffix(".npz"))) if figure else {}
       else:
-        rows, drawn = _evaluate_case(loaded, cases[case_id], masks, settings.chunk,
-                                     truth_cache, figure)
+        rows, drawn = _evaluate_case(model, cases[case_id], masks, settings.chunk, truth,
+                                     figure)
+        cache.mkdir(parents=True, exist_ok=True)
         if figure:
           np.savez_compressed(stored.with_suffix(".npz"), **drawn)
         tmp = stored.with_suffix(".tmp")
@@ -182,7 +188,6 @@ def evaluate_models(models, out_dir, settings, names=None) -> dict:
       if figure:
         run["figure"] = drawn
       bar.update()
-    results.append(run)
   bar.close()
   return report.write_report(results, out_dir, figure_case, settings.figures)
 
