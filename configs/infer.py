@@ -6,7 +6,7 @@
         --config.t1c=p1_t1ce.nii.gz --config.flair=p1_flair.nii.gz --config.case_id=p1
 
 The work directory is the output folder: ``<case id>.nii.gz`` per case (BraTS labels on the
-input's grid). See ``urn_jax/infer.py`` for the inputs it accepts and the options.
+input's grid). See ``urn_jax/inference.py`` for the inputs it accepts and its options.
 """
 
 import ml_collections

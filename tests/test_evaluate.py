@@ -16,7 +16,7 @@ from test_data import SHAPE, _save, write_brats_case, write_hcp_subject
 from test_train import ROOT, load_config, tiny
 
 import urn_jax.evaluate
-from urn_jax.infer import main as urn_segment
+from urn_jax.inference import main as urn_segment
 from urn_jax.modalities import MODALITIES, availability_masks, mask_symbols
 from urn_jax.train import train_and_evaluate
 from urn_jax.train_step import infer

@@ -10,7 +10,7 @@ JOBS = {  # job -> "module:function(config, workdir)"
     "segment": "urn_jax.train:train_and_evaluate",
     "study": "urn_jax.study:run",
     "evaluate": "urn_jax.evaluate:run",
-    "infer": "urn_jax.infer:run",
+    "infer": "urn_jax.inference:run",
 }
 
 

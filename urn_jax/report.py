@@ -114,7 +114,8 @@ def segmentation_table(runs, out_dir, metric="dice", scale=100.0, title=None):
     csv_rows.append([key, "mean" if key == "mean" else mask_name([c == "1" for c in key])]
                     + [v for e in entries for v in ((e[0], e[1]) if e else ("", ""))])
   unit = "%" if metric == "dice" else "mm"
-  title = title or (f"Table 1: {metric} ({unit}) per combination of modalities, "
+  label = {"dice": "Dice", "hd95": "HD95"}.get(metric, metric)
+  title = title or (f"Table 1: {label} ({unit}) per combination of modalities, "
                     "validation cases, mean ± half the range over runs")
   stem = "table1" if metric == "dice" else f"table1_{metric}"
   return _write_table(Path(out_dir) / stem, title, header, rows, csv_header, csv_rows)
