@@ -1,5 +1,5 @@
 """The whole study's command at a tiny size: every stage trains, every table, figure and
-CSV is written, and a second run resumes instead of retraining."""
+CSV is written, and evaluating again reuses the per-case results."""
 
 import json
 import os
@@ -40,8 +40,11 @@ def test_the_study_runs_every_stage_and_writes_every_output(tmp_path):
       ["URN w/ HCP", "URN", "Baseline", "Baseline + MD", "URN + MD", "URN + MD w/ HCP"])
   timings = [json.loads(l) for l in (tmp_path / "study" / "timings.jsonl").open()]
   assert len(timings) == 6
-  again = _study(tmp_path / "study", tmp_path / "cache", "--config.stages=train")
+  # Evaluating again reuses every per-case result: nothing is retrained or recomputed.
+  (results / "table1.md").unlink()
+  again = _study(tmp_path / "study", tmp_path / "cache", "--config.stages=evaluate")
   assert again.returncode == 0, again.stderr[-3000:]
+  assert (results / "table1.md").read_text() and "== study stage" not in again.stderr
   assert len((tmp_path / "study" / "timings.jsonl").read_text().splitlines()) == 6
 
 
