@@ -32,7 +32,7 @@ import nibabel as nib
 import numpy as np
 from tqdm.auto import tqdm
 
-from urn_jax.data.cases import file_role, labels_to_classes
+from urn_jax.data.cases import DataError, file_role, labels_to_classes
 from urn_jax.metrics import psnr, segmentation_metrics
 from urn_jax.modalities import MODALITIES, availability_masks, mask_name
 from urn_jax.predict import load_model, predict_volume, read_config, to_original_classes
@@ -55,7 +55,7 @@ def _truth(meta: dict):
   """The original label file of a case as classes 0..3, and its voxel spacing in mm."""
   paths = [p for p in meta["sources"] if file_role(p) == "label"]
   if not paths:
-    raise ValueError(f"case {meta['case_id']} has no label file; it cannot be evaluated")
+    raise DataError(f"case {meta['case_id']} has no label file; it cannot be evaluated")
   image = nib.load(paths[0])
   classes = labels_to_classes(np.asanyarray(image.dataobj), meta["label_convention"],
                               f"case {meta['case_id']}: label file {paths[0]}")
@@ -134,14 +134,14 @@ def evaluate_models(models, out_dir, settings, names=None) -> dict:
   from urn_jax import report  # matplotlib: only when writing the report
   workdirs = [Path(m[-1] if isinstance(m, (tuple, list)) else m) for m in models]
   if not workdirs:
-    raise ValueError("no model to evaluate: give --config.models=<workdir>[,<workdir>...]")
+    raise DataError("no model to evaluate: give --config.models=<workdir>[,<workdir>...]")
   if names and len(names) != len(workdirs):
-    raise ValueError(f"{len(names)} names for {len(workdirs)} models; give one per model")
+    raise DataError(f"{len(names)} names for {len(workdirs)} models; give one per model")
   out_dir = Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
   masks = availability_masks()
   runs, reference_ids, figure_case = [], None, None
-  for n, workdir in enumerate(workdirs):
+  for workdir in workdirs:
     config = read_config(workdir)
     cases = _validation_cases(config, workdir)
     ids = sorted(c.name for c in cases)
@@ -151,7 +151,7 @@ def evaluate_models(models, out_dir, settings, names=None) -> dict:
         reference_ids = ids[:settings.max_cases]
       figure_case = settings.figure_case or _largest_tumour(cases, reference_ids)
     elif not set(reference_ids) <= set(ids):
-      raise ValueError(f"{workdir} was validated on other cases than {workdirs[0]} "
+      raise DataError(f"{workdir} was validated on other cases than {workdirs[0]} "
                        f"({len(set(reference_ids) - set(ids))} differ); compare only runs "
                        "with the same split (the same data and split_seed)")
     runs.append((workdir, config, {c.name: c for c in cases}))
@@ -198,7 +198,7 @@ def _largest_tumour(cases, ids) -> str:
   sizes = {i: int((np.load(by_id[i] / "label.npy", mmap_mode="r") > 0).sum())
            for i in ids if (by_id[i] / "label.npy").exists()}
   if not sizes:
-    raise ValueError("no validation case has a label; segmentation cannot be evaluated")
+    raise DataError("no validation case has a label; segmentation cannot be evaluated")
   return max(sizes, key=sizes.get)
 
 
