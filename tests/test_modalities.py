@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from urn_jax import MODALITIES, availability_masks, mask_name, mask_symbols
+from urn_jax import MODALITIES, availability_masks, mask_key, mask_name, mask_symbols
 
 
 def test_canonical_order_is_the_papers():
@@ -33,3 +33,4 @@ def test_other_numbers_of_modalities_enumerate_every_nonempty_mask(m):
 def test_names_and_symbols():
   assert mask_name([True, False, True, False]) == "FLAIR+T1c"
   assert mask_symbols([True, False, True, False]) == "\u25cf \u25cb \u25cf \u25cb"
+  assert mask_key([True, False, True, False]) == mask_key(np.array([1, 0, 1, 0])) == "1010"

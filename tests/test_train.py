@@ -16,6 +16,7 @@ import orbax.checkpoint as ocp
 import pytest
 from test_data import write_brats_case, write_hcp_subject
 
+import urn_jax.jobs
 from urn_jax.train import CheckpointMismatch, TrainingDiverged, train_and_evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -168,6 +169,13 @@ def test_early_stopping_after_patience_evaluations_without_improvement(data, tmp
 def test_a_typo_in_an_override_is_an_error(data, tmp_path):
   result = _run_launch(tmp_path, data, ["--config.train.lerning_rate=0.1"])
   assert result.returncode != 0 and "lerning_rate" in result.stderr
+
+
+def test_a_bad_config_value_is_a_message_not_a_traceback(data, tmp_path):
+  config = tiny(load_config("segment", "urn_md"), data)
+  config.model.dtype = "float16"
+  with pytest.raises(SystemExit, match="error: model.dtype must be one of"):
+    urn_jax.jobs.run(config, tmp_path)
 
 
 def test_four_devices_match_one(data, tmp_path):

@@ -34,16 +34,12 @@ from tqdm.auto import tqdm
 
 from urn_jax.data.cases import DataError, file_role, labels_to_classes
 from urn_jax.metrics import psnr, segmentation_metrics
-from urn_jax.modalities import MODALITIES, availability_masks, mask_name
+from urn_jax.modalities import MODALITIES, availability_masks, mask_key, mask_name
 from urn_jax.predict import load_model, predict_volume, read_config, to_original_classes
 from urn_jax.train import data_from_config
 
 # Input combinations drawn in Figures 3-5, as in the paper: all, one missing, pairs, single.
 FIGURE_MASKS = ("1111", "0111", "0101", "0010", "1000")
-
-
-def _mask_key(mask) -> str:
-  return "".join("1" if m else "0" for m in np.asarray(mask))
 
 
 def _validation_cases(config, workdir) -> list[Path]:
@@ -92,7 +88,7 @@ def _evaluate_case(loaded, case_dir: Path, masks, chunk, truth_cache: dict, figu
   for mask in masks:
     if np.any(mask & ~available):
       continue
-    key = _mask_key(mask)
+    key = mask_key(mask)
     out = predict_volume(loaded, image, mask, chunk)
     base = {"case_id": meta["case_id"], "mask": key, "combination": mask_name(mask)}
     if segmentation:

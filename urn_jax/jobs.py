@@ -14,6 +14,10 @@ JOBS = {  # job -> "module:function(config, workdir)"
 }
 
 
+class ConfigError(ValueError):
+  """A config field has a value the job cannot use; the message names the field."""
+
+
 def run(config, workdir: str):
   if config.job not in JOBS:
     raise SystemExit(f"error: unknown job {config.job!r} in the config; known jobs: "
@@ -23,5 +27,5 @@ def run(config, workdir: str):
   from urn_jax.train import CheckpointMismatch, TrainingDiverged
   try:
     return getattr(importlib.import_module(module), function)(config, workdir)
-  except (DataError, CheckpointMismatch, TrainingDiverged, FileNotFoundError) as e:
+  except (ConfigError, DataError, CheckpointMismatch, TrainingDiverged, FileNotFoundError) as e:
     raise SystemExit(f"error: {e}") from None  # the user's problem: a message, no traceback

@@ -47,6 +47,12 @@ def mask_name(mask, modalities: tuple[str, ...] = MODALITIES) -> str:
   return "+".join(names) if names else "none"
 
 
+def mask_key(mask) -> str:
+  """``[True, False, True, False]`` -> ``'1010'``: a mask as the paper's table rows spell it
+  (and as results files key it)."""
+  return "".join("1" if on else "0" for on in np.asarray(mask))
+
+
 def mask_symbols(mask) -> str:
   """The paper's notation for a row of Table 1: filled circle available, empty missing."""
   return " ".join("\u25cf" if on else "\u25cb" for on in np.asarray(mask))

@@ -28,14 +28,10 @@ import numpy as np  # noqa: E402
 
 from urn_jax.data.render import COLOURS, intensity_window  # noqa: E402
 from urn_jax.modalities import (MODALITIES, MODALITY_LABELS, availability_masks,  # noqa: E402
-                                mask_name, mask_symbols)
+                                mask_key, mask_name, mask_symbols)
 
 REGIONS = ("ET", "WT", "TC")  # the paper's column order
 SYMBOL_COLUMNS = ("F", "T1", "T1c", "T2")
-
-
-def _key(mask) -> str:
-  return "".join("1" if m else "0" for m in mask)
 
 
 def _names(runs, job):
@@ -57,7 +53,7 @@ def _aggregate(runs, name, value, select=lambda row: True):
         by_mask.setdefault(row["mask"], []).append(value(row))
     per_run.append({k: float(np.mean(v)) for k, v in by_mask.items()})
   out = {}
-  for key in [_key(m) for m in availability_masks()]:
+  for key in [mask_key(m) for m in availability_masks()]:
     values = [r[key] for r in per_run if key in r and np.isfinite(r[key])]
     if values:
       out[key] = values
@@ -87,7 +83,7 @@ def _write_table(path: Path, title: str, header, rows, csv_header, csv_rows):
 
 
 def _row_keys(skip_full=False):
-  keys = [_key(m) for m in availability_masks()]
+  keys = [mask_key(m) for m in availability_masks()]
   return (keys[1:] if skip_full else keys) + ["mean"]
 
 
@@ -148,7 +144,7 @@ def psnr_table(runs, out_dir):
 def figure2(runs, out_png):
   """Dice per combination (x) for each scenario (lines; bars: range over runs)."""
   names = _names(runs, "segment")
-  keys = [_key(m) for m in availability_masks()]
+  keys = [mask_key(m) for m in availability_masks()]
   fig, axes = plt.subplots(3, 1, figsize=(11, 10), sharex=True)
   for ax, region in zip(axes, ("WT", "TC", "ET")):
     for offset, name in zip(np.linspace(-0.15, 0.15, len(names)), names):

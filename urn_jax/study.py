@@ -16,6 +16,7 @@ from pathlib import Path
 
 import ml_collections
 
+from urn_jax.jobs import ConfigError
 from urn_jax.train import train_and_evaluate
 
 STAGES = ("pretrain", "pretrain_brats", "baseline", "baseline_md", "urn_md",
@@ -47,7 +48,7 @@ def run(config, workdir):
   """Trains every stage of ``plan`` (unless ``stages == 'evaluate'``), then evaluates
   (unless ``stages == 'train'``); returns the evaluation's summary."""
   if config.stages not in ("all", "train", "evaluate"):
-    raise ValueError(f"stages must be 'all', 'train' or 'evaluate', got {config.stages!r}")
+    raise ConfigError(f"stages must be 'all', 'train' or 'evaluate', got {config.stages!r}")
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   (workdir / "config.json").write_text(config.to_json_best_effort(indent=1))

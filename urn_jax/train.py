@@ -40,6 +40,7 @@ from urn_jax.data.datasets import prepare_data
 from urn_jax.data.loader import SliceSource, make_loader
 from urn_jax.data.preprocess import PreprocessConfig
 from urn_jax.fusion import fusion_variance
+from urn_jax.jobs import ConfigError
 from urn_jax.losses import cross_entropy, synthesis_loss
 from urn_jax.modalities import MODALITIES
 from urn_jax.modality_dropout import modality_dropout
@@ -61,12 +62,12 @@ def build_model(config):
   """The network a config describes (``config.model``, ``config.job``, ``config.variant``)."""
   m = config.model
   if m.dtype not in DTYPES:
-    raise ValueError(f"model.dtype must be one of {sorted(DTYPES)}, got {m.dtype!r}")
+    raise ConfigError(f"model.dtype must be one of {sorted(DTYPES)}, got {m.dtype!r}")
   dtype = DTYPES[m.dtype]
   if m.kind == "baseline":
     return Baseline(len(MODALITIES), tuple(m.segmentation_features), dtype=dtype)
   if m.kind != "urn":
-    raise ValueError(f"model.kind must be 'urn' or 'baseline', got {m.kind!r}")
+    raise ConfigError(f"model.kind must be 'urn' or 'baseline', got {m.kind!r}")
   segment = config.job == "segment"
   return URN(len(MODALITIES), tuple(m.encoder_features), m.channels, m.fusion,
              synthesis=not segment,
@@ -276,7 +277,7 @@ def train_and_evaluate(config, workdir):
   (workdir / "config.json").write_text(config.to_json_best_effort(indent=1))
   t = config.train
   if t.batch_size % jax.device_count():
-    raise ValueError(f"train.batch_size {t.batch_size} is not divisible by the "
+    raise ConfigError(f"train.batch_size {t.batch_size} is not divisible by the "
                      f"{jax.device_count()} devices")
   pretrained = config.get("variant") == "urn_md_pretrained"
   if pretrained:
