@@ -36,7 +36,9 @@ import urn_jax as U
 sys.path.insert(0, str(Path(__file__).parent))
 
 
-def _median_seconds(fn, repeats):
+def median_seconds(fn, repeats):
+  """Median wall time of ``repeats`` calls of ``fn``, each waited for (``fn``'s result is
+  blocked on: JAX dispatches asynchronously)."""
   times = []
   for _ in range(repeats):
     start = time.perf_counter()
@@ -55,12 +57,12 @@ def device_roofline(repeats=10) -> dict:
     a = jnp.ones((n, n), dtype)
     matmul = jax.jit(lambda x: x @ x)
     jax.block_until_ready(matmul(a))
-    seconds = _median_seconds(lambda: matmul(a), repeats)
+    seconds = median_seconds(lambda: matmul(a), repeats)
     result[f"matmul_flops_per_s_{jnp.dtype(dtype).name}"] = 2 * n ** 3 / seconds
   x = jnp.ones(((256 if gpu else 16) * 2 ** 20,), jnp.float32)
   copy = jax.jit(lambda v: v + 1)
   jax.block_until_ready(copy(x))
-  result["copy_bytes_per_s"] = 2 * x.nbytes / _median_seconds(lambda: copy(x), repeats)
+  result["copy_bytes_per_s"] = 2 * x.nbytes / median_seconds(lambda: copy(x), repeats)
   return result
 
 
@@ -125,7 +127,7 @@ def time_inference(features, size, slices, dtype, repeats) -> dict:
   for mask in U.availability_masks():
     mask = jnp.asarray(mask)
     jax.block_until_ready(U.infer(model, variables, images, mask))
-    per_mask.append(_median_seconds(lambda: U.infer(model, variables, images, mask)["label"],
+    per_mask.append(median_seconds(lambda: U.infer(model, variables, images, mask)["label"],
                                     repeats))
   return {"volume_s": float(np.median(per_mask)), "volume_s_max": float(max(per_mask)),
           "first_call_s": compile_seconds,

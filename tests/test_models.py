@@ -1,5 +1,6 @@
 """The networks: U-Net (2.1), encoders with fixed batch norm (2.3.1), URN and baseline."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,6 +8,7 @@ import pytest
 from conftest import SIZE, TINY, make_batch
 
 import urn_jax as U
+from urn_jax import unet
 from urn_jax.encoder import Encoders
 
 
@@ -155,6 +157,75 @@ def test_unet_has_one_convolution_per_level():
       "ConvTranspose"] * 2
   assert all(set(params[k]) == {"Conv_0", "BatchNorm_0"} for k in params
              if k.startswith("ConvBlock"))
+
+
+
+class _FlaxConvBlock(nn.Module):
+  """The U-Net level written with Flax's own layers: the reference for ours."""
+  features: int
+
+  @nn.compact
+  def __call__(self, x, train):
+    x = nn.Conv(self.features, (3, 3), use_bias=False)(x)
+    return nn.leaky_relu(unet.BatchNorm()(x, train), unet.LEAKY_SLOPE)
+
+
+class _FlaxUNet(nn.Module):
+  features: tuple
+  out_channels: int
+
+  @nn.compact
+  def __call__(self, x, train):
+    skips = []
+    for width in self.features[:-1]:
+      x = _FlaxConvBlock(width, name=f"ConvBlock_{len(skips)}")(x, train)
+      skips.append(x)
+      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    x = _FlaxConvBlock(self.features[-1], name=f"ConvBlock_{len(skips)}")(x, train)
+    for level, (width, skip) in enumerate(zip(reversed(self.features[:-1]), reversed(skips))):
+      x = nn.ConvTranspose(width, (2, 2), strides=(2, 2))(x)
+      x = _FlaxConvBlock(width, name=f"ConvBlock_{len(skips) + 1 + level}")(
+          jnp.concatenate([skip, x], axis=-1), train)
+    return nn.Conv(self.out_channels, (1, 1))(x)
+
+
+def test_hand_written_layers_compute_what_flax_layers_compute():
+  """Our max pool, 3x3 convolution and up-convolution are rewritten for CPU speed; they must
+  keep Flax's parameter names, shapes and initial values (checkpoints stay loadable) and
+  compute the same outputs, batch statistics and gradients."""
+  ours, ref = U.UNet((4, 8, 16), 3), _FlaxUNet((4, 8, 16), 3)
+  # 6 input channels: XLA's convolution in the first layer, the 3x3 patches in the second
+  # (4 channels), XLA's again in the decoder.
+  x = jax.random.normal(jax.random.key(1), (2, 16, 16, 6))
+  v_ours = ours.init(jax.random.key(0), x, train=False)
+  v_ref = ref.init(jax.random.key(0), x, train=False)
+  assert jax.tree.structure(v_ours) == jax.tree.structure(v_ref)
+  jax.tree.map(np.testing.assert_array_equal, v_ours, v_ref)
+
+  def run(module):
+    def loss(params, x):
+      y, stats = module.apply({**v_ours, "params": params}, x, train=True,
+                              mutable=["batch_stats"])
+      return jnp.sum(jnp.sin(y)), (y, stats)
+    grad = jax.jit(jax.value_and_grad(loss, (0, 1), has_aux=True))
+    (_, aux), grads = grad(v_ours["params"], x)
+    return aux, grads
+
+  close = lambda tol: lambda a, b: np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+  (y, stats), grads = run(ours)
+  (y_ref, stats_ref), grads_ref = run(ref)
+  np.testing.assert_allclose(y, y_ref, atol=2e-5)
+  jax.tree.map(close(2e-5), stats, stats_ref)
+  jax.tree.map(close(1e-4), grads, grads_ref)  # parameters and input
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_both_ways_of_the_3x3_convolution_agree_with_xla(channels):
+  x = jax.random.normal(jax.random.key(0), (2, 6, 5, channels))
+  kernel = jax.random.normal(jax.random.key(1), (3, 3, channels, 7))
+  want = nn.Conv(7, (3, 3), use_bias=False).apply({"params": {"kernel": kernel}}, x)
+  for patches in (False, True):
+    np.testing.assert_allclose(unet.conv3x3(x, kernel, patches), want, atol=1e-5)
 
 
 def test_baseline_ignores_what_missing_modalities_hold():

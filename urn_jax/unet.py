@@ -11,6 +11,22 @@ Choices the paper leaves open, and what we took:
   height and width must then be divisible by 16, which BraTS's 240 x 240 is;
 - leaky ReLU slope 0.2, TensorFlow's default (the authors used TensorFlow);
 - batch norm momentum 0.99 and epsilon 1e-3, TensorFlow/Keras defaults.
+
+Three layers are written out rather than taken from Flax, because XLA's CPU backend runs
+Flax's versions several times slower than PyTorch does (per-op timings in
+``benchmarks/RESULTS.md``); each computes exactly what Flax's layer computes, with the same
+parameter names, shapes and initial values, so checkpoints are interchangeable:
+
+- ``max_pool_2x2``: a reshape and a max. ``nn.max_pool``'s gradient is XLA's
+  ``select_and_scatter``, 1.4-7x slower on CPU than the gradient of a max reduction. (At a
+  tie the gradient is shared between the tied entries instead of going to the first; both
+  are gradients of the max.)
+- ``UpConv``: the 2x2, stride 2 transposed convolution, which never overlaps itself, as
+  one matrix product and a reshape (2-4x faster forward and backward on CPU);
+- ``Conv3x3``: on CPU, with at most ``PATCH_CHANNELS`` input channels (the first layer of
+  every encoder and of the baseline), one matrix product on the 3x3 patches (im2col), which
+  XLA:CPU runs 2x faster than its convolution for so few channels. Elsewhere, and on
+  every other backend, XLA's convolution.
 """
 
 from __future__ import annotations
@@ -18,10 +34,66 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+from flax.linen.dtypes import promote_dtype
 
 PAPER_FEATURES = (64, 128, 256, 512, 1024)
 LEAKY_SLOPE = 0.2
+PATCH_CHANNELS = 4
+
+
+def max_pool_2x2(x):
+  """2x2 max pooling, stride 2, of ``[B, H, W, C]`` (H and W even)."""
+  b, h, w, c = x.shape
+  return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
+def conv3x3(x, kernel, patches: bool):
+  """``nn.Conv``'s 3x3 'SAME' convolution (a cross-correlation) of ``x [B, H, W, C]`` with
+  ``kernel [3, 3, C, F]``; with ``patches``, as one matrix product on the 3x3 patches."""
+  if not patches:
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME",
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  _, h, w, c = x.shape
+  padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  columns = jnp.concatenate([padded[:, i:i + h, j:j + w] for i in range(3) for j in range(3)],
+                            axis=-1)  # [B, H, W, 9C], patch entries in the kernel's order
+  return columns @ kernel.reshape(9 * c, -1)
+
+
+class Conv3x3(nn.Module):
+  """``nn.Conv(features, (3, 3), use_bias=False)``, computed as ``conv3x3`` finds fastest."""
+
+  features: int
+  dtype: Any = None
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (3, 3, x.shape[-1], self.features), jnp.float32)
+    x, kernel = promote_dtype(x, kernel, dtype=self.dtype)
+    patches = jax.default_backend() == "cpu" and x.shape[-1] <= PATCH_CHANNELS
+    return conv3x3(x, kernel, patches)
+
+
+class UpConv(nn.Module):
+  """``nn.ConvTranspose(features, (2, 2), strides=(2, 2))``: each input pixel becomes a 2x2
+  block of the output, ``kernel [2, 2, C, F]`` read flipped as Flax (and
+  ``lax.conv_transpose``) does."""
+
+  features: int
+  dtype: Any = None
+
+  @nn.compact
+  def __call__(self, x):
+    b, h, w, c = x.shape
+    kernel = self.param("kernel", nn.initializers.lecun_normal(), (2, 2, c, self.features),
+                        jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+    x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
+    y = jnp.einsum("bhwc,ijcf->bhiwjf", x, kernel[::-1, ::-1])
+    return y.reshape(b, 2 * h, 2 * w, self.features) + bias
 
 
 class BatchNorm(nn.Module):
@@ -82,7 +154,7 @@ class ConvBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool, sample_mask=None):
-    x = nn.Conv(self.features, (3, 3), use_bias=False, dtype=self.dtype)(x)
+    x = Conv3x3(self.features, self.dtype, name="Conv_0")(x)  # Flax's name: same checkpoints
     x = BatchNorm(dtype=self.dtype)(x, train, sample_mask)
     return nn.leaky_relu(x, LEAKY_SLOPE)
 
@@ -113,10 +185,10 @@ class UNet(nn.Module):
     for width in self.features[:-1]:
       x = ConvBlock(width, self.dtype)(x, train, sample_mask)
       skips.append(x)
-      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+      x = max_pool_2x2(x)
     x = ConvBlock(self.features[-1], self.dtype)(x, train, sample_mask)
-    for width, skip in zip(reversed(self.features[:-1]), reversed(skips)):
-      x = nn.ConvTranspose(width, (2, 2), strides=(2, 2), dtype=self.dtype)(x)
+    for level, (width, skip) in enumerate(zip(reversed(self.features[:-1]), reversed(skips))):
+      x = UpConv(width, self.dtype, name=f"ConvTranspose_{level}")(x)
       x = jnp.concatenate([skip, x], axis=-1)
       x = ConvBlock(width, self.dtype)(x, train, sample_mask)
     return nn.Conv(self.out_channels, (1, 1), dtype=self.dtype)(x)
