@@ -31,7 +31,6 @@ parameter names, shapes and initial values, so checkpoints are interchangeable:
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -97,59 +96,6 @@ class UpConv(nn.Module):
     return y.reshape(b, 2 * h, 2 * w, self.features) + bias
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def standardize(x, weight, scale, bias, epsilon):
-  """Training-mode batch norm of ``x [..., C]`` over all axes but the last, with per-sample
-  ``weight [B, 1, ..., 1]`` (1 counts, 0 does not) for the statistics: returns
-  ``(y, mean, var)``, ``y = (x - mean) / sqrt(var + epsilon) * scale + bias`` in float32.
-
-  Its gradient is written out: XLA:CPU spends most of a training step's non-convolution time
-  in batch norm's element-wise passes, which autodiff of the two-pass statistics multiplies;
-  the closed form reads ``x`` twice in the backward pass (two reductions, then ``dx``).
-  """
-  return _standardize_fwd(x, weight, scale, bias, epsilon)[0]
-
-
-def _moments(x, weight):
-  axes = tuple(range(x.ndim - 1))
-  count = weight.sum() * (x.size // (x.shape[0] * x.shape[-1]))
-  denominator = jnp.maximum(count, 1.0)
-  mean = (x * weight).sum(axes) / denominator
-  var = (jnp.square(x - mean) * weight).sum(axes) / denominator
-  return mean, var, denominator
-
-
-def _standardize_fwd(x, weight, scale, bias, epsilon):
-  xf = x.astype(jnp.float32)
-  mean, var, denominator = _moments(xf, weight)
-  rstd = jax.lax.rsqrt(var + epsilon)
-  y = (xf - mean) * (rstd * scale) + bias
-  return (y, mean, var), (x, weight, scale, mean, rstd, denominator)
-
-
-def _standardize_bwd(epsilon, residuals, cotangents):
-  """With xhat = (x - mean) * rstd, n the weighted count and g = dy * scale:
-  dx = rstd * (g - w / n * sum(g) - w * xhat / n * sum(g * xhat)), sums over every sample
-  (all are standardized, only weighted ones set the statistics), plus the terms of the
-  ``mean`` and ``var`` outputs: w / n * (dmean + 2 * dvar * (x - mean))."""
-  del epsilon
-  x, weight, scale, mean, rstd, denominator = residuals
-  dy, dmean, dvar = cotangents
-  axes = tuple(range(x.ndim - 1))
-  centred = x.astype(jnp.float32) - mean
-  xhat = centred * rstd
-  dbias = dy.sum(axes)
-  dscale = (dy * xhat).sum(axes)
-  per_weight = ((dmean - (scale * rstd) * dbias) / denominator
-                + centred * (2 * dvar / denominator)
-                - xhat * ((scale * rstd) * dscale / denominator))
-  dx = (dy * (scale * rstd) + weight * per_weight).astype(x.dtype)
-  return dx, jnp.zeros_like(weight), dscale, dbias
-
-
-standardize.defvjp(_standardize_fwd, _standardize_bwd)
-
-
 class BatchNorm(nn.Module):
   """Batch normalization whose training statistics come only from the samples in ``sample_mask``.
 
@@ -172,26 +118,31 @@ class BatchNorm(nn.Module):
     channels = x.shape[-1]
     running_mean = self.variable("batch_stats", "mean", jnp.zeros, (channels,), jnp.float32)
     running_var = self.variable("batch_stats", "var", jnp.ones, (channels,), jnp.float32)
-    scale = (self.param("scale", nn.initializers.ones, (channels,), jnp.float32)
-             if self.use_scale else jnp.ones((channels,), jnp.float32))
-    bias = (self.param("bias", nn.initializers.zeros, (channels,), jnp.float32)
-            if self.use_bias else jnp.zeros((channels,), jnp.float32))
-    if not train:
-      rstd = jax.lax.rsqrt(running_var.value + self.epsilon)
-      y = (x.astype(jnp.float32) - running_mean.value) * (rstd * scale) + bias
-      return y.astype(self.dtype or x.dtype)
-    if sample_mask is None:
-      weight = jnp.ones((x.shape[0],) + (1,) * (x.ndim - 1), jnp.float32)
+    if train:
+      xf = x.astype(jnp.float32)
+      axes = tuple(range(x.ndim - 1))
+      if sample_mask is None:
+        weight = jnp.ones((x.shape[0],) + (1,) * (x.ndim - 1), jnp.float32)
+      else:
+        weight = sample_mask.astype(jnp.float32).reshape((-1,) + (1,) * (x.ndim - 1))
+      count = weight.sum() * (xf.size // (x.shape[0] * channels))
+      denominator = jnp.maximum(count, 1.0)
+      mean = (xf * weight).sum(axes) / denominator
+      var = (jnp.square(xf - mean) * weight).sum(axes) / denominator
+      if not self.is_initializing():
+        seen = count > 0
+        m = self.momentum
+        running_mean.value = jnp.where(seen, m * running_mean.value + (1 - m) * mean,
+                                       running_mean.value)
+        running_var.value = jnp.where(seen, m * running_var.value + (1 - m) * var,
+                                      running_var.value)
     else:
-      weight = sample_mask.astype(jnp.float32).reshape((-1,) + (1,) * (x.ndim - 1))
-    y, mean, var = standardize(x, weight, scale, bias, self.epsilon)
-    if not self.is_initializing():
-      seen = weight.sum() > 0
-      m = self.momentum
-      running_mean.value = jnp.where(seen, m * running_mean.value + (1 - m) * mean,
-                                     running_mean.value)
-      running_var.value = jnp.where(seen, m * running_var.value + (1 - m) * var,
-                                    running_var.value)
+      mean, var = running_mean.value, running_var.value
+    y = (x.astype(jnp.float32) - mean) * jnp.reciprocal(jnp.sqrt(var + self.epsilon))
+    if self.use_scale:
+      y = y * self.param("scale", nn.initializers.ones, (channels,), jnp.float32)
+    if self.use_bias:
+      y = y + self.param("bias", nn.initializers.zeros, (channels,), jnp.float32)
     return y.astype(self.dtype or x.dtype)
 
 
