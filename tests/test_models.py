@@ -159,7 +159,6 @@ def test_unet_has_one_convolution_per_level():
              if k.startswith("ConvBlock"))
 
 
-
 class _FlaxConvBlock(nn.Module):
   """The U-Net level written with Flax's own layers: the reference for ours."""
   features: int
