@@ -6,21 +6,25 @@
 
 Each measurement is the median of ``--repeats`` calls of a jitted function returning the
 gradients of ``sum(layer(x) * g)`` with respect to the input and the kernel, after a warm-up
-call: the work one layer does in a training step. This is how the U-Net's max pool, 3x3
-convolution with few input channels and 2x2 transposed convolution were chosen; see
-``benchmarks/RESULTS.md``.
+call: the work one layer does in a training step. A layer's variants are called in turns,
+so that a shared machine's slow spells slow them all alike. For the 3x3 convolution both of
+``unet.conv3x3``'s ways are timed; urn_jax's column is the one the U-Net picks. This is how the U-Net's max
+pool, 3x3 convolution with few input channels (and ``unet.PATCH_CHANNELS``) and 2x2
+transposed convolution were chosen; see ``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import time
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from throughput import median_seconds
 from urn_jax import unet
 
 BATCH = 4
@@ -33,9 +37,18 @@ UPS = [("up-conv 2x2/2", (8, 8, 64), 32), ("up-conv 2x2/2", (16, 16, 32), 16),
        ("up-conv 2x2/2", (32, 32, 16), 8)]
 
 
-def _median_ms(fn, args, repeats):
-  fn(*args)  # compile, warm up
-  return 1e3 * median_seconds(lambda: fn(*args), repeats)
+def _interleaved_ms(calls: dict, repeats: int) -> dict:
+  """Median milliseconds of each zero-argument call, after a warm-up (compilation) call,
+  timed in turns: call after call, so that a shared machine's slow spells hit all alike."""
+  for call in calls.values():
+    jax.block_until_ready(call())
+  times = {name: [] for name in calls}
+  for _ in range(repeats):
+    for name, call in calls.items():
+      start = time.perf_counter()
+      jax.block_until_ready(call())
+      times[name].append(time.perf_counter() - start)
+  return {name: 1e3 * float(np.median(t)) for name, t in times.items()}
 
 
 def _fwd_bwd(apply):
@@ -44,23 +57,26 @@ def _fwd_bwd(apply):
 
 
 def _layers(kind, c, f):
-  """(flax apply, ours apply, kernel shape) for one layer kind."""
+  """({name: apply(x, kernel)}, the name of the one urn_jax's U-Net uses, kernel shape)
+  for one layer kind; the 3x3 convolution both of ``unet.conv3x3``'s ways."""
   if kind == "conv 3x3":
     flax_conv = nn.Conv(f, (3, 3), use_bias=False)
-    return (lambda x, k: flax_conv.apply({"params": {"kernel": k}}, x),
-            lambda x, k: unet.conv3x3(x, k, patches=c <= unet.PATCH_CHANNELS),
-            (3, 3, c, f))
+    return ({"flax": lambda x, k: flax_conv.apply({"params": {"kernel": k}}, x),
+             "xla_conv": lambda x, k: unet.conv3x3(x, k, patches=False),
+             "patches": lambda x, k: unet.conv3x3(x, k, patches=True)},
+            "patches" if c <= unet.PATCH_CHANNELS else "xla_conv", (3, 3, c, f))
   if kind == "max pool 2x2":
-    return (lambda x, k: nn.max_pool(x, (2, 2), strides=(2, 2)) * k,
-            lambda x, k: unet.max_pool_2x2(x) * k, ())
+    return ({"flax": lambda x, k: nn.max_pool(x, (2, 2), strides=(2, 2)) * k,
+             "urn_jax": lambda x, k: unet.max_pool_2x2(x) * k}, "urn_jax", ())
   flax_up, ours_up = nn.ConvTranspose(f, (2, 2), strides=(2, 2)), unet.UpConv(f)
   bias = jnp.zeros((f,))
-  return (lambda x, k: flax_up.apply({"params": {"kernel": k, "bias": bias}}, x),
-          lambda x, k: ours_up.apply({"params": {"kernel": k, "bias": bias}}, x),
-          (2, 2, c, f))
+  return ({"flax": lambda x, k: flax_up.apply({"params": {"kernel": k, "bias": bias}}, x),
+           "urn_jax": lambda x, k: ours_up.apply({"params": {"kernel": k, "bias": bias}}, x)},
+          "urn_jax", (2, 2, c, f))
 
 
-def _torch_ms(kind, shape, f, repeats):
+def _torch_call(kind, shape, f):
+  """A zero-argument call of PyTorch's layer, forward and backward."""
   import torch
   h, w, c = shape
   x = torch.randn(BATCH, c, h, w, requires_grad=True)
@@ -78,7 +94,7 @@ def _torch_ms(kind, shape, f, repeats):
     layer.zero_grad()
     (layer(x) * g).sum().backward()
 
-  return _median_ms(call, (), repeats)
+  return call
 
 
 def main(argv=None):
@@ -89,20 +105,23 @@ def main(argv=None):
   args = parser.parse_args(argv)
   rows = []
   for kind, shape, f in CONVS + POOLS + UPS:
-    flax_apply, ours_apply, kernel_shape = _layers(kind, shape[-1], f)
+    applies, used, kernel_shape = _layers(kind, shape[-1], f)
     x = jax.random.normal(jax.random.key(0), (BATCH,) + shape)
     k = jax.random.normal(jax.random.key(1), kernel_shape) * 0.1
-    g = jax.random.normal(jax.random.key(2), jax.eval_shape(ours_apply, x, k).shape)
-    row = {"layer": kind, "input": [BATCH, *shape], "out_channels": f,
-           "flax_ms": _median_ms(_fwd_bwd(flax_apply), (x, k, g), args.repeats),
-           "urn_jax_ms": _median_ms(_fwd_bwd(ours_apply), (x, k, g), args.repeats)}
+    g = jax.random.normal(jax.random.key(2), jax.eval_shape(applies[used], x, k).shape)
+    calls = {name: functools.partial(_fwd_bwd(apply), x, k, g) for name, apply in applies.items()}
     if args.torch:
-      row["torch_ms"] = _torch_ms(kind, shape, f, args.repeats)
-    rows.append(row)
-    extra = f"  torch {row['torch_ms']:6.2f}" if args.torch else ""
-    print(f"{kind:14s} {str(shape):15s} -> {f or shape[-1]:3d}  flax {row['flax_ms']:6.2f} ms  "
-          f"urn_jax {row['urn_jax_ms']:6.2f} ms  (x{row['flax_ms'] / row['urn_jax_ms']:.2f})"
-          + extra, flush=True)
+      calls["torch"] = _torch_call(kind, shape, f)
+    ms = _interleaved_ms(calls, args.repeats)
+    ms["urn_jax"] = ms[used]
+    rows.append({"layer": kind, "input": [BATCH, *shape], "out_channels": f,
+                 **{f"{name}_ms": value for name, value in ms.items()}})
+    ways = (f"  [XLA conv {ms['xla_conv']:6.2f}, patches {ms['patches']:6.2f}]"
+            if kind == "conv 3x3" else "")
+    torch = f"  torch {ms['torch']:6.2f}" if args.torch else ""
+    print(f"{kind:14s} {str(shape):15s} -> {f or shape[-1]:3d}  flax {ms['flax']:6.2f} ms  "
+          f"urn_jax {ms['urn_jax']:6.2f} ms  (x{ms['flax'] / ms['urn_jax']:.2f})" + ways + torch,
+          flush=True)
   if args.out:
     with open(args.out, "w") as stream:
       json.dump({"backend": jax.default_backend(), "jax": jax.__version__, "rows": rows},

@@ -13,20 +13,20 @@ Choices the paper leaves open, and what we took:
 - batch norm momentum 0.99 and epsilon 1e-3, TensorFlow/Keras defaults.
 
 Three layers are written out rather than taken from Flax, because XLA's CPU backend runs
-Flax's versions up to 2x slower than PyTorch runs its own (per-layer timings, from
+Flax's versions up to 1.7x slower than PyTorch runs its own (per-layer timings, from
 ``benchmarks/cpu_layers.py``, in ``benchmarks/RESULTS.md``); each computes exactly what
 Flax's layer computes, with the same parameter names, shapes and initial values, so
 checkpoints are interchangeable:
 
 - ``max_pool_2x2``: a reshape and a max. ``nn.max_pool``'s gradient is XLA's
-  ``select_and_scatter``, 2-3x slower on CPU than the gradient of a max reduction. (At a
-  tie the gradient is shared between the tied entries instead of going to the first; both
-  are gradients of the max.)
+  ``select_and_scatter``, which makes that layer 1.9-2.8x slower on CPU. (At a tie the
+  gradient is shared between the tied entries instead of going to the first; both are
+  gradients of the max.)
 - ``UpConv``: the 2x2, stride 2 transposed convolution, which never overlaps itself, as
-  one matrix product and a reshape (2-5x faster forward and backward on CPU);
+  one matrix product and a reshape (2.2-3.6x faster forward and backward on CPU);
 - ``Conv3x3``: on CPU, with at most ``PATCH_CHANNELS`` input channels (the first layer of
   every encoder and of the baseline), one matrix product on the 3x3 patches (im2col), which
-  XLA:CPU runs 2-2.5x faster than its convolution for so few channels. Elsewhere, and on
+  XLA:CPU runs 1.2-1.3x faster than its convolution for so few channels. Elsewhere, and on
   every other backend, XLA's convolution.
 """
 
