@@ -33,7 +33,8 @@ def test_empty_conventions():
   empty, some = _line(), _line(3)
   assert dice(empty, empty) == 1.0
   assert dice(some, empty) == dice(empty, some) == 0.0
-  assert sensitivity(some, empty) == 1.0  # nothing to find
+  assert sensitivity(empty, empty) == 1.0  # nothing to find, nothing found
+  assert sensitivity(some, empty) == 0.0  # BraTS: exactly one empty scores 0
   assert sensitivity(empty, some) == 0.0
   everything = np.ones((1, 1, 10), bool)
   assert specificity(empty, everything) == 1.0  # no negatives
@@ -84,7 +85,8 @@ def test_hd95_empty_conventions():
 
 
 def _brute_force_hd95(pred, truth, spacing):
-  """Surface voxels by explicit face-neighbour checks, all pairwise distances."""
+  """Surface voxels by explicit face-neighbour checks, all pairwise distances; the larger of
+  the two directed 95th percentiles (BraTS 2023 legacy, MONAI, surface-distance)."""
 
   def surface(mask):
     padded = np.pad(mask, 1)  # beyond the array is outside
@@ -96,7 +98,7 @@ def _brute_force_hd95(pred, truth, spacing):
 
   a, b = surface(pred), surface(truth)
   distances = cdist(a, b)
-  return np.percentile(np.concatenate([distances.min(1), distances.min(0)]), 95)
+  return max(np.percentile(distances.min(1), 95), np.percentile(distances.min(0), 95))
 
 
 def _blob(rng, shape, sigma=2.0, level=1.0):
@@ -148,6 +150,33 @@ def test_region_masks_and_segmentation_metrics():
   assert row["TC/sensitivity"] == pytest.approx(2 / 3)  # pred {1, 4}, truth {1, 3, 4}
   assert row["WT/specificity"] == pytest.approx(1.0)  # the one negative (0) is predicted 0
   assert row["WT/dice"] == pytest.approx(8 / 9)  # pred {1..4}, truth {1..5}: 2*4 / (4 + 5)
+
+
+def test_hd95_is_the_larger_directed_percentile_not_the_pooled_one():
+  """A truth of 20 voxels in a row and a prediction of its first voxel only: from the
+  prediction every distance is 0, from the truth 0..19 mm. The directed 95th percentiles
+  are 0 and 18.05 mm, so HD95 is 18.05 (pooling the 21 distances would give 18.0)."""
+  truth, pred = np.zeros((1, 1, 20), bool), np.zeros((1, 1, 20), bool)
+  truth[0, 0, :] = True
+  pred[0, 0, 0] = True
+  assert hd95(pred, truth, (1, 1, 1)) == pytest.approx(np.percentile(np.arange(20.0), 95))
+  assert hd95(pred, truth, (1, 1, 1)) == pytest.approx(18.05, abs=1e-9)
+  assert np.percentile(np.r_[0.0, np.arange(20.0)], 95) == pytest.approx(18.0)  # pooled
+  assert hd95(truth, pred, (1, 1, 1)) == hd95(pred, truth, (1, 1, 1))
+
+
+@pytest.mark.parametrize("bad", [4, -1])
+def test_segmentation_metrics_refuses_values_outside_the_classes(bad):
+  """Raw BraTS labels (0/1/2/4) must not be scored as classes: 4 is no class, and the
+  enhancing tumour would silently score as a perfect empty region."""
+  truth = np.array([0, 1, 2, 3]).reshape(1, 1, 4)
+  raw = np.array([0, 1, 2, bad]).reshape(1, 1, 4)
+  with pytest.raises(ValueError, match=rf"pred_classes holds values \[{bad}\].*0\.\.3"):
+    segmentation_metrics(raw, truth, (1, 1, 1))
+  with pytest.raises(ValueError, match=rf"truth_classes holds values \[{bad}\]"):
+    segmentation_metrics(truth, raw, (1, 1, 1))
+  with pytest.raises(TypeError, match="integer class indices"):
+    segmentation_metrics(truth.astype(float), truth, (1, 1, 1))
 
 
 def test_psnr_by_hand():
