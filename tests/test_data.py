@@ -275,18 +275,39 @@ def test_parallel_preprocessing_gives_the_same_result(tmp_path):
 
 def test_split_is_deterministic_by_patient_and_read_back(tmp_path):
   ids = [f"case{i}" for i in range(20)]
-  split = make_split(ids, seed=3)
-  assert len(split["train"]) == 14 and len(split["validation"]) == 6
-  assert not set(split["train"]) & set(split["validation"])
-  assert make_split(list(reversed(ids)), seed=3) == split
-  assert make_split(ids, seed=4) != split
+  split = make_split(ids, seed=3, test_fraction=0.2)
+  assert [len(split[p]) for p in ("train", "validation", "test")] == [11, 5, 4]
+  assert set().union(*split.values()) == set(ids)
+  assert not (set(split["train"]) & set(split["validation"]) or
+              set(split["train"]) & set(split["test"]) or
+              set(split["validation"]) & set(split["test"]))
+  assert make_split(list(reversed(ids)), seed=3, test_fraction=0.2) == split
+  assert make_split(ids, seed=4, test_fraction=0.2) != split
+  assert make_split(ids, seed=3)["test"] == []  # the paper's 70/30, when asked for
   stored = load_or_create_split(tmp_path, {"brats": ids, "hcp": ["s1", "s2", "s3"]}, seed=3)
   assert stored["brats"] == split
+  assert stored["hcp"]["test"] == [] and len(stored["hcp"]["train"]) == 2  # never scored
   assert json.loads((tmp_path / "split.json").read_text())["datasets"]["brats"] == split
   assert load_or_create_split(tmp_path, {"brats": ids, "hcp": ["s1", "s2", "s3"]},
                               seed=99) == stored  # read back, not re-drawn
   with pytest.raises(DataError, match="does not have"):
     load_or_create_split(tmp_path, {"brats": ids[:-1], "hcp": ["s1", "s2", "s3"]}, seed=3)
+
+
+@pytest.mark.parametrize("n", [3, 4, 5, 6, 10])
+def test_small_data_sets_still_get_every_part(n):
+  split = make_split([f"c{i}" for i in range(n)], seed=0, test_fraction=0.2)
+  assert all(len(split[p]) >= 1 for p in ("train", "validation", "test"))
+  assert sum(len(v) for v in split.values()) == n
+
+
+def test_a_split_file_without_test_patients_is_an_error_not_a_silent_re_split(tmp_path):
+  old = {"seed": 0, "train_fraction": 0.7, "datasets": {"brats": {
+      "train": ["a", "b", "c"], "validation": ["d"]}}}
+  (tmp_path / "split.json").write_text(json.dumps(old))
+  with pytest.raises(DataError, match="only training and validation patients.*new --workdir"):
+    load_or_create_split(tmp_path, {"brats": ["a", "b", "c", "d"]}, seed=0)
+  assert json.loads((tmp_path / "split.json").read_text()) == old  # untouched
 
 
 @pytest.fixture
@@ -391,8 +412,9 @@ def test_prepare_data_caches_splits_and_reports(tmp_path, capsys):
   data = prepare_data(tmp_path / "run", **kwargs)
   err = capsys.readouterr().err
   assert "1 case(s) skipped" in err and "Brats18_bad" in err
-  assert len(data["brats"]["train"]) + len(data["brats"]["validation"]) == 5
+  assert [len(data["brats"][p]) for p in ("train", "validation", "test")] == [3, 1, 1]
   assert len(data["hcp"]["train"]) == 2 and len(data["hcp"]["validation"]) == 1
+  assert data["hcp"]["test"] == []
   assert (tmp_path / "run" / "split.json").exists()
   assert all((d / "image.npy").exists() for d in data["brats"]["train"])
   assert prepare_data(tmp_path / "run", **kwargs) == data

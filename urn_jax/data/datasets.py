@@ -2,7 +2,8 @@
 
 ``prepare_data(brats_dir, hcp_dir, ...)`` discovers the cases, pre-processes them once into
 the cache (in parallel, with a progress bar; bad cases are reported and skipped), and splits
-each data set 70/30 by patient with the split file kept in the work directory. With no
+each data set by patient into training, validation and (BraTS) test patients, with the split
+file kept in the work directory (``urn_jax.data.splits``). With no
 folder at all it first writes the phantom (``urn_jax.data.phantom``) into the cache.
 """
 
@@ -33,9 +34,10 @@ def default_cache_dir() -> Path:
 def prepare_data(workdir, brats_dir: str = "", hcp_dir: str = "", cache_dir: str = "",
                  use_hcp: bool = True,
                  preprocess: PreprocessConfig = PreprocessConfig(), split_seed: int = 0,
-                 train_fraction: float = 0.7, workers: int = 1, phantom_brats: int = 12,
+                 train_fraction: float = 0.7, test_fraction: float = 0.2, workers: int = 1,
+                 phantom_brats: int = 12,
                  phantom_hcp: int = 6, phantom_seed: int = 0, progress: bool = True):
-  """Returns ``{dataset: {"train": [case dirs], "validation": [case dirs]}}`` for the data
+  """Returns ``{dataset: {"train"|"validation"|"test": [case dirs]}}`` for the data
   sets in use ("brats" and/or "hcp"; ``use_hcp=False`` leaves HCP out). ``cache_dir``
   defaults to ``default_cache_dir()``."""
   cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
@@ -61,10 +63,10 @@ def prepare_data(workdir, brats_dir: str = "", hcp_dir: str = "", cache_dir: str
     cached[name] = {d.name: d for d in dirs}
   report(problems)
   split = load_or_create_split(workdir, {n: list(c) for n, c in cached.items()}, split_seed,
-                               train_fraction)
+                               train_fraction, test_fraction)
   result = {name: {part: [cached[name][i] for i in ids] for part, ids in split[name].items()}
             for name in cached}
   for name, parts in result.items():
-    print(f"{name}: {len(parts['train'])} training and {len(parts['validation'])} validation "
-          "cases", file=sys.stderr)
+    print(f"{name}: {len(parts['train'])} training, {len(parts['validation'])} validation "
+          f"and {len(parts['test'])} test cases", file=sys.stderr)
   return result

@@ -1,8 +1,15 @@
-"""The 70/30 split by patient (paper 3.1), fixed once per work directory.
+"""The split by patient into training, validation and test, fixed once per work directory.
+
+The paper splits BraTS's labelled cases 70/30 into training and validation ("hyperparameter
+tuning", 3.1) and reports on BraTS's own validation set, scored by the challenge's online
+system: patients that chose nothing. We have no such outside set, so a ``test_fraction`` of
+the BraTS patients is held out first, and the paper's 70/30 is drawn from the rest. The
+validation patients choose the checkpoint (``best/``), stop training early and tune every
+recipe; the test patients are only scored (``urn_jax.evaluate``). HCP subjects have no
+labels and are never scored, so HCP is split 70/30 with no test part.
 
 The split is drawn from a seed, written to ``<workdir>/split.json`` and read back whenever
-it exists, so every scenario and every rerun sees the same patients. Each data set (BraTS,
-HCP) is split on its own, so both halves of a pooled run keep the 70/30 proportion.
+it exists, so every scenario and every rerun sees the same patients.
 """
 
 from __future__ import annotations
@@ -16,37 +23,70 @@ import numpy as np
 from urn_jax.data.cases import DataError
 
 SPLIT_FILE = "split.json"
+PARTS = ("train", "validation", "test")
+# Data sets whose patients are scored, and so need a test part of their own.
+SCORED_DATASETS = ("brats",)
 
 
-def make_split(case_ids, seed: int, train_fraction: float = 0.7) -> dict:
-  """Deterministic: the same ids (in any order) and seed give the same split."""
+def _check_fraction(name: str, value: float, upper: float = 1.0):
+  if not 0.0 <= value < upper:
+    raise DataError(f"{name} must be in [0, {upper}), got {value}")
+
+
+def make_split(case_ids, seed: int, train_fraction: float = 0.7,
+               test_fraction: float = 0.0) -> dict:
+  """``{"train": [...], "validation": [...], "test": [...]}``, sorted ids, disjoint.
+
+  ``round(test_fraction * n)`` patients are held out for testing (at least one when the
+  fraction is positive and there are 3 or more patients), then ``train_fraction`` of the
+  rest train and the others validate; validation and training are each non-empty whenever
+  possible. Deterministic: the same ids (in any order) and seed give the same split.
+  """
+  _check_fraction("train_fraction", train_fraction, upper=1.0 + 1e-9)
+  _check_fraction("test_fraction", test_fraction)
   ids = sorted(set(case_ids))
   if len(ids) != len(list(case_ids)):
     raise DataError("case ids must be unique to split by patient")
-  order = np.random.default_rng(seed).permutation(len(ids))
-  n_train = int(round(train_fraction * len(ids)))
-  if len(ids) >= 2:  # both halves non-empty whenever possible
-    n_train = min(max(n_train, 1), len(ids) - 1)
-  return {"train": sorted(ids[i] for i in order[:n_train]),
-          "validation": sorted(ids[i] for i in order[n_train:])}
+  order = [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))]
+  n_test = int(round(test_fraction * len(ids)))
+  if test_fraction > 0 and len(ids) >= 3:
+    n_test = min(max(n_test, 1), len(ids) - 2)
+  rest = order[n_test:]
+  n_train = int(round(train_fraction * len(rest)))
+  if len(rest) >= 2:
+    n_train = min(max(n_train, 1), len(rest) - 1)
+  return {"train": sorted(rest[:n_train]), "validation": sorted(rest[n_train:]),
+          "test": sorted(order[:n_test])}
 
 
-def load_or_create_split(workdir, datasets: dict, seed: int, train_fraction: float = 0.7):
-  """``datasets``: name -> case ids. Returns name -> {"train": [...], "validation": [...]}.
+def load_or_create_split(workdir, datasets: dict, seed: int, train_fraction: float = 0.7,
+                         test_fraction: float = 0.2):
+  """``datasets``: name -> case ids. Returns name -> {"train", "validation", "test": ids}.
 
-  An existing ``<workdir>/split.json`` is read back and
-  checked against the data: a case in the file that the data no longer has is an error
-  (the split would silently change); a case the file does not know is left out, with a
-  note on stderr.
+  ``test_fraction`` applies to ``SCORED_DATASETS``; the others get an empty test part.
+  An existing ``<workdir>/split.json`` is read back and checked against the data: a case
+  in the file that the data no longer has is an error (the split would silently change);
+  a case the file does not know is left out, with a note on stderr. A file written before
+  there was a test part is an error that says what to do, never re-split silently: its
+  validation patients chose checkpoints and cannot become test patients.
   """
   path = Path(workdir) / SPLIT_FILE
   if path.exists():
-    stored = json.loads(path.read_text())
-    split = stored["datasets"]
+    try:
+      split = json.loads(path.read_text())["datasets"]
+    except (ValueError, KeyError, TypeError):
+      raise DataError(f"split file {path} is not a split urn_jax wrote (expected JSON with "
+                      "'datasets'); delete it to re-split") from None
     for name, ids in datasets.items():
       if name not in split:
         raise DataError(f"split file {path} has no {name!r} split; delete it to re-split")
-      known = set(split[name]["train"]) | set(split[name]["validation"])
+      if "test" not in split[name]:
+        raise DataError(
+            f"split file {path} has only training and validation patients (written by an "
+            "older urn_jax); evaluation now scores held-out test patients, which that "
+            "split cannot provide. Train in a new --workdir (or delete the file and "
+            "retrain: the patients are drawn anew)")
+      known = set().union(*(split[name][part] for part in PARTS))
       missing = sorted(known - set(ids))
       if missing:
         raise DataError(
@@ -57,10 +97,12 @@ def load_or_create_split(workdir, datasets: dict, seed: int, train_fraction: flo
         print(f"note: {len(new)} {name} case(s) not in {path} are not used (first: "
               f"{new[0]})", file=sys.stderr)
     return {name: split[name] for name in datasets}
-  split = {name: make_split(ids, seed, train_fraction) for name, ids in datasets.items()}
+  split = {name: make_split(ids, seed, train_fraction,
+                            test_fraction if name in SCORED_DATASETS else 0.0)
+           for name, ids in datasets.items()}
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = path.with_suffix(".tmp")
   tmp.write_text(json.dumps({"seed": seed, "train_fraction": train_fraction,
-                             "datasets": split}, indent=1))
+                             "test_fraction": test_fraction, "datasets": split}, indent=1))
   tmp.replace(path)
   return split
