@@ -1,4 +1,4 @@
-"""Evaluation of trained models on the validation patients, for all 15 combinations of
+"""Evaluation of trained models on the held-out test patients, for all 15 combinations of
 modalities: Table 1 (Dice per region), Table 2 (PSNR of synthesis), Figures 2-5, per-case
 CSVs.
 
@@ -11,7 +11,9 @@ CSVs.
 each is named after its scenario (from its ``config.json``) unless ``names`` gives
 comma-separated names. Runs with the same name (several seeds) are averaged, and the table
 cells show the mean and the spread over them. Every model must have been trained with the
-same split (``<workdir>/split.json``); its validation BraTS cases are evaluated.
+same split (``<workdir>/split.json``); its test BraTS patients, which neither trained nor
+chose any model, are evaluated. ``evaluate.masks`` picks combinations, e.g.
+``--config.evaluate.masks=1111,1000`` for all four modalities and FLAIR alone.
 """
 
 import ml_collections
@@ -24,7 +26,8 @@ def get_config():
   config.names = ""
   config.evaluate = ml_collections.ConfigDict()
   config.evaluate.chunk = 32           # slices per call of the one compiled inference function
-  config.evaluate.max_cases = 0        # 0: every validation case
+  config.evaluate.max_cases = 0        # 0: every test patient
+  config.evaluate.masks = "all"        # or keys such as "1111,0010" (F, T1, T1c, T2)
   config.evaluate.figure_case = ""     # case of Figures 3-5; default: the largest tumour
   config.evaluate.figures = True
   return config

@@ -16,6 +16,7 @@ from test_data import SHAPE, _save, write_brats_case, write_hcp_subject
 from test_train import ROOT, load_config, tiny
 
 import urn_jax.evaluate
+import urn_jax.inference
 from urn_jax.inference import main as urn_segment
 from urn_jax.modalities import MODALITIES, availability_masks, mask_symbols
 from urn_jax.train import train_and_evaluate
@@ -45,7 +46,7 @@ def runs(tmp_path_factory):
 
 def _settings(**overrides):
   settings = ml_collections.ConfigDict(dict(chunk=8, max_cases=0, figure_case="",
-                                            figures=True))
+                                            figures=True, masks="all"))
   settings.update(overrides)
   return settings
 
@@ -73,13 +74,22 @@ def test_one_compilation_per_model_serves_all_15_combinations(report):
   assert report["compilations"] == 4  # four models, each one compiled function
 
 
-def test_table1_has_the_papers_layout(report):
-  lines = (report["out"] / "table1.md").read_text().splitlines()
-  header = [c.strip() for c in lines[2].strip("|").split("|")]
+def _table(path):
+  """A markdown table's title, the line that names its patients, header and rows."""
+  lines = path.read_text().splitlines()
+  cells = [[c.strip() for c in l.strip("|").split("|")] for l in lines if l.startswith("|")]
+  return lines[0], lines[2], cells[0], cells[2:]
+
+
+def test_table1_has_the_papers_layout_and_names_the_test_patients(report, runs):
+  title, note, header, rows = _table(report["out"] / "table1.md")
+  test = json.loads((runs["urn_md"] / "split.json").read_text())["datasets"]["brats"]["test"]
+  assert "test patients" in title
+  assert note == (f"Test patients ({len(test)}), never used for training or selection: "
+                  + ", ".join(test))
   assert header[:4] == ["F", "T1", "T1c", "T2"]
   assert header[4:7] == ["Baseline + MD: ET", "Baseline + MD: WT", "Baseline + MD: TC"]
   assert len(header) == 4 + 3 * 3
-  rows = [[c.strip() for c in l.strip("|").split("|")] for l in lines[4:]]
   assert len(rows) == 16
   for row, mask in zip(rows, availability_masks()):
     assert " ".join(row[:4]) == mask_symbols(mask)
@@ -92,8 +102,7 @@ def test_table1_has_the_papers_layout(report):
 
 
 def test_table2_marks_inputs_and_scores_only_synthesized_modalities(report):
-  lines = (report["out"] / "table2.md").read_text().splitlines()
-  rows = [[c.strip() for c in l.strip("|").split("|")] for l in lines[4:]]
+  _, _, _, rows = _table(report["out"] / "table2.md")
   assert len(rows) == 15  # 14 combinations that miss something, and the mean
   for row, mask in zip(rows, availability_masks()[1:]):
     for given, cell in zip(mask, row[4:8]):
@@ -103,8 +112,9 @@ def test_table2_marks_inputs_and_scores_only_synthesized_modalities(report):
 def test_per_case_csv_has_one_row_per_model_case_and_combination(report, runs):
   with (report["out"] / "cases.csv").open() as f:
     rows = list(csv.DictReader(f))
-  validation = json.loads((runs["urn_md"] / "split.json").read_text())
-  cases = len(validation["datasets"]["brats"]["validation"])
+  split = json.loads((runs["urn_md"] / "split.json").read_text())
+  cases = len(split["datasets"]["brats"]["test"])
+  assert {r["case_id"] for r in rows} == set(split["datasets"]["brats"]["test"])
   assert len(rows) == 3 * cases * 15
   assert {"ET/dice", "WT/hd95", "TC/sensitivity", "ET/specificity"} <= set(rows[0])
 
@@ -136,6 +146,47 @@ def test_a_perfect_prediction_scores_perfectly_on_the_original_grid(runs, tmp_pa
     assert all(float(r[f"{region}/hd95"]) == 0.0 for r in rows)
 
 
+def _tumour_everywhere(loaded, image, mask, chunk):
+  """A model that calls every voxel of every slice enhancing tumour, even in the air."""
+  return {"probabilities": np.broadcast_to(np.eye(4, dtype=np.float32)[3],
+                                           image.shape[:3] + (4,)).copy()}
+
+
+def test_evaluation_scores_nothing_outside_the_given_modalities_brain(runs, tmp_path,
+                                                                      monkeypatch):
+  """Voxels where every given modality is 0 are background (BraTS): a model that says
+  "tumour" everywhere scores exactly as if it had said so only inside the brain."""
+  monkeypatch.setattr(urn_jax.evaluate, "predict_volume", _tumour_everywhere)
+  urn_jax.evaluate.evaluate_models([runs["urn_md"]], tmp_path, _settings(
+      figures=False, masks="0010,1001"))
+  with (tmp_path / "cases.csv").open() as f:
+    rows = list(csv.DictReader(f))
+  assert {r["mask"] for r in rows} == {"0010", "1001"}
+  for row in rows:
+    files = _case_files(runs["data"] / "brats" / row["case_id"])
+    given = [m for m, on in zip(MODALITIES, row["mask"]) if on == "1"]
+    brain = np.logical_or.reduce([np.asarray(nib.load(files[m]).dataobj) != 0 for m in given])
+    truth = np.asarray(nib.load(files["flair"].with_name(f"{row['case_id']}_seg.nii.gz"))
+                       .dataobj) > 0
+    assert float(row["WT/dice"]) == pytest.approx(2 * truth.sum() / (brain.sum() + truth.sum()))
+
+
+def test_urn_segment_labels_nothing_where_every_given_modality_is_0(runs, tmp_path,
+                                                                    monkeypatch):
+  monkeypatch.setattr(urn_jax.inference, "predict_volume", _tumour_everywhere)
+  files = _case_files(runs["data"] / "brats" / "Brats18_4")
+  assert urn_segment(["--model", str(runs["urn_md"]), "--output", str(tmp_path),
+                      f"--t1c={files['t1c']}", f"--t2={files['t2']}", "--probabilities"]) == 0
+  labels = np.asarray(nib.load(tmp_path / "Brats18_4.nii.gz").dataobj)
+  brain = (np.asarray(nib.load(files["t1c"]).dataobj) != 0) | (
+      np.asarray(nib.load(files["t2"]).dataobj) != 0)
+  assert 0 < brain.sum() < brain.size
+  np.testing.assert_array_equal(labels, np.where(brain, 4, 0))
+  probabilities = np.asarray(nib.load(tmp_path / "Brats18_4_probabilities.nii.gz").dataobj)
+  np.testing.assert_array_equal(probabilities[~brain], [[1, 0, 0, 0]] * (~brain).sum())
+  np.testing.assert_allclose(probabilities[brain], [[0, 0, 0, 1]] * brain.sum(), atol=1e-6)
+
+
 def test_models_with_different_splits_are_not_compared(runs, tmp_path):
   other = tmp_path / "other"
   other.mkdir()
@@ -143,9 +194,9 @@ def test_models_with_different_splits_are_not_compared(runs, tmp_path):
     (other / name).symlink_to(runs["urn_md"] / name)
   split = json.loads((runs["urn_md"] / "split.json").read_text())
   brats = split["datasets"]["brats"]
-  brats["train"], brats["validation"] = brats["validation"], brats["train"]
+  brats["train"], brats["test"] = brats["test"], brats["train"]
   (other / "split.json").write_text(json.dumps(split))
-  with pytest.raises(ValueError, match="validated on other cases"):
+  with pytest.raises(ValueError, match="has other test patients than"):
     urn_jax.evaluate.evaluate_models([runs["urn_md"], other], tmp_path / "out", _settings())
 
 

@@ -1,14 +1,16 @@
 """Evaluation of trained models for all 15 combinations of modalities (paper 3.2).
 
-For every model (a training work directory) and every validation BraTS case of its split,
-each of the 15 availability masks is run through one compiled inference function
+For every model (a training work directory) and every test BraTS patient of its split (held
+out from training, checkpoint selection and tuning: ``urn_jax.data.splits``), each of the 15
+availability masks is run through one compiled inference function
 (``predict.predict_volume``), and:
 
 - a segmentation model's prediction is mapped back onto the original file's grid
-  (``predict.to_original_classes``) and scored against the original label file, on the whole
-  3D volume, with the voxel spacing of that file: Dice, HD95 (mm), sensitivity and
-  specificity for ET, WT and TC (``urn_jax.metrics``). That is exactly what ``urn-segment``
-  would write for the case, so the numbers describe what a user gets;
+  (``predict.to_original_classes``), background wherever every given modality is 0, and
+  scored against the original label file, on the whole 3D volume, with the voxel spacing of
+  that file: Dice, HD95 (mm), sensitivity and specificity for ET, WT and TC
+  (``urn_jax.metrics``). That is exactly what ``urn-segment`` would write for the case, so
+  the numbers describe what a user gets;
 - a pre-training model's synthesis of every modality the case has is scored by PSNR
   against the pre-processed (z-scored) image within the brain (``metrics.psnr``), on the
   pre-processed grid, where the network works: intensities on the original grid would
@@ -35,16 +37,22 @@ from tqdm.auto import tqdm
 from urn_jax.data.cases import DataError, file_role, labels_to_classes
 from urn_jax.metrics import psnr, segmentation_metrics
 from urn_jax.modalities import MODALITIES, availability_masks, mask_key, mask_name
-from urn_jax.predict import load_model, predict_volume, read_config, to_original_classes
+from urn_jax.predict import (given_brain, load_model, nonzero_voxels, predict_volume,
+                             read_config, to_original_classes)
 from urn_jax.train import data_from_config
 
 # Input combinations drawn in Figures 3-5, as in the paper: all, one missing, pairs, single.
 FIGURE_MASKS = ("1111", "0111", "0101", "0010", "1000")
 
 
-def _validation_cases(config, workdir) -> list[Path]:
+def _test_cases(config, workdir) -> list[Path]:
   data = data_from_config(config, workdir, use_hcp=False)
-  return data["brats"]["validation"]
+  cases = data["brats"]["test"]
+  if not cases:
+    raise DataError(f"the split of {workdir} has no test patient (data.test_fraction "
+                    f"{config.data.test_fraction}, or too few BraTS cases); evaluation scores "
+                    "only patients held out from training and validation")
+  return cases
 
 
 def _truth(meta: dict):
@@ -81,6 +89,8 @@ def _evaluate_case(loaded, case_dir: Path, masks, chunk, truth_cache: dict, figu
   if not truth_cache:
     truth_cache["classes"], truth_cache["spacing"] = _truth(meta)
     truth_cache["distances"] = {}
+    truth_cache["nonzero"] = nonzero_voxels(
+        {file_role(p): p for p in meta["sources"] if file_role(p) in MODALITIES})
   truth, spacing = truth_cache["classes"], truth_cache["spacing"]
   brain = (np.asarray(image)[..., available] != 0).any(-1)
   rows, drawn = [], {}
@@ -92,7 +102,8 @@ def _evaluate_case(loaded, case_dir: Path, masks, chunk, truth_cache: dict, figu
     out = predict_volume(loaded, image, mask, chunk)
     base = {"case_id": meta["case_id"], "mask": key, "combination": mask_name(mask)}
     if segmentation:
-      predicted = to_original_classes(out["probabilities"], meta)
+      predicted = to_original_classes(out["probabilities"], meta,
+                                      given_brain(truth_cache["nonzero"], mask))
       rows.append({**base, **segmentation_metrics(predicted, truth, spacing,
                                                    truth_cache["distances"])})
       if figure and key in FIGURE_MASKS:
@@ -119,8 +130,26 @@ def _evaluate_case(loaded, case_dir: Path, masks, chunk, truth_cache: dict, figu
   return rows, drawn
 
 
-def _cache_key(loaded) -> str:
-  return hashlib.sha256(f"{loaded.checkpoint}:{loaded.step}".encode()).hexdigest()[:12]
+def parse_masks(text: str) -> np.ndarray:
+  """``'all'`` -> the 15 combinations; ``'1111,1000'`` -> those rows (keys as in Table 1's
+  CSV: FLAIR, T1, T1c, T2, 1 = given), in Table 1's order."""
+  masks = availability_masks()
+  if text.strip() in ("", "all"):
+    return masks
+  keys = [k.strip() for k in text.split(",") if k.strip()]
+  known = [mask_key(m) for m in masks]
+  bad = [k for k in keys if k not in known]
+  if bad:
+    raise DataError(f"evaluate.masks: {bad[0]!r} is not a combination; give 'all' or keys of "
+                    "four 0/1 digits for FLAIR, T1, T1c, T2 with at least one 1, e.g. "
+                    "'1111,1000'")
+  return masks[[i for i, k in enumerate(known) if k in keys]]
+
+
+def _cache_key(loaded, masks) -> str:
+  """Per-case results are reused only for the same checkpoint and combinations."""
+  keys = ",".join(mask_key(m) for m in masks)
+  return hashlib.sha256(f"{loaded.checkpoint}:{loaded.step}:{keys}".encode()).hexdigest()[:12]
 
 
 def evaluate_models(models, out_dir, settings, names=None) -> dict:
@@ -135,11 +164,11 @@ def evaluate_models(models, out_dir, settings, names=None) -> dict:
     raise DataError(f"{len(names)} names for {len(workdirs)} models; give one per model")
   out_dir = Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
-  masks = availability_masks()
+  masks = parse_masks(settings.get("masks", "all"))
   runs, reference_ids, figure_case = [], None, None
   for workdir in workdirs:
     config = read_config(workdir)
-    cases = _validation_cases(config, workdir)
+    cases = _test_cases(config, workdir)
     ids = sorted(c.name for c in cases)
     if reference_ids is None:
       reference_ids = ids
@@ -147,7 +176,7 @@ def evaluate_models(models, out_dir, settings, names=None) -> dict:
         reference_ids = ids[:settings.max_cases]
       figure_case = settings.figure_case or _largest_tumour(cases, reference_ids)
     elif not set(reference_ids) <= set(ids):
-      raise DataError(f"{workdir} was validated on other cases than {workdirs[0]} "
+      raise DataError(f"{workdir} has other test patients than {workdirs[0]} "
                        f"({len(set(reference_ids) - set(ids))} differ); compare only runs "
                        "with the same split (the same data and split_seed)")
     runs.append((workdir, config, {c.name: c for c in cases}))
@@ -158,7 +187,7 @@ def evaluate_models(models, out_dir, settings, names=None) -> dict:
   results = [{"workdir": str(workdir), "name": names[n] if names else model.name,
               "job": model.job, "seed": int(config.seed), "step": model.step, "rows": [],
               "figure": {}} for n, ((workdir, config, _), model) in enumerate(zip(runs, loaded))]
-  caches = [out_dir / "per_case" / f"{n:02d}-{_cache_key(model)}"
+  caches = [out_dir / "per_case" / f"{n:02d}-{_cache_key(model, masks)}"
             for n, model in enumerate(loaded)]
   bar = tqdm(total=len(runs) * len(reference_ids), desc="evaluating", unit="case",
              file=sys.stderr, dynamic_ncols=True)
@@ -185,7 +214,8 @@ def evaluate_models(models, out_dir, settings, names=None) -> dict:
         run["figure"] = drawn
       bar.update()
   bar.close()
-  return report.write_report(results, out_dir, figure_case, settings.figures)
+  return report.write_report(results, out_dir, figure_case, settings.figures,
+                             cases=reference_ids)
 
 
 def _largest_tumour(cases, ids) -> str:

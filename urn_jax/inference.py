@@ -12,7 +12,8 @@
 was (its ``config.json``), run through one compiled function with its availability mask,
 and written as ``<output>/<case id>.nii.gz``: BraTS labels 0, 1, 2, 4 (``--labels
 brats2023``: 0, 1, 2, 3) on the input's grid, with its affine and header, so a folder of
-outputs is a BraTS submission. Optional: ``<case>_probabilities.nii.gz`` (4D, the classes'
+outputs is a BraTS submission. A voxel where every given modality is 0 is background, as in
+BraTS: nothing outside the (skull-stripped) brain is ever labelled. Optional: ``<case>_probabilities.nii.gz`` (4D, the classes'
 probabilities on the input grid) and ``<case>_<modality>_synthesized.nii.gz`` for each
 missing modality (z-scored intensities, from the pre-training run whose encoders the model
 uses, or ``--synthesis-model``). A case that fails is reported and skipped; the others are
@@ -35,7 +36,8 @@ from urn_jax.data.cases import (LABEL_VALUES, Case, DataError, case_id_of_file,
                                 classes_to_labels, discover_brats)
 from urn_jax.data.preprocess import preprocess_case, to_original_grid
 from urn_jax.modalities import MODALITIES, MODALITY_LABELS
-from urn_jax.predict import load_model, predict_volume, to_original_classes
+from urn_jax.predict import (given_brain, load_model, nonzero_voxels, predict_volume,
+                             to_original_classes)
 
 KEPT = "kept (use --overwrite)"
 
@@ -77,13 +79,16 @@ def segment_case(case: Case, model, out_dir: Path, *, synthesis_model=None,
   mask = case.available
   out = predict_volume(model, volume, mask, chunk)
   written = [out_dir / f"{case.case_id}.nii.gz"]
-  classes = to_original_classes(out["probabilities"], meta)
+  brain = given_brain(nonzero_voxels(case.paths), mask)
+  classes = to_original_classes(out["probabilities"], meta, brain)
   _save(classes_to_labels(classes, labels), reference, written[0], np.uint8)
   if probabilities:
     order = 0 if meta["resampled_shape"] == meta["canonical_shape"] else 1
     path = out_dir / f"{case.case_id}_probabilities.nii.gz"
     probabilities = to_original_grid(out["probabilities"], meta, order)
-    # Outside the slices' window the model saw nothing: background, with certainty.
+    # Outside the brain, and outside the slices' window, which the model never saw:
+    # background, with certainty, as in the label map.
+    probabilities[~brain] = np.eye(probabilities.shape[-1], dtype=probabilities.dtype)[0]
     probabilities[..., 0] += 1 - probabilities.sum(-1)
     _save(probabilities, reference, path, np.float32)
     written.append(path)

@@ -4,8 +4,10 @@
 and restores its best checkpoint (else its latest). ``predict_volume`` runs a pre-processed
 volume ``[Z, X, Y, M]`` through ``train_step.infer`` in chunks of a fixed number of slices,
 so a single compilation serves every case, every volume length and every one of the 15
-combinations of modalities (the mask is data). ``segment_volume`` maps the prediction back
-onto the original file's grid.
+combinations of modalities (the mask is data). ``to_original_classes`` maps the prediction
+back onto the original file's grid, where every voxel that all the given modalities leave
+at 0 is background (``given_brain``): the BraTS convention, and what keeps a slice the
+model never saw a brain in, or the air around the head, from ever being labelled tumour.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from pathlib import Path
 
 import jax
 import ml_collections
+import nibabel as nib
 import numpy as np
 
 from urn_jax.data.preprocess import PreprocessConfig, to_original_grid
+from urn_jax.modalities import MODALITIES
 from urn_jax.train import build_model, restore_state
 from urn_jax.train_step import infer
 
@@ -103,13 +107,37 @@ def predict_volume(loaded: LoadedModel, image: np.ndarray, mask, chunk: int = 32
   return {k: np.concatenate([f[k] for f in fetched])[:num_slices] for k in keys}
 
 
-def to_original_classes(probabilities: np.ndarray, meta: dict) -> np.ndarray:
-  """Classes on the original file's grid from probabilities on the pre-processed one.
+def nonzero_voxels(paths: dict) -> dict:
+  """``{modality: bool array}``: the voxels of each file (on its own grid) that are not 0.
+  ``paths``: modality -> NIfTI path, e.g. ``Case.paths``."""
+  return {m: np.asanyarray(nib.load(p).dataobj) != 0 for m, p in paths.items()}
+
+
+def given_brain(nonzero: dict, mask) -> np.ndarray:
+  """The voxels where at least one modality given by ``mask [M]`` is not 0: the brain as
+  the inputs show it (skull-stripped images are 0 outside it)."""
+  given = [m for m, on in zip(MODALITIES, np.asarray(mask, bool)) if on]
+  if not given or any(m not in nonzero for m in given):
+    raise ValueError(f"mask {np.asarray(mask).tolist()} gives {given}; images are known for "
+                     f"{sorted(nonzero)}")
+  return np.logical_or.reduce([nonzero[m] for m in given])
+
+
+def to_original_classes(probabilities: np.ndarray, meta: dict, brain=None) -> np.ndarray:
+  """Classes on the original file's grid from probabilities on the pre-processed one;
+  background wherever ``brain`` (bool, on the original grid, ``given_brain``) is False.
 
   When pre-processing resampled the case, the probabilities are interpolated linearly
   before the argmax (nnU-Net's way: smoother and more faithful boundaries than resampling
   labels); otherwise the argmax is taken first and only the window and orientation undone.
   """
   if meta["resampled_shape"] == meta["canonical_shape"]:
-    return to_original_grid(probabilities.argmax(-1).astype(np.uint8), meta, order=0)
-  return to_original_grid(probabilities, meta, order=1).argmax(-1).astype(np.uint8)
+    classes = to_original_grid(probabilities.argmax(-1).astype(np.uint8), meta, order=0)
+  else:
+    classes = to_original_grid(probabilities, meta, order=1).argmax(-1).astype(np.uint8)
+  if brain is not None:
+    if brain.shape != classes.shape:
+      raise ValueError(f"brain mask {brain.shape} is not on the original grid "
+                       f"{classes.shape}")
+    classes[~brain] = 0
+  return classes

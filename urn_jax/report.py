@@ -70,9 +70,9 @@ def _cell(entry, runs: int, digits=1) -> str:
   return f"{mean:.{digits}f}" + (f" ± {spread:.{digits}f}" if runs > 1 else "")
 
 
-def _write_table(path: Path, title: str, header, rows, csv_header, csv_rows):
-  lines = [f"# {title}", "", "| " + " | ".join(header) + " |",
-           "|" + "|".join("---" for _ in header) + "|"]
+def _write_table(path: Path, title: str, header, rows, csv_header, csv_rows, note=""):
+  lines = [f"# {title}", ""] + ([note, ""] if note else [])
+  lines += ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
   lines += ["| " + " | ".join(r) + " |" for r in rows]
   path.with_suffix(".md").write_text("\n".join(lines) + "\n")
   with path.with_suffix(".csv").open("w", newline="") as f:
@@ -93,7 +93,15 @@ def _symbols(key):
   return mask_symbols([c == "1" for c in key]).split()
 
 
-def segmentation_table(runs, out_dir, metric="dice", scale=100.0, title=None):
+def _cases_note(cases) -> str:
+  """The line under a table's title that names the patients it scores."""
+  if not cases:
+    return ""
+  return f"Test patients ({len(cases)}), never used for training or selection: " + ", ".join(
+      cases)
+
+
+def segmentation_table(runs, out_dir, metric="dice", scale=100.0, title=None, cases=()):
   """Table 1 for ``metric`` (``dice`` in %, or ``hd95`` in mm with ``scale=1``)."""
   names = _names(runs, "segment")
   counts = {n: sum(r["name"] == n for r in runs) for n in names}
@@ -112,12 +120,13 @@ def segmentation_table(runs, out_dir, metric="dice", scale=100.0, title=None):
   unit = "%" if metric == "dice" else "mm"
   label = {"dice": "Dice", "hd95": "HD95"}.get(metric, metric)
   title = title or (f"Table 1: {label} ({unit}) per combination of modalities, "
-                    "validation cases, mean ± half the range over runs")
+                    "test patients, mean ± half the range over runs")
   stem = "table1" if metric == "dice" else f"table1_{metric}"
-  return _write_table(Path(out_dir) / stem, title, header, rows, csv_header, csv_rows)
+  return _write_table(Path(out_dir) / stem, title, header, rows, csv_header, csv_rows,
+                      _cases_note(cases))
 
 
-def psnr_table(runs, out_dir):
+def psnr_table(runs, out_dir, cases=()):
   """Table 2: PSNR of the synthesized (not given) modalities."""
   names = _names(runs, "pretrain")
   counts = {n: sum(r["name"] == n for r in runs) for n in names}
@@ -137,8 +146,8 @@ def psnr_table(runs, out_dir):
     csv_rows.append([key, "mean" if key == "mean" else mask_name([c == "1" for c in key])]
                     + [v for e in entries for v in ((e[0], e[1]) if e else ("", ""))])
   return _write_table(Path(out_dir) / "table2", "Table 2: PSNR (dB) of synthesized BraTS "
-                      "modalities (\"-\": an input), validation cases, mean ± half the range "
-                      "over runs", header, rows, csv_header, csv_rows)
+                      "modalities (\"-\": an input), test patients, mean ± half the range "
+                      "over runs", header, rows, csv_header, csv_rows, _cases_note(cases))
 
 
 def figure2(runs, out_png):
@@ -162,7 +171,7 @@ def figure2(runs, out_png):
   axes[-1].set_xticks(range(len(keys)))
   axes[-1].set_xticklabels([mask_name([c == "1" for c in k]) for k in keys], rotation=55,
                            ha="right", fontsize=8)
-  axes[0].set_title("Dice per combination of input modalities (validation cases; markers: "
+  axes[0].set_title("Dice per combination of input modalities (test patients; markers: "
                     "mean over runs, bars: range)")
   fig.tight_layout()
   fig.savefig(out_png, dpi=90)
@@ -284,15 +293,16 @@ def _write_rows(path: Path, rows):
   return path
 
 
-def write_report(runs, out_dir, figure_case, figures=True) -> dict:
-  """Writes every table, figure and CSV the runs allow; returns the files and mean rows."""
+def write_report(runs, out_dir, figure_case, figures=True, cases=()) -> dict:
+  """Writes every table, figure and CSV the runs allow; returns the files and mean rows.
+  ``cases``: the test patients scored, named under each table's title."""
   out_dir = Path(out_dir)
   files, summary = [], {}
   segmentation = [r for r in runs if r["job"] == "segment"]
   pretraining = [r for r in runs if r["job"] == "pretrain"]
   if segmentation:
-    files += segmentation_table(runs, out_dir, "dice")
-    files += segmentation_table(runs, out_dir, "hd95", scale=1.0)
+    files += segmentation_table(runs, out_dir, "dice", cases=cases)
+    files += segmentation_table(runs, out_dir, "hd95", scale=1.0, cases=cases)
     files.append(_write_rows(out_dir / "cases.csv", [row for r in segmentation
                                                      for row in r["rows"]]))
     summary["dice_mean"] = {n: {region: _aggregate(runs, n, lambda row, g=region:
@@ -302,7 +312,7 @@ def write_report(runs, out_dir, figure_case, figures=True) -> dict:
       files.append(figure2(runs, out_dir / "figure2.png"))
       files.append(figure3(runs, figure_case, out_dir / "figure3.png"))
   if pretraining:
-    files += psnr_table(runs, out_dir)
+    files += psnr_table(runs, out_dir, cases)
     files.append(_write_rows(out_dir / "psnr_cases.csv", [row for r in pretraining
                                                           for row in r["rows"]]))
     if figures:
