@@ -200,6 +200,22 @@ def test_models_with_different_splits_are_not_compared(runs, tmp_path):
     urn_jax.evaluate.evaluate_models([runs["urn_md"], other], tmp_path / "out", _settings())
 
 
+def test_a_run_from_before_the_test_split_is_refused_with_a_message(runs, tmp_path):
+  old = tmp_path / "old"
+  old.mkdir()
+  for name in ("checkpoints", "best"):
+    (old / name).symlink_to(runs["urn_md"] / name)
+  config = json.loads((runs["urn_md"] / "config.json").read_text())
+  del config["data"]["test_fraction"]
+  (old / "config.json").write_text(json.dumps(config))
+  split = json.loads((runs["urn_md"] / "split.json").read_text())
+  brats = split["datasets"]["brats"]
+  brats["validation"] += brats.pop("test")
+  (old / "split.json").write_text(json.dumps(split))
+  with pytest.raises(ValueError, match="only training and validation patients"):
+    urn_jax.evaluate.evaluate_models([old], tmp_path / "out", _settings())
+
+
 # urn-segment
 
 

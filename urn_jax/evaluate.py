@@ -50,8 +50,8 @@ def _test_cases(config, workdir) -> list[Path]:
   cases = data["brats"]["test"]
   if not cases:
     raise DataError(f"the split of {workdir} has no test patient (data.test_fraction "
-                    f"{config.data.test_fraction}, or too few BraTS cases); evaluation scores "
-                    "only patients held out from training and validation")
+                    f"{config.data.get('test_fraction')}, or too few BraTS cases); evaluation "
+                    "scores only patients held out from training and validation")
   return cases
 
 
