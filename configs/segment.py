@@ -7,8 +7,11 @@
         --config.pretrained_workdir=runs/pretrain
     python launch.py --config=configs/segment.py:urn_md,small --workdir=runs/urn_md_small
 
-Cross-entropy, Adam lr 1e-4, batch 4, 50 epochs (capped at max_steps); modality dropout theta
-0.5 with at least one modality kept, except for ``baseline``. ``urn_md`` trains encoders and
+Cross-entropy (``--config.train.loss=dice_ce`` adds a soft Dice loss, beyond the paper),
+batch 4; modality dropout theta 0.5 with at least one modality kept, except for
+``baseline``. Learning rate and length by size (``default.RECIPES``): the ``paper`` preset
+keeps Adam at a constant 1e-4 for 50 epochs; the CPU sizes use a warmed-up, cosine-decayed
+1e-2 over a fixed number of steps. ``urn_md`` trains encoders and
 head together with the variance term; ``urn_md_pretrained`` restores the encoders from
 ``pretrained_workdir`` and freezes them. The phantom and the split are shared with
 pre-training when ``data.cache_dir`` and the split file point to the same place.
@@ -30,8 +33,7 @@ def get_config(arg: str = "urn_md"):
   config.job = "segment"
   config.variant = variant
   config.data.use_hcp = False  # HCP has no labels
-  config.train.learning_rate = 1e-4
-  config.train.num_epochs = 50.0
+  default.apply_recipe(config, "segment", preset)
   if variant.startswith("baseline"):
     config.model.kind = "baseline"
     config.model.encoder_features = ()

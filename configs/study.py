@@ -9,7 +9,7 @@ the same on BraTS alone (``pretrain_brats``, Table 2's first column group; off w
 ``--config.pretrain_brats_only=False``), then the four segmentation scenarios of Table 1
 (``segment.baseline``, ``.baseline_md``, ``.urn_md``, ``.urn_md_pretrained``, the last on
 the frozen encoders of that seed's pooled pre-training). Then every model is evaluated on the
-same validation patients for all 15 combinations of modalities, and Tables 1 and 2 (mean
+same held-out test patients for all 15 combinations of modalities, and Tables 1 and 2 (mean
 and spread over the seeds), Figures 2-5 and per-case CSVs go to ``<workdir>/results``.
 Work directories are ``<workdir>/seed<seed>/<stage>``; the same command resumes an
 interrupted study. The seed changes initialization, modality dropout and data order; the
@@ -19,12 +19,11 @@ data (phantom or folders) and the patient split are the same for every seed and 
 ``--config.data.brats_dir=/data/BraTS2018 --config.data.hcp_dir=/data/HCP``. Each stage's
 ``model`` and ``train`` can be overridden, e.g. ``--config.pretrain.train.max_steps=500``.
 
-Sizes. The default fits a 2-core CPU in about two hours for both seeds: 3 mm slices of
-64 x 64 (the paper: 1 mm, 240 x 240), U-Net widths 8-64 (the paper: 64-1024), a phantom of
-20 BraTS-like cases (14 training, 6 validation) and 8 HCP-like subjects, 1000 pre-training
-and 1200 segmentation steps of batch 4 (the paper: until convergence, and 50 epochs of 285
-BraTS patients). ``paper`` is the paper's size for a GPU; ``tiny`` runs every stage for a
-few steps, for the test.
+Sizes. The default is the ``small`` preset of every job, with its training recipe
+(``configs/default.py``, ``RECIPES``): 3 mm slices of 64 x 64 (the paper: 1 mm, 240 x 240),
+U-Net widths 8-64 (the paper: 64-1024), a phantom of 20 BraTS-like cases (11 training, 5
+validation, 4 test) and 8 HCP-like subjects. ``paper`` is the paper's size and recipe for a
+GPU; ``tiny`` runs every stage for a few steps, for the test.
 """
 
 import os
@@ -61,12 +60,7 @@ def get_config(arg: str = ""):
       {v: _stage(segment.get_config(f"{v},{job_preset}")) for v in segment.VARIANTS})
   config.evaluate = evaluate.get_config().evaluate
   stages = [config.pretrain] + [config.segment[v] for v in segment.VARIANTS]
-  if preset == "":
-    config.data.phantom_brats, config.data.phantom_hcp = 20, 8
-    config.pretrain.train.max_steps = 1000
-    for stage in stages[1:]:
-      stage.train.max_steps, stage.train.eval_every = 1200, 200
-  elif preset == "tiny":
+  if preset == "tiny":
     config.data.phantom_brats, config.data.phantom_hcp = 4, 2
     config.data.n4, config.data.spacing, config.data.size = False, 6.0, 32
     config.evaluate.chunk = 8

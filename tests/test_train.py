@@ -3,6 +3,7 @@ mismatches and divergence give clear errors, several devices agree with one."""
 
 import importlib.util
 import json
+import math
 import os
 import signal
 import subprocess
@@ -158,12 +159,17 @@ def test_a_run_killed_at_any_moment_resumes_to_the_same_parameters(data, tmp_pat
   jax.tree_util.tree_map(np.testing.assert_array_equal, a["opt_state"], b["opt_state"])
 
 
-def test_early_stopping_after_patience_evaluations_without_improvement(data, tmp_path):
-  config = tiny(load_config("pretrain"), data, steps=10, learning_rate=0.0, patience=2,
-                eval_every=1, checkpoint_every=5)
+def test_early_stopping_on_a_plateau_measured_in_epochs(data, tmp_path, capsys):
+  """With a learning rate of 0 the validation loss never improves: the run stops once
+  ``patience_epochs`` epochs have passed since the first evaluation, whatever eval_every."""
+  config = tiny(load_config("pretrain"), data, steps=40, learning_rate=0.0,
+                patience_epochs=0.15, eval_every=1, checkpoint_every=5)
   train_and_evaluate(config, tmp_path)
-  state = _state(tmp_path)
-  assert int(state["step"]) == 3  # evaluations at steps 2 and 3 do not beat step 1's
+  rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  steps_per_epoch = rows[0]["step"] / rows[0]["epoch"]
+  expected = 1 + math.ceil(0.15 * steps_per_epoch)
+  assert int(_state(tmp_path)["step"]) == rows[-1]["step"] == expected < 40
+  assert "improved by less than 1% in 0.15 epochs" in capsys.readouterr().err
 
 
 def test_a_typo_in_an_override_is_an_error(data, tmp_path):
@@ -171,10 +177,16 @@ def test_a_typo_in_an_override_is_an_error(data, tmp_path):
   assert result.returncode != 0 and "lerning_rate" in result.stderr
 
 
-def test_a_bad_config_value_is_a_message_not_a_traceback(data, tmp_path):
+@pytest.mark.parametrize("section,field,value,message", [
+    ("model", "dtype", "float16", "model.dtype must be one of"),
+    ("train", "loss", "focal", "train.loss must be one of"),
+    ("train", "schedule", "step", "train.schedule must be one of"),
+    ("train", "warmup_fraction", 2.0, r"train.warmup_fraction must be in \[0, 1\]")])
+def test_a_bad_config_value_is_a_message_not_a_traceback(data, tmp_path, section, field,
+                                                         value, message):
   config = tiny(load_config("segment", "urn_md"), data)
-  config.model.dtype = "float16"
-  with pytest.raises(SystemExit, match="error: model.dtype must be one of"):
+  config[section][field] = value
+  with pytest.raises(SystemExit, match="error: " + message):
     urn_jax.jobs.run(config, tmp_path)
 
 

@@ -1,20 +1,62 @@
 """Losses: cross-entropy for segmentation (2.1), reconstruction for synthesis (2.3.3).
 
+``segmentation_loss`` is what the segmentation stage minimizes: the paper's cross-entropy
+(``'ce'``), or, beyond the paper, cross-entropy plus a soft Dice loss (``'dice_ce'``,
+nnU-Net's choice), which weighs the small enhancing tumour and core as much as the edema.
 The variance regularizer lives with the fusion: ``urn_jax.fusion.fusion_variance``.
 """
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import optax
 
 RECONSTRUCTIONS = ("l1", "l2")
+SEGMENTATION_LOSSES = ("ce", "dice_ce")
+# The BraTS regions as sets of our classes (0 background, 1 core, 2 edema, 3 enhancing):
+# WT, TC, ET, as urn_jax.metrics scores them.
+REGION_CLASSES = ((1, 2, 3), (1, 3), (3,))
 
 
 def cross_entropy(logits, labels):
   """Mean softmax cross-entropy over all voxels; ``labels`` are class indices 0..K-1."""
   return optax.softmax_cross_entropy_with_integer_labels(
       logits.astype(jnp.float32), labels).mean()
+
+
+def soft_dice_loss(logits, labels, smooth: float = 1e-5):
+  """1 - the mean soft Dice of the BraTS regions (WT, TC, ET) present in the batch.
+
+  A region's probability is the sum of its classes' softmax probabilities, so the loss
+  scores exactly the regions the evaluation does. As nnU-Net's "batch Dice", the sums run
+  over every voxel of the batch at once. A region absent from every slice of the batch
+  is left out of the mean: its Dice would be about 0 for any prediction short of exact
+  zeros (``smooth`` / the sum of small probabilities), a constant penalty that says
+  nothing; the cross-entropy beside it already punishes false positives there. With no
+  region present the loss is 0.
+  """
+  probabilities = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+  one_hot = jax.nn.one_hot(labels, logits.shape[-1], dtype=jnp.float32)
+  losses, present = [], []
+  for classes in REGION_CLASSES:
+    p = probabilities[..., list(classes)].sum(-1)
+    t = one_hot[..., list(classes)].sum(-1)
+    losses.append(1.0 - (2 * (p * t).sum() + smooth) / (p.sum() + t.sum() + smooth))
+    present.append(t.sum() > 0)
+  present = jnp.stack(present).astype(jnp.float32)
+  return (jnp.stack(losses) * present).sum() / jnp.maximum(present.sum(), 1.0)
+
+
+def segmentation_loss(logits, labels, kind: str = "ce"):
+  """``'ce'``: cross-entropy (the paper); ``'dice_ce'``: cross-entropy + soft Dice, equally
+  weighted (nnU-Net)."""
+  if kind not in SEGMENTATION_LOSSES:
+    raise ValueError(f"segmentation loss must be one of {SEGMENTATION_LOSSES}, got {kind!r}")
+  loss = cross_entropy(logits, labels)
+  if kind == "dice_ce":
+    loss = loss + soft_dice_loss(logits, labels)
+  return loss
 
 
 def synthesis_loss(prediction, target, available, kind: str = "l1"):

@@ -12,9 +12,16 @@ One loop serves both stages and every scenario of the paper; the config says whi
   ``best/``. Started again with the same command, a run resumes from its last checkpoint
   and ends with the same parameters as an uninterrupted run (every step's random key is
   derived from the step number);
-- stops: after ``num_epochs`` epochs or ``max_steps``, earlier after ``patience``
-  evaluations without a better validation loss; a NaN or infinite loss stops the run with
-  ``TrainingDiverged`` and keeps the last good checkpoint;
+- optimizer: Adam with the learning-rate schedule of ``config.train`` (``schedule``,
+  ``learning_rate``, ``warmup_fraction``, ``end_lr_fraction``; ``urn_jax.optimizer``) laid
+  over the run's number of steps;
+- validation: the training objective on the validation patients' slices, and for
+  segmentation the Dice of WT, TC and ET with all modalities, every ``eval_every`` steps;
+  the test patients of the split are never touched;
+- stops: after ``num_epochs`` epochs or ``max_steps``; earlier on a plateau, when the
+  validation loss has not improved by ``min_improvement`` (relative) for ``patience_epochs``
+  epochs; a NaN or infinite loss stops the run with ``TrainingDiverged`` and keeps the last
+  good checkpoint;
 - logs: a progress bar, TensorBoard event files in ``tensorboard/``, ``metrics.jsonl``, and
   the resolved config in ``config.json``.
 """
@@ -39,12 +46,12 @@ from tqdm.auto import tqdm
 from urn_jax.data.datasets import prepare_data
 from urn_jax.data.loader import SliceSource, make_loader
 from urn_jax.data.preprocess import PreprocessConfig
-from urn_jax.fusion import fusion_variance
 from urn_jax.jobs import ConfigError
-from urn_jax.losses import cross_entropy, synthesis_loss
+from urn_jax.losses import SEGMENTATION_LOSSES
 from urn_jax.modalities import MODALITIES
-from urn_jax.modality_dropout import modality_dropout
-from urn_jax.train_step import create_train_state, pretrain_step, segment_step
+from urn_jax.optimizer import SCHEDULES, learning_rate_schedule
+from urn_jax.train_step import (create_train_state, eval_step, keep_mask, pretrain_objective,
+                                pretrain_step, segment_objective, segment_step)
 from urn_jax.urn import PRETRAINED_MODULES, URN, Baseline
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -80,44 +87,80 @@ def _theta(config):
   return None if config.train.theta < 0 else float(config.train.theta)
 
 
-def _train_step(config):
+def _objective_settings(config) -> dict:
   t = config.train
   if config.job == "pretrain":
-    return functools.partial(pretrain_step, theta=_theta(config), min_keep=t.min_keep,
-                             variance_weight=t.variance_weight, reconstruction=t.reconstruction)
-  return functools.partial(segment_step, theta=_theta(config), min_keep=t.min_keep,
-                           variance_weight=t.variance_weight)
+    return dict(variance_weight=t.variance_weight, reconstruction=t.reconstruction)
+  if t.loss not in SEGMENTATION_LOSSES:
+    raise ConfigError(f"train.loss must be one of {SEGMENTATION_LOSSES}, got {t.loss!r}")
+  return dict(variance_weight=t.variance_weight, loss=t.loss)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "pretrain", "variance_weight",
-                                             "reconstruction"))
-def _validation_loss(model, variables, batch, keep, pretrain, variance_weight, reconstruction):
-  out = model.apply(variables, batch["image"], keep, train=False)
-  if pretrain:
-    loss = synthesis_loss(out["synthesis"], batch["image"], batch["available"], reconstruction)
-  else:
-    loss = cross_entropy(out["segmentation"], batch["label"])
-  if "z_tilde" in out:
-    loss = loss + variance_weight * fusion_variance(out["z_tilde"], keep)
-  return loss
+def _train_step(config):
+  step = pretrain_step if config.job == "pretrain" else segment_step
+  return functools.partial(step, theta=_theta(config), min_keep=config.train.min_keep,
+                           **_objective_settings(config))
 
 
-def evaluate(config, model, state, source: SliceSource, to_device) -> float:
-  """Validation loss on ``eval_slices`` evenly spaced slices, with the modality dropout of
-  training drawn from a fixed key: the same inputs at every evaluation."""
+def _check_recipe(config):
+  """Refuses a recipe the loop cannot run, before any data is prepared."""
+  t = config.train
+  if t.schedule not in SCHEDULES:
+    raise ConfigError(f"train.schedule must be one of {SCHEDULES}, got {t.schedule!r}")
+  for field in ("warmup_fraction", "end_lr_fraction"):
+    if not 0 <= t[field] <= 1:
+      raise ConfigError(f"train.{field} must be in [0, 1], got {t[field]}")
+  if t.patience_epochs < 0 or not 0 <= t.min_improvement < 1:
+    raise ConfigError(f"train.patience_epochs must be >= 0 and train.min_improvement in "
+                      f"[0, 1), got {t.patience_epochs} and {t.min_improvement}")
+  _objective_settings(config)
+
+
+def schedule_from_config(config, num_steps: int):
+  """The learning-rate schedule of ``config.train`` for a run of ``num_steps`` steps."""
+  t = config.train
+  warmup = int(round(t.warmup_fraction * num_steps))
+  return learning_rate_schedule(t.schedule, t.learning_rate, num_steps, warmup,
+                                t.end_lr_fraction)
+
+
+def evaluate(config, model, state, source: SliceSource, to_device) -> dict:
+  """Validation metrics on ``eval_slices`` evenly spaced slices: ``validation_loss``, the
+  training objective with the modality dropout of training drawn from a fixed key (the
+  same inputs at every evaluation), and for segmentation the Dice of WT, TC and ET with
+  every modality the slices have, pooled over the slices (``validation_dice_WT``, ...)."""
   count = min(config.train.eval_slices, len(source))
   indices = np.linspace(0, len(source) - 1, count).astype(int)
   batch_size = config.train.batch_size
   variables = {"params": state.params, "batch_stats": state.batch_stats}
-  losses, theta = [], _theta(config)
+  objective = _objective(config)
+  theta, losses, counts = _theta(config), [], []
   for n, start in enumerate(range(0, count - batch_size + 1, batch_size)):
     records = [source[int(i)] for i in indices[start:start + batch_size]]
     batch = to_device({k: np.stack([r[k] for r in records]) for k in records[0]})
-    keep = batch["available"] if theta is None else modality_dropout(
-        jax.random.key(10_000 + n), batch["available"], theta, config.train.min_keep)
-    losses.append(_validation_loss(model, variables, batch, keep, config.job == "pretrain",
-                                   config.train.variance_weight, config.train.reconstruction))
-  return float(np.mean(jax.device_get(losses)))
+    keep = keep_mask(jax.random.key(10_000 + n), batch["available"], theta,
+                     config.train.min_keep)
+    losses.append(eval_step(model, variables, batch, keep, objective)[0])
+    if config.job == "segment":
+      counts.append(eval_step(model, variables, batch, batch["available"].astype(bool),
+                              objective)[1]["region_counts"])
+  result = {"validation_loss": float(np.mean(jax.device_get(losses)))}
+  if counts:
+    both, predicted, true = np.sum(jax.device_get(counts), axis=0).T.astype(np.float64)
+    for region, i, p, t in zip(("WT", "TC", "ET"), both, predicted, true):
+      result[f"validation_dice_{region}"] = float(2 * i / (p + t)) if p + t else 1.0
+  return result
+
+
+@functools.lru_cache(maxsize=None)
+def _objective_for(job: str, settings: tuple):
+  """One ``functools.partial`` per job and settings, so ``eval_step`` compiles once."""
+  objective = pretrain_objective if job == "pretrain" else segment_objective
+  return functools.partial(objective, **dict(settings))
+
+
+def _objective(config):
+  return _objective_for(config.job, tuple(sorted(_objective_settings(config).items())))
 
 
 class Checkpoints:
@@ -246,18 +289,22 @@ def load_pretrained(state, pretrained_workdir):
 
 def data_from_config(config, workdir, use_hcp=None):
   """``prepare_data`` with a job config's ``data`` settings (``use_hcp`` overrides):
-  ``{dataset: {"train": [case dirs], "validation": [case dirs]}}``."""
+  ``{dataset: {"train" | "validation" | "test": [case dirs]}}``."""
   d = config.data
   preprocess = PreprocessConfig(n4=d.n4, n4_shrink=d.n4_shrink, spacing=d.spacing, size=d.size)
   return prepare_data(workdir, d.brats_dir, d.hcp_dir, d.cache_dir,
                       use_hcp=d.use_hcp if use_hcp is None else use_hcp,
                       preprocess=preprocess, split_seed=d.split_seed,
-                      train_fraction=d.train_fraction, workers=d.workers,
+                      train_fraction=d.train_fraction,
+                      # Configs from before the test split have no test_fraction; their
+                      # two-way split file is then refused with a message that says why.
+                      test_fraction=d.get("test_fraction", 0.2), workers=d.workers,
                       phantom_brats=d.phantom_brats, phantom_hcp=d.phantom_hcp,
                       phantom_seed=d.phantom_seed)
 
 
 def _data(config, workdir):
+  """Slices of the training and validation patients; the test patients are not touched."""
   data = data_from_config(config, workdir)
   labels = config.job == "segment"
   part = lambda name: [c for dataset in data.values() for c in dataset[name]]
@@ -276,6 +323,7 @@ def train_and_evaluate(config, workdir):
   workdir.mkdir(parents=True, exist_ok=True)
   (workdir / "config.json").write_text(config.to_json_best_effort(indent=1))
   t = config.train
+  _check_recipe(config)
   if t.batch_size % jax.device_count():
     raise ConfigError(f"train.batch_size {t.batch_size} is not divisible by the "
                      f"{jax.device_count()} devices")
@@ -303,8 +351,9 @@ def train_and_evaluate(config, workdir):
   model = build_model(config)
   init_key, step_key = jax.random.split(jax.random.key(config.seed))
   size = config.data.size
+  schedule = schedule_from_config(config, num_steps)
   state = create_train_state(model, init_key, (t.batch_size, size, size, len(MODALITIES)),
-                             t.learning_rate)
+                             schedule)
   if pretrained:
     state = load_pretrained(state, config.pretrained_workdir)
   state = jax.device_put(state, NamedSharding(mesh, PartitionSpec()))
@@ -313,8 +362,11 @@ def train_and_evaluate(config, workdir):
   signature = _signature(config)
   state, progress = checkpoints.restore(state, iterator, signature)
   if progress is None:
-    progress = {"signature": signature, "best": None, "evaluations_since_best": 0,
-                "stopped_early": False}
+    progress = {"signature": signature, "best": None, "plateau_loss": None,
+                "plateau_step": 0, "stopped_early": False}
+  progress.setdefault("plateau_loss", progress["best"])  # checkpoints of older versions
+  progress.setdefault("plateau_step", int(state.step))
+  patience_steps = t.patience_epochs * steps_per_epoch
   step = int(state.step)
   if step:
     print(f"resuming from step {step} in {workdir / 'checkpoints'}", file=sys.stderr)
@@ -346,22 +398,28 @@ def train_and_evaluate(config, workdir):
             f"in {workdir / 'checkpoints'}; try a lower train.learning_rate")
       elapsed = time.perf_counter() - tick
       last["slices_per_second"] = len(history) * t.batch_size / elapsed
+      last["learning_rate"] = float(schedule(step - 1))
+      last["epoch"] = step / steps_per_epoch
       history, tick = [], time.perf_counter()
       if evaluate_now:
-        last["validation_loss"] = evaluate(config, model, state, validation_source, to_device)
-        if progress["best"] is None or last["validation_loss"] < progress["best"]:
-          progress["best"], progress["evaluations_since_best"] = last["validation_loss"], 0
-          checkpoints.save_best(step, state, progress, last["validation_loss"])
-        else:
-          progress["evaluations_since_best"] += 1
-        stop = bool(t.patience) and progress["evaluations_since_best"] >= t.patience
+        last.update(evaluate(config, model, state, validation_source, to_device))
+        loss = last["validation_loss"]
+        if progress["best"] is None or loss < progress["best"]:
+          progress["best"] = loss
+          checkpoints.save_best(step, state, progress, loss)
+        # A plateau: no improvement by min_improvement (relative) for patience_epochs.
+        if progress["plateau_loss"] is None or (
+            loss < progress["plateau_loss"] * (1 - t.min_improvement)):
+          progress["plateau_loss"], progress["plateau_step"] = loss, step
+        stop = bool(t.patience_epochs) and step - progress["plateau_step"] >= patience_steps
         progress["stopped_early"] = stop
       for name, value in last.items():
         writer.add_scalar(name, value, step)
       log.write(json.dumps({"step": step, **last}) + "\n")
       log.flush()
       bar.set_postfix({k: f"{v:.4g}" for k, v in last.items()
-                       if k in ("loss", "validation_loss", "slices_per_second")})
+                       if k in ("loss", "validation_loss", "validation_dice_WT",
+                                "slices_per_second")})
       bar.update(step - bar.n)
       if save_now or stop:
         checkpoints.save(step, state, iterator, progress)
@@ -371,8 +429,9 @@ def train_and_evaluate(config, workdir):
     log.close()
     checkpoints.wait()
   if stop:
-    print(f"stopped early at step {step}: no better validation loss in {t.patience} "
-          "evaluations", file=sys.stderr)
+    print(f"stopped early at step {step} (epoch {step / steps_per_epoch:.1f}): the "
+          f"validation loss improved by less than {t.min_improvement:.0%} in "
+          f"{t.patience_epochs} epochs", file=sys.stderr)
   print(f"done: step {step}; checkpoints in {workdir / 'checkpoints'}, best in "
         f"{workdir / 'best'}, logs in {workdir / 'metrics.jsonl'} and "
         f"{workdir / 'tensorboard'}", file=sys.stderr)

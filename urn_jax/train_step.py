@@ -22,8 +22,9 @@ import optax
 from flax.training import train_state
 
 from urn_jax.fusion import fusion_variance
-from urn_jax.losses import cross_entropy, synthesis_loss
+from urn_jax.losses import REGION_CLASSES, cross_entropy, segmentation_loss, synthesis_loss
 from urn_jax.modality_dropout import modality_dropout
+from urn_jax.optimizer import make_optimizer
 from urn_jax.urn import PRETRAINED_MODULES
 
 
@@ -33,19 +34,9 @@ class TrainState(train_state.TrainState):
   batch_stats: Any = None
 
 
-def make_optimizer(learning_rate: float, frozen: tuple[str, ...] = ()):
-  """Adam with default settings (paper 2.4); the top-level modules named in ``frozen`` get a
-  zero update, so their parameters stay bit-identical (freezing lives in the optimizer)."""
-  adam = optax.adam(learning_rate)
-  if not frozen:
-    return adam
-  def labels(params):
-    return {name: "frozen" if name in frozen else "trained" for name in params}
-  return optax.multi_transform({"trained": adam, "frozen": optax.set_to_zero()}, labels)
-
-
-def create_train_state(model, key, image_shape, learning_rate: float) -> TrainState:
-  """Initializes ``model`` for images of ``image_shape`` ``[B, H, W, M]``. A URN with
+def create_train_state(model, key, image_shape, learning_rate) -> TrainState:
+  """Initializes ``model`` for images of ``image_shape`` ``[B, H, W, M]``, with Adam at
+  ``learning_rate`` (a number or an optax schedule, ``urn_jax.optimizer``). A URN with
   ``freeze_encoders=True`` gets an optimizer that leaves its encoders (and learned f) alone."""
   images = jnp.zeros(image_shape, jnp.float32)
   mask = jnp.ones((image_shape[0], image_shape[-1]), bool)
@@ -59,11 +50,39 @@ def create_train_state(model, key, image_shape, learning_rate: float) -> TrainSt
   return state.replace(step=jnp.zeros((), jnp.int32))
 
 
-def _keep_mask(key, available, theta, min_keep):
+def keep_mask(key, available, theta, min_keep):
+  """The modalities the network sees: ``available`` after modality dropout (none when
+  ``theta`` is None)."""
   available = available.astype(bool)
   if theta is None:  # no modality dropout: use everything the sample has
     return available
   return modality_dropout(key, available, theta, min_keep)
+
+
+def pretrain_objective(out, batch, keep, *, variance_weight=1e-4, reconstruction="l1"):
+  """Synthesis pre-training's loss (paper 2.3): reconstruct every modality the sample has,
+  dropped ones included, from the kept ones, plus ``variance_weight`` times the voxel-wise
+  variance of the kept encoders' outputs. Returns ``(loss, metrics)``."""
+  recon = synthesis_loss(out["synthesis"], batch["image"], batch["available"], reconstruction)
+  variance = fusion_variance(out["z_tilde"], keep)
+  loss = recon + variance_weight * variance
+  return loss, {"loss": loss, "reconstruction": recon, "variance": variance,
+                "kept": keep.sum(axis=1).mean()}
+
+
+def segment_objective(out, batch, keep, *, variance_weight=0.0, loss="ce"):
+  """Segmentation's loss (paper 2.1): ``segmentation_loss`` of kind ``loss`` (the paper's
+  cross-entropy, or Dice + cross-entropy), plus ``variance_weight`` times the fusion
+  variance for a URN. Returns ``(loss, metrics)``."""
+  logits = out["segmentation"]
+  total = segmentation_loss(logits, batch["label"], loss)
+  metrics = {"cross_entropy": cross_entropy(logits, batch["label"]), "kept": keep.sum(axis=1).mean(),
+             "accuracy": (logits.argmax(-1) == batch["label"]).mean()}
+  if "z_tilde" in out:
+    metrics["variance"] = fusion_variance(out["z_tilde"], keep)
+    total = total + variance_weight * metrics["variance"]
+  metrics["loss"] = total
+  return total, metrics
 
 
 def _forward(state, params, batch, keep):
@@ -73,7 +92,12 @@ def _forward(state, params, batch, keep):
   return out, updates["batch_stats"]
 
 
-def _update(state, loss_fn):
+def _update(state, batch, keep, objective):
+  def loss_fn(params):
+    out, batch_stats = _forward(state, params, batch, keep)
+    loss, metrics = objective(out, batch, keep)
+    return loss, (batch_stats, metrics)
+
   (_, (batch_stats, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   metrics["grad_norm"] = optax.tree.norm(grads)
   return state.apply_gradients(grads=grads, batch_stats=batch_stats), metrics
@@ -83,45 +107,45 @@ def _update(state, loss_fn):
                    static_argnames=("theta", "min_keep", "variance_weight", "reconstruction"))
 def pretrain_step(state, batch, key, *, theta=0.8, min_keep=2, variance_weight=1e-4,
                   reconstruction="l1"):
-  """Synthesis pre-training of a URN (paper 2.3, 2.4): reconstruct every modality the
-  sample has, dropped ones included, from the kept ones, plus ``variance_weight`` times the
-  voxel-wise variance of the kept encoders' outputs."""
-  keep = _keep_mask(key, batch["available"], theta, min_keep)
-
-  def loss_fn(params):
-    out, batch_stats = _forward(state, params, batch, keep)
-    recon = synthesis_loss(out["synthesis"], batch["image"], batch["available"], reconstruction)
-    variance = fusion_variance(out["z_tilde"], keep)
-    loss = recon + variance_weight * variance
-    return loss, (batch_stats, {"loss": loss, "reconstruction": recon, "variance": variance,
-                                "kept": keep.sum(axis=1).mean()})
-
-  return _update(state, loss_fn)
+  """One step of synthesis pre-training of a URN (paper 2.3, 2.4; ``pretrain_objective``)
+  with modality dropout drawn from ``key``."""
+  keep = keep_mask(key, batch["available"], theta, min_keep)
+  return _update(state, batch, keep, functools.partial(
+      pretrain_objective, variance_weight=variance_weight, reconstruction=reconstruction))
 
 
 @functools.partial(jax.jit, donate_argnames="state",
-                   static_argnames=("theta", "min_keep", "variance_weight"))
-def segment_step(state, batch, key, *, theta=0.5, min_keep=1, variance_weight=0.0):
-  """Segmentation with cross-entropy (paper 2.1), for the baseline (``theta=None``: no
-  modality dropout), Baseline + MD, and the URN. For a URN trained from scratch, set
-  ``variance_weight=1e-4`` (encoders and head learn together with the regularizer); with
-  frozen pre-trained encoders the variance is reported but has no gradient."""
-  keep = _keep_mask(key, batch["available"], theta, min_keep)
+                   static_argnames=("theta", "min_keep", "variance_weight", "loss"))
+def segment_step(state, batch, key, *, theta=0.5, min_keep=1, variance_weight=0.0, loss="ce"):
+  """One step of segmentation (paper 2.1; ``segment_objective``), for the baseline
+  (``theta=None``: no modality dropout), Baseline + MD, and the URN. For a URN trained from
+  scratch, set ``variance_weight=1e-4`` (encoders and head learn together with the
+  regularizer); with frozen pre-trained encoders the variance is reported but has no
+  gradient."""
+  keep = keep_mask(key, batch["available"], theta, min_keep)
+  return _update(state, batch, keep, functools.partial(
+      segment_objective, variance_weight=variance_weight, loss=loss))
 
-  def loss_fn(params):
-    out, batch_stats = _forward(state, params, batch, keep)
-    logits = out["segmentation"]
-    ce = cross_entropy(logits, batch["label"])
-    metrics = {"cross_entropy": ce, "kept": keep.sum(axis=1).mean(),
-               "accuracy": (logits.argmax(-1) == batch["label"]).mean()}
-    loss = ce
-    if "z_tilde" in out:
-      metrics["variance"] = fusion_variance(out["z_tilde"], keep)
-      loss = loss + variance_weight * metrics["variance"]
-    metrics["loss"] = loss
-    return loss, (batch_stats, metrics)
 
-  return _update(state, loss_fn)
+@functools.partial(jax.jit, static_argnames=("model", "objective"))
+def eval_step(model, variables, batch, keep, objective):
+  """The training objective on a batch in inference mode (batch-norm running statistics),
+  with the modalities ``keep``: ``(loss, metrics)``. ``objective`` is ``pretrain_objective``
+  or ``segment_objective`` with its settings bound (``functools.partial`` of hashable
+  values, made once per run, so this compiles once). For segmentation, ``metrics`` also has
+  ``region_counts`` ``[3, 3]``: per region (WT, TC, ET) the voxels predicted and true, the
+  predicted, and the true ones, to pool a Dice over many batches."""
+  out = model.apply(variables, batch["image"], keep, train=False)
+  loss, metrics = objective(out, batch, keep)
+  if "segmentation" in out:
+    predicted = out["segmentation"].argmax(-1)
+    counts = []
+    for classes in REGION_CLASSES:
+      p, t = jnp.isin(predicted, jnp.asarray(classes)), jnp.isin(batch["label"],
+                                                                  jnp.asarray(classes))
+      counts.append(jnp.stack([(p & t).sum(), p.sum(), t.sum()]))
+    metrics["region_counts"] = jnp.stack(counts)
+  return loss, metrics
 
 
 @functools.partial(jax.jit, static_argnames="model")
