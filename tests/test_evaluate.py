@@ -162,6 +162,8 @@ def test_evaluation_scores_nothing_outside_the_given_modalities_brain(runs, tmp_
   with (tmp_path / "cases.csv").open() as f:
     rows = list(csv.DictReader(f))
   assert {r["mask"] for r in rows} == {"0010", "1001"}
+  _, _, _, table = _table(tmp_path / "table1.md")
+  assert [" ".join(r[:4]).strip() for r in table] == ["● ○ ○ ●", "○ ○ ● ○", "**mean**"]
   for row in rows:
     files = _case_files(runs["data"] / "brats" / row["case_id"])
     given = [m for m, on in zip(MODALITIES, row["mask"]) if on == "1"]

@@ -82,9 +82,12 @@ def _write_table(path: Path, title: str, header, rows, csv_header, csv_rows, not
   return [path.with_suffix(".md"), path.with_suffix(".csv")]
 
 
-def _row_keys(skip_full=False):
+def _row_keys(runs, skip_full=False):
+  """The rows of Table 1 that were evaluated (all 15 unless ``evaluate.masks`` chose some),
+  in the paper's order, and the mean."""
+  evaluated = {row["mask"] for run in runs for row in run["rows"]}
   keys = [mask_key(m) for m in availability_masks()]
-  return (keys[1:] if skip_full else keys) + ["mean"]
+  return [k for k in (keys[1:] if skip_full else keys) if k in evaluated] + ["mean"]
 
 
 def _symbols(key):
@@ -111,7 +114,7 @@ def segmentation_table(runs, out_dir, metric="dice", scale=100.0, title=None, ca
   csv_header = ["mask", "combination"] + [f"{n}: {region}{suffix}" for n in names
                                           for region in REGIONS for suffix in ("", " spread")]
   rows, csv_rows = [], []
-  for key in _row_keys():
+  for key in _row_keys(runs):
     entries = [cells[n, region].get(key) for n in names for region in REGIONS]
     runs_per_entry = [counts[n] for n in names for region in REGIONS]
     rows.append(_symbols(key) + [_cell(e, c) for e, c in zip(entries, runs_per_entry)])
@@ -138,7 +141,7 @@ def psnr_table(runs, out_dir, cases=()):
   csv_header = ["mask", "combination"] + [f"{n}: {m}{s}" for n in names for m in MODALITIES
                                           for s in ("", " spread")]
   rows, csv_rows = [], []
-  for key in _row_keys(skip_full=True):
+  for key in _row_keys(runs, skip_full=True):
     entries = [None if key != "mean" and key[j] == "1" else cells[n, j].get(key)
                for n in names for j in range(len(MODALITIES))]
     rows.append(_symbols(key) + [_cell(e, counts[n]) for e, n in
