@@ -1,0 +1,250 @@
+"""Does the shipped recipe converge? Each preset's scenarios trained exactly as the configs
+say, their validation curves, and the Dice of the held-out test patients.
+
+    python benchmarks/convergence.py --preset small --workdir runs/convergence_small
+    python benchmarks/convergence.py --preset default --workdir runs/convergence_default
+    python benchmarks/convergence.py --preset small --workdir runs/too_low \
+        --scenarios baseline_md --set train.learning_rate=1e-5   # a recipe that fails
+
+For each scenario (``pretrain`` first when ``urn_md_pretrained`` needs it), the job
+``configs/<job>.py:<variant>,<preset>`` trains in ``<workdir>/<scenario>`` (an interrupted
+run resumes; a finished one is only read). Then, per model: steps and epochs, training wall
+time, final and best validation loss, and the relative improvement of the best validation
+loss during the last 20 % of the steps (below a few per cent: the curve has flattened). For
+segmentation models also the test patients' Dice of WT, TC and ET with all four modalities
+(mean over patients; ``urn_jax.evaluate`` on the original grid), the resolution ceiling
+(the same Dice for the truth itself after a round trip through the preset's grid: what no
+model at that resolution can beat), and the number of voxels that ``urn-segment``'s label
+maps of those patients call tumour where every modality is 0 (must be 0). Writes ``convergence.json``, ``convergence.md`` (the table) and ``curves.png``
+(training and validation loss, validation Dice) into ``<workdir>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import csv
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import ml_collections  # noqa: E402
+import nibabel as nib  # noqa: E402
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SCENARIOS = ("pretrain", "baseline", "baseline_md", "urn_md", "urn_md_pretrained")
+REGIONS = ("WT", "TC", "ET")
+
+
+def job_config(scenario: str, preset: str) -> ml_collections.ConfigDict:
+  """The shipped config of a scenario at a preset, as ``launch.py`` would load it."""
+  name = "pretrain" if scenario == "pretrain" else "segment"
+  spec = importlib.util.spec_from_file_location(name, ROOT / "configs" / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  arg = ",".join(p for p in ("" if scenario == "pretrain" else scenario, preset) if p)
+  return module.get_config(arg)
+
+
+def apply_overrides(config, overrides):
+  """``["train.learning_rate=1e-5", ...]`` -> set on ``config`` (values as Python literals)."""
+  for override in overrides:
+    field, _, text = override.partition("=")
+    try:
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      value = text
+    *parents, leaf = field.split(".")
+    target = config
+    for parent in parents:
+      target = target[parent]
+    if leaf not in target:
+      raise SystemExit(f"--set {override}: the config has no field {field!r}")
+    target[leaf] = value
+
+
+def curve_summary(metrics_file: Path) -> dict:
+  """Final and best validation loss, and how much the best improved in the last 20 % of
+  the steps, from a run's ``metrics.jsonl``."""
+  rows = [json.loads(line) for line in metrics_file.read_text().splitlines()]
+  evaluations = [r for r in rows if "validation_loss" in r]
+  steps = rows[-1]["step"]
+  best = min(evaluations, key=lambda r: r["validation_loss"])
+  early = [r["validation_loss"] for r in evaluations if r["step"] <= 0.8 * steps]
+  best_early = min(early) if early else float("nan")
+  summary = {"steps": steps, "epochs": rows[-1].get("epoch"),
+             "final_validation_loss": evaluations[-1]["validation_loss"],
+             "best_validation_loss": best["validation_loss"], "best_step": best["step"],
+             "improvement_last_20pct": (best_early - best["validation_loss"]) / best_early,
+             "final_training_loss": rows[-1]["loss"]}
+  for region in REGIONS:
+    if f"validation_dice_{region}" in best:
+      summary[f"validation_dice_{region}"] = best[f"validation_dice_{region}"]
+  return summary
+
+
+def test_dice(workdir: Path, out: Path) -> dict:
+  """Mean Dice (%) over the test patients with all four modalities, per region."""
+  from urn_jax.evaluate import evaluate_models
+  settings = ml_collections.ConfigDict(dict(chunk=32, max_cases=0, figure_case="",
+                                            figures=False, masks="1111"))
+  evaluate_models([workdir], out, settings)
+  with (out / "cases.csv").open() as f:
+    rows = list(csv.DictReader(f))
+  result = {f"test_dice_{r}": 100 * float(np.mean([float(row[f"{r}/dice"]) for row in rows]))
+            for r in REGIONS}
+  result["test_patients"] = sorted(row["case_id"] for row in rows)
+  return result
+
+
+def tumour_outside_brain(workdir: Path, out: Path) -> int:
+  """Tumour voxels in ``urn-segment``'s label maps of the test patients (all four
+  modalities) where every input modality is 0."""
+  from urn_jax.evaluate import _test_cases
+  from urn_jax.inference import cases_from_arguments, segment_cases
+  from urn_jax.predict import read_config
+  folders = sorted({Path(json.loads((c / "meta.json").read_text())["reference_path"]).parent
+                    for c in _test_cases(read_config(workdir), workdir)})
+  cases = [case for folder in folders for case in cases_from_arguments(str(folder))[0]]
+  written, problems = segment_cases(workdir, cases, out, overwrite=True, progress=False)
+  if problems:
+    raise RuntimeError(f"urn-segment failed: {problems}")
+  count = 0
+  for case in cases:
+    labels = np.asarray(nib.load(out / f"{case.case_id}.nii.gz").dataobj)
+    empty = np.logical_and.reduce([np.asarray(nib.load(p).dataobj) == 0
+                                   for p in case.paths.values()])
+    count += int(np.count_nonzero(labels[empty]))
+  return count
+
+
+def resolution_ceiling(workdir: Path) -> dict:
+  """Mean Dice (%) over the test patients of the truth itself after a round trip through
+  the preset's grid: the label as pre-processing resamples it, one-hot, mapped back to the
+  original grid exactly as a prediction is. No model at this resolution can score higher."""
+  from urn_jax.evaluate import _test_cases, _truth
+  from urn_jax.metrics import segmentation_metrics
+  from urn_jax.predict import read_config, to_original_classes
+  rows = []
+  for case in _test_cases(read_config(workdir), workdir):
+    meta = json.loads((case / "meta.json").read_text())
+    one_hot = np.eye(4, dtype=np.float32)[np.load(case / "label.npy")]
+    truth, spacing = _truth(meta)
+    rows.append(segmentation_metrics(to_original_classes(one_hot, meta), truth, spacing))
+  return {f"ceiling_dice_{r}": 100 * float(np.mean([row[f"{r}/dice"] for row in rows]))
+          for r in REGIONS}
+
+
+def plot_curves(workdirs: dict, out_png: Path):
+  """Per model (columns): training and validation loss (top), validation Dice (bottom)."""
+  fig, axes = plt.subplots(2, len(workdirs), figsize=(3.4 * len(workdirs), 5.6),
+                           squeeze=False, sharex="col")
+  for column, (name, workdir) in enumerate(workdirs.items()):
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    evaluations = [r for r in rows if "validation_loss" in r]
+    top, bottom = axes[0, column], axes[1, column]
+    top.semilogy([r["step"] for r in rows], [r["loss"] for r in rows], lw=0.7, alpha=0.6,
+                 label="training")
+    top.semilogy([r["step"] for r in evaluations], [r["validation_loss"] for r in evaluations],
+                 "o-", ms=2, lw=1.2, label="validation")
+    top.set_title(name, fontsize=10)
+    top.grid(alpha=0.3, which="both")
+    top.legend(fontsize=7)
+    bottom.set_xlabel("step")
+    bottom.grid(alpha=0.3)
+    if "validation_dice_WT" not in evaluations[-1]:
+      bottom.axis("off")
+      continue
+    for region in REGIONS:
+      bottom.plot([r["step"] for r in evaluations],
+                  [100 * r[f"validation_dice_{region}"] for r in evaluations], lw=1,
+                  label=region)
+    bottom.set_ylim(0, 100)
+    bottom.legend(fontsize=7, loc="lower right")
+  axes[0, 0].set_ylabel("loss")
+  axes[1, 0].set_ylabel("validation Dice (%)")
+  fig.tight_layout()
+  fig.savefig(out_png, dpi=90)
+  plt.close(fig)
+
+
+def markdown(results: dict) -> str:
+  lines = ["| model | steps (epochs) | wall (s) | final val. loss | best val. loss (step) | "
+           "improvement, last 20 % | test Dice WT / TC / ET | resolution ceiling | tumour "
+           "voxels outside brain |", "|---|---|---|---|---|---|---|---|---|"]
+  for name, r in results.items():
+    dice, ceiling = (" / ".join(f"{r[f'{kind}_dice_{g}']:.1f}" for g in REGIONS)
+                     if f"{kind}_dice_WT" in r else "-" for kind in ("test", "ceiling"))
+    epochs = f" ({r['epochs']:.1f})" if r.get("epochs") is not None else ""
+    wall = f"{r['train_seconds']:.0f}" if r.get("train_seconds") else "-"
+    lines.append(f"| {name} | {r['steps']}{epochs} | {wall} | {r['final_validation_loss']:.4f} "
+                 f"| {r['best_validation_loss']:.4f} ({r['best_step']}) | "
+                 f"{100 * r['improvement_last_20pct']:.1f} % | {dice} | {ceiling} | "
+                 f"{r.get('tumour_outside_brain', '-')} |")
+  return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--preset", default="small", choices=["small", "default", "paper"])
+  parser.add_argument("--workdir", required=True)
+  parser.add_argument("--scenarios", default="baseline,baseline_md,urn_md,urn_md_pretrained",
+                      help=f"comma-separated, of {', '.join(SCENARIOS)}")
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                      help="override a config field of every scenario, e.g. "
+                      "train.learning_rate=1e-5")
+  args = parser.parse_args(argv)
+  preset = "" if args.preset == "default" else args.preset
+  scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+  unknown = [s for s in scenarios if s not in SCENARIOS]
+  if unknown:
+    parser.error(f"unknown scenario {unknown[0]!r}; known: {', '.join(SCENARIOS)}")
+  if "urn_md_pretrained" in scenarios and "pretrain" not in scenarios:
+    scenarios.insert(0, "pretrain")
+  scenarios.sort(key=SCENARIOS.index)
+
+  from urn_jax.train import train_and_evaluate
+  workdir = Path(args.workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  timings_file = workdir / "timings.json"
+  timings = json.loads(timings_file.read_text()) if timings_file.exists() else {}
+  results, workdirs = {}, {}
+  for scenario in scenarios:
+    config = job_config(scenario, preset)
+    config.seed = args.seed
+    apply_overrides(config, args.set)
+    if scenario == "urn_md_pretrained":
+      config.pretrained_workdir = str(workdir / "pretrain")
+    run_dir = workdirs[scenario] = workdir / scenario
+    print(f"== {scenario} ({run_dir})", file=sys.stderr)
+    start = time.perf_counter()
+    if train_and_evaluate(config, run_dir):  # empty when it had already finished
+      timings[scenario] = time.perf_counter() - start
+      timings_file.write_text(json.dumps(timings, indent=1))
+    results[scenario] = curve_summary(run_dir / "metrics.jsonl")
+    results[scenario]["train_seconds"] = timings.get(scenario)
+    if scenario != "pretrain":
+      results[scenario].update(test_dice(run_dir, workdir / "evaluation" / scenario))
+      results[scenario].update(resolution_ceiling(run_dir))
+      results[scenario]["tumour_outside_brain"] = tumour_outside_brain(
+          run_dir, workdir / "predictions" / scenario)
+  plot_curves(workdirs, workdir / "curves.png")
+  (workdir / "convergence.json").write_text(json.dumps(
+      {"preset": args.preset, "overrides": args.set, "seed": args.seed, "results": results},
+      indent=1))
+  table = markdown(results)
+  (workdir / "convergence.md").write_text(table)
+  print(table)
+  return results
+
+
+if __name__ == "__main__":
+  main()
