@@ -146,6 +146,7 @@ def plot_curves(workdirs: dict, out_png: Path):
   """Per model (columns): training and validation loss (top), validation Dice (bottom)."""
   fig, axes = plt.subplots(2, len(workdirs), figsize=(3.4 * len(workdirs), 5.6),
                            squeeze=False, sharex="col")
+  dice_labelled = False
   for column, (name, workdir) in enumerate(workdirs.items()):
     rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     evaluations = [r for r in rows if "validation_loss" in r]
@@ -168,8 +169,10 @@ def plot_curves(workdirs: dict, out_png: Path):
                   label=region)
     bottom.set_ylim(0, 100)
     bottom.legend(fontsize=7, loc="lower right")
+    if not dice_labelled:  # the first column may be the pre-training, which has no Dice
+      bottom.set_ylabel("validation Dice (%)")
+      dice_labelled = True
   axes[0, 0].set_ylabel("loss")
-  axes[1, 0].set_ylabel("validation Dice (%)")
   fig.tight_layout()
   fig.savefig(out_png, dpi=90)
   plt.close(fig)
