@@ -418,7 +418,7 @@ def segment_loss(model, batch, keep, variance_weight):
 
 
 def make_optimizer(model: nn.Module, learning_rate: float = 1e-4):
-  """Adam with default settings, as ``urn_jax.train_step.make_optimizer``. On GPU the fused
+  """Adam with default settings, as ``urn_jax.optimizer.make_optimizer``. On GPU the fused
   implementation, PyTorch's fastest, since XLA fuses optax's update into the step too."""
   device = next(model.parameters()).device
   return torch.optim.Adam(model.parameters(), learning_rate, fused=device.type == "cuda")

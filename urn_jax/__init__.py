@@ -4,11 +4,11 @@ Representation Network (Lau, Adler and Sjolund, 2019, arXiv:1908.06683), in JAX 
 from urn_jax.decoder import SynthesisDecoders
 from urn_jax.encoder import REPRESENTATION_CHANNELS, Encoders
 from urn_jax.fusion import LearnedF, fuse, fuse_hemis, fusion_variance
-from urn_jax.losses import cross_entropy, synthesis_loss
+from urn_jax.losses import cross_entropy, segmentation_loss, soft_dice_loss, synthesis_loss
 from urn_jax.modalities import MODALITIES, availability_masks, mask_key, mask_name, mask_symbols
 from urn_jax.modality_dropout import modality_dropout, truncated_geometric_pmf
-from urn_jax.train_step import (TrainState, create_train_state, infer, make_optimizer,
-                                pretrain_step, segment_step)
+from urn_jax.optimizer import learning_rate_schedule, make_optimizer
+from urn_jax.train_step import TrainState, create_train_state, infer, pretrain_step, segment_step
 from urn_jax.unet import PAPER_FEATURES, BatchNorm, UNet
 from urn_jax.urn import NUM_CLASSES, URN, Baseline
 

@@ -50,7 +50,7 @@ class URN(nn.Module):
     stacking: how the M encoders and decoders run (``urn_jax.stacking``).
     freeze_encoders: run the encoders (and a learned f) in inference mode and stop their
       gradient, for segmentation on top of pre-trained, frozen encoders. The optimizer
-      freezes their parameters as well (``urn_jax.train_step.make_optimizer``).
+      freezes their parameters as well (``urn_jax.optimizer.make_optimizer``).
     dtype: computation dtype.
   """
 
