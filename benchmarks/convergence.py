@@ -15,8 +15,9 @@ segmentation models also the test patients' Dice of WT, TC and ET with all four 
 (mean over patients; ``urn_jax.evaluate`` on the original grid), the resolution ceiling
 (the same Dice for the truth itself after a round trip through the preset's grid: what no
 model at that resolution can beat), and the number of voxels that ``urn-segment``'s label
-maps of those patients call tumour where every modality is 0 (must be 0). Writes ``convergence.json``, ``convergence.md`` (the table) and ``curves.png``
-(training and validation loss, validation Dice) into ``<workdir>``.
+maps of those patients call tumour where every modality is 0 (must be 0). Writes
+``convergence.json``, ``convergence.md`` (the table) and ``curves.png`` (training and
+validation loss, validation Dice) into ``<workdir>``.
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ was (its ``config.json``), run through one compiled function with its availabili
 and written as ``<output>/<case id>.nii.gz``: BraTS labels 0, 1, 2, 4 (``--labels
 brats2023``: 0, 1, 2, 3) on the input's grid, with its affine and header, so a folder of
 outputs is a BraTS submission. A voxel where every given modality is 0 is background, as in
-BraTS: nothing outside the (skull-stripped) brain is ever labelled. Optional: ``<case>_probabilities.nii.gz`` (4D, the classes'
-probabilities on the input grid) and ``<case>_<modality>_synthesized.nii.gz`` for each
+BraTS: nothing outside the (skull-stripped) brain is ever labelled. Optional:
+``<case>_probabilities.nii.gz`` (4D, the classes' probabilities on the input grid) and ``<case>_<modality>_synthesized.nii.gz`` for each
 missing modality (z-scored intensities, from the pre-training run whose encoders the model
 uses, or ``--synthesis-model``). A case that fails is reported and skipped; the others are
 written; an existing output is kept unless ``--overwrite``.

@@ -76,7 +76,8 @@ def segment_objective(out, batch, keep, *, variance_weight=0.0, loss="ce"):
   variance for a URN. Returns ``(loss, metrics)``."""
   logits = out["segmentation"]
   total = segmentation_loss(logits, batch["label"], loss)
-  metrics = {"cross_entropy": cross_entropy(logits, batch["label"]), "kept": keep.sum(axis=1).mean(),
+  metrics = {"cross_entropy": cross_entropy(logits, batch["label"]),
+             "kept": keep.sum(axis=1).mean(),
              "accuracy": (logits.argmax(-1) == batch["label"]).mean()}
   if "z_tilde" in out:
     metrics["variance"] = fusion_variance(out["z_tilde"], keep)
