@@ -1,10 +1,10 @@
 """Settings shared by every urn_jax job; the job configs import and override them.
 
 Not a job by itself. Size presets (``apply_preset``): ``paper`` is the paper's size for a GPU
-(240 x 240 slices at 1 mm, U-Net widths 64-1024); ``small`` finishes a meaningful run on a
-2-core CPU in minutes (3 mm slices of 64 x 64, widths 8-64); the default (no preset; 2 mm
-slices of 96 x 96, widths 8-64) keeps the README's main command under 15 minutes on a
-laptop-class CPU.
+(240 x 240 slices at 1 mm, U-Net widths 64-1024); ``small`` trains a converged model on a
+2-core CPU in 2-12 minutes per job (3 mm slices of 64 x 64, widths 8-64); the default (no
+preset; 2 mm slices of 96 x 96, widths 8-64) in 2.5-18 minutes (the README's main command,
+pre-training, about 20 minutes with the phantom; measured in benchmarks/RESULTS.md).
 
 Each preset has its own training recipe per job (``RECIPES``, applied by ``apply_recipe``):
 the paper's values for ``paper``, and for the CPU sizes a recipe chosen on the validation
