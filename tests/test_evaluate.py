@@ -283,6 +283,7 @@ def test_urn_segment_reports_bad_cases_and_writes_the_others(runs, tmp_path, cap
   assert not (tmp_path / "out" / "Brats18_shape.nii.gz").exists()
   assert "Brats18_shape_t2.nii.gz has shape (8, 8, 8)" in err
   assert "cannot read t1 file" in err and "Brats18_broken_t1.nii.gz" in err
+  assert f"1 of 3 case(s) segmented into {tmp_path / 'out'}; 2 failed" in err
 
 
 def test_urn_segment_keeps_existing_outputs_unless_asked(runs, tmp_path, capsys):
@@ -292,9 +293,38 @@ def test_urn_segment_keeps_existing_outputs_unless_asked(runs, tmp_path, capsys)
   arguments = ["--model", str(runs["urn_md"]), "--output", str(tmp_path),
                f"--flair={files['flair']}"]
   assert urn_segment(arguments) == 0
-  assert target.read_bytes() == b"precious" and "--overwrite" in capsys.readouterr().err
+  err = capsys.readouterr().err
+  assert target.read_bytes() == b"precious" and "--overwrite" in err
+  assert f"0 of 1 case(s) segmented into {tmp_path}; 1 kept" in err
   assert urn_segment(arguments + ["--overwrite"]) == 0
   assert nib.load(target).shape == SHAPE
+  assert f"1 of 1 case(s) segmented into {tmp_path}\n" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("below", ["", "sub"])
+def test_urn_segment_refuses_an_output_that_is_a_file(runs, tmp_path, capsys, below):
+  precious = tmp_path / "results.nii.gz"
+  precious.write_bytes(b"precious")
+  output = precious / below if below else precious
+  files = _case_files(runs["data"] / "brats" / "Brats18_2")
+  with pytest.raises(SystemExit) as exit_info:
+    urn_segment(["--model", str(runs["urn_md"]), "--output", str(output),
+                 f"--flair={files['flair']}"])
+  err = capsys.readouterr().err
+  assert exit_info.value.code == 2 and "Traceback" not in err
+  assert f"{precious} is a file, not a folder" in err
+  assert precious.read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize("chunk", ["0", "-1", "two"])
+def test_urn_segment_refuses_a_chunk_below_one(runs, tmp_path, capsys, chunk):
+  with pytest.raises(SystemExit) as exit_info:
+    urn_segment(["--model", str(runs["urn_md"]), "--input", str(runs["data"] / "brats"),
+                 "--output", str(tmp_path), f"--chunk={chunk}"])
+  assert exit_info.value.code == 2
+  assert "--chunk: expected a whole number >= 1" in capsys.readouterr().err
+  with pytest.raises(urn_jax.inference.DataError, match="chunk"):
+    urn_jax.inference.segment_cases(runs["urn_md"], [], tmp_path, chunk=0)
 
 
 def test_urn_segment_errors_for_a_missing_model_or_no_input(runs, tmp_path, capsys):

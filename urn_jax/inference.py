@@ -117,6 +117,22 @@ def _synthesis_model(model, synthesis_model_dir):
   return synthesis
 
 
+def _output_folder(out_dir) -> Path:
+  """``out_dir``, created if need be; a path that is (or lies below) a file, or that cannot
+  be created, is a ``DataError`` naming it, before any work is done."""
+  out_dir = Path(out_dir)
+  blocking = next((p for p in (out_dir, *out_dir.parents) if p.exists() and not p.is_dir()),
+                  None)
+  if blocking is not None:
+    raise DataError(f"output {out_dir}: {blocking} is a file, not a folder; give a folder "
+                    "for the label maps")
+  try:
+    out_dir.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise DataError(f"output {out_dir}: cannot create the folder ({e.strerror or e})") from e
+  return out_dir
+
+
 def segment_cases(model_dir, cases, out_dir, *, synthesis=False, synthesis_model_dir="",
                   probabilities=False, overwrite=False, labels="brats2018", chunk=32,
                   progress=True) -> tuple[list[Path], list[str]]:
@@ -124,13 +140,15 @@ def segment_cases(model_dir, cases, out_dir, *, synthesis=False, synthesis_model
   problems)``, one problem per case that was skipped."""
   if labels not in LABEL_VALUES:
     raise DataError(f"labels must be one of {sorted(LABEL_VALUES)}, got {labels!r}")
+  if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+    raise DataError(f"chunk (slices per inference call) must be a whole number >= 1, got "
+                    f"{chunk!r}")
+  out_dir = _output_folder(out_dir)
   model = load_model(model_dir)
   if model.job != "segment":
     raise DataError(f"{model_dir} is a {model.job} run; urn-segment needs a segmentation "
                     "run (configs/segment.py)")
   synthesis_model = _synthesis_model(model, synthesis_model_dir) if synthesis else None
-  out_dir = Path(out_dir)
-  out_dir.mkdir(parents=True, exist_ok=True)
   written, problems = [], []
   for case in tqdm(cases, desc="segmenting", unit="case", disable=not progress,
                    file=sys.stderr):
@@ -149,27 +167,47 @@ def segment_cases(model_dir, cases, out_dir, *, synthesis=False, synthesis_model
   return written, problems
 
 
-def _finish(cases, problems, out_dir) -> int:
-  """Reports; the exit status is 1 when a case failed (kept outputs are not failures)."""
+def _finish(cases, written, problems, out_dir) -> int:
+  """Reports what happened to every case: segmented (its label map was written now), kept
+  (an earlier output left alone) or failed (one line each, ``problems``, which include the
+  case folders that discovery could not read). The exit status is 1 when a case failed."""
   for problem in problems:
     print(f"skipped: {problem}", file=sys.stderr)
-  print(f"{len(cases) - len(problems)} of {len(cases)} case(s) segmented into {out_dir}",
-        file=sys.stderr)
-  return int(any(not p.endswith(KEPT) for p in problems))
+  names = {Path(p).name for p in written}
+  segmented = sum(f"{case.case_id}.nii.gz" in names for case in cases)
+  kept = sum(p.endswith(KEPT) for p in problems)
+  failed = len(problems) - kept
+  summary = f"{segmented} of {segmented + kept + failed} case(s) segmented into {out_dir}"
+  if kept:
+    summary += f"; {kept} kept"
+  if failed:
+    summary += f"; {failed} failed"
+  print(summary, file=sys.stderr)
+  return int(failed > 0)
 
 
 def run(config, workdir):
   """The ``infer`` job (``configs/infer.py``): the output folder is ``workdir``."""
   files = {m: config.get(m, "") for m in MODALITIES}
   cases, problems = cases_from_arguments(config.input, files, config.case_id)
-  _, failed = segment_cases(config.model, cases, workdir, synthesis=config.synthesis,
+  written, failed = segment_cases(config.model, cases, workdir, synthesis=config.synthesis,
                                   synthesis_model_dir=config.synthesis_model,
                                   probabilities=config.probabilities,
                                   overwrite=config.overwrite, labels=config.labels,
                                   chunk=config.chunk)
-  status = _finish(cases, problems + failed, workdir)
+  status = _finish(cases, written, problems + failed, workdir)
   if status:
     raise SystemExit(status)
+
+
+def _positive_int(text: str) -> int:
+  try:
+    value = int(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+  if value < 1:
+    raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+  return value
 
 
 def main(argv=None):
@@ -193,19 +231,20 @@ def main(argv=None):
                       help="also write the class probabilities (4D NIfTI)")
   parser.add_argument("--labels", default="brats2018", choices=sorted(LABEL_VALUES),
                       help="label values: brats2018 0,1,2,4 (default); brats2023 0,1,2,3")
-  parser.add_argument("--chunk", type=int, default=32, help="slices per inference call")
+  parser.add_argument("--chunk", type=_positive_int, default=32,
+                      help="slices per inference call (>= 1)")
   parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
   args = parser.parse_args(argv)
   try:
     cases, problems = cases_from_arguments(
         args.input, {m: getattr(args, m) for m in MODALITIES}, args.case_id)
-    _, failed = segment_cases(
+    written, failed = segment_cases(
         args.model, cases, args.output, synthesis=args.synthesis,
         synthesis_model_dir=args.synthesis_model, probabilities=args.probabilities,
         overwrite=args.overwrite, labels=args.labels, chunk=args.chunk)
   except (DataError, FileNotFoundError) as e:
     parser.exit(2, f"urn-segment: error: {e}\n")
-  return _finish(cases, problems + failed, args.output)
+  return _finish(cases, written, problems + failed, args.output)
 
 
 if __name__ == "__main__":
