@@ -301,6 +301,28 @@ def test_urn_segment_keeps_existing_outputs_unless_asked(runs, tmp_path, capsys)
   assert f"1 of 1 case(s) segmented into {tmp_path}\n" in capsys.readouterr().err
 
 
+def test_urn_segment_interrupted_leaves_no_partial_case_and_finishes_on_rerun(
+    runs, tmp_path, capsys, monkeypatch):
+  files = _case_files(runs["data"] / "brats" / "Brats18_2")
+  arguments = ["--model", str(runs["urn_md"]), "--output", str(tmp_path),
+               f"--flair={files['flair']}", f"--t2={files['t2']}", "--probabilities"]
+  stale = tmp_path / ".Brats18_2_t1_synthesized.nii.gz.tmp.nii.gz"  # from a kill -9
+  stale.write_bytes(b"half")
+
+  def ctrl_c(*args, **kwargs):  # while the probabilities are mapped back
+    raise KeyboardInterrupt
+  with monkeypatch.context() as patch:
+    patch.setattr(urn_jax.inference, "to_original_grid", ctrl_c)
+    assert urn_segment(arguments) == 130
+  err = capsys.readouterr().err
+  assert "Traceback" not in err and "case Brats18_2: nothing written" in err
+  assert "interrupted (Ctrl-C)" in err
+  assert sorted(p.name for p in tmp_path.iterdir()) == []  # no label map, no temporaries
+  assert urn_segment(arguments) == 0
+  assert sorted(p.name for p in tmp_path.iterdir()) == [
+      "Brats18_2.nii.gz", "Brats18_2_probabilities.nii.gz"]
+
+
 @pytest.mark.parametrize("below", ["", "sub"])
 def test_urn_segment_refuses_an_output_that_is_a_file(runs, tmp_path, capsys, below):
   precious = tmp_path / "results.nii.gz"

@@ -40,6 +40,7 @@ from urn_jax.predict import (given_brain, load_model, nonzero_voxels, predict_vo
                              to_original_classes)
 
 KEPT = "kept (use --overwrite)"
+INTERRUPTED = "interrupted (Ctrl-C); run the same command again to finish"
 
 
 def cases_from_arguments(input_path="", files=None, case_id="") -> tuple[list[Case], list[str]]:
@@ -61,48 +62,73 @@ def cases_from_arguments(input_path="", files=None, case_id="") -> tuple[list[Ca
   return [dataclasses.replace(c, label_path=None) for c in cases], problems
 
 
-def _save(data, reference: nib.Nifti1Image, path: Path, dtype):
-  """``data`` on ``reference``'s grid, with its affine and a copy of its header."""
+def _temporary(path: Path) -> Path:
+  return path.with_name(f".{path.name}.tmp.nii.gz")
+
+
+def _case_outputs(out_dir: Path, case_id: str) -> list[Path]:
+  """Every file ``segment_case`` may write for ``case_id``, the label map first."""
+  return [out_dir / f"{case_id}.nii.gz", out_dir / f"{case_id}_probabilities.nii.gz",
+          *(out_dir / f"{case_id}_{m}_synthesized.nii.gz" for m in MODALITIES)]
+
+
+def _stage(data, reference: nib.Nifti1Image, path: Path, dtype, staged: list):
+  """Writes ``data`` on ``reference``'s grid (its affine, a copy of its header) under a
+  hidden temporary name beside ``path``; ``segment_case`` renames it when the whole case
+  is done."""
   image = nib.Nifti1Image(np.asarray(data, dtype), reference.affine, reference.header.copy())
   image.set_data_dtype(dtype)
   image.header.set_slope_inter(1.0, 0.0)  # the values as written, no rescaling
-  tmp = path.with_name(f".{path.name}.tmp.nii.gz")
-  nib.save(image, tmp)
-  tmp.replace(path)  # a half-written file never has the final name
+  staged.append(path)
+  nib.save(image, _temporary(path))
 
 
 def segment_case(case: Case, model, out_dir: Path, *, synthesis_model=None,
                  probabilities=False, labels="brats2018", chunk=32) -> list[Path]:
-  """Segments one case into ``out_dir``; returns the files written."""
+  """Segments one case into ``out_dir``; returns the files written.
+
+  All or nothing: every output is written under a temporary name and renamed only when the
+  case is complete, the label map last, so an existing label map means a finished case; a
+  failure or Ctrl-C removes the temporaries."""
+  staged = []
+  try:
+    _segment_case(case, model, out_dir, staged, synthesis_model=synthesis_model,
+                  probabilities=probabilities, labels=labels, chunk=chunk)
+  except BaseException:
+    for path in staged:
+      _temporary(path).unlink(missing_ok=True)
+    raise
+  for path in staged[1:] + staged[:1]:
+    _temporary(path).replace(path)
+  return staged
+
+
+def _segment_case(case, model, out_dir, staged, *, synthesis_model, probabilities, labels,
+                  chunk):
   volume, _, meta = preprocess_case(case, model.preprocess)
   reference = nib.load(case.reference_path)
   mask = case.available
   out = predict_volume(model, volume, mask, chunk)
-  written = [out_dir / f"{case.case_id}.nii.gz"]
+  label_path, probabilities_path, *synthesized_paths = _case_outputs(out_dir, case.case_id)
   brain = given_brain(nonzero_voxels(case.paths), mask)
   classes = to_original_classes(out["probabilities"], meta, brain)
-  _save(classes_to_labels(classes, labels), reference, written[0], np.uint8)
+  _stage(classes_to_labels(classes, labels), reference, label_path, np.uint8, staged)
   if probabilities:
     order = 0 if meta["resampled_shape"] == meta["canonical_shape"] else 1
-    path = out_dir / f"{case.case_id}_probabilities.nii.gz"
     probabilities = to_original_grid(out["probabilities"], meta, order)
     # Outside the brain, and outside the slices' window, which the model never saw:
     # background, with certainty, as in the label map.
     probabilities[~brain] = np.eye(probabilities.shape[-1], dtype=probabilities.dtype)[0]
     probabilities[..., 0] += 1 - probabilities.sum(-1)
-    _save(probabilities, reference, path, np.float32)
-    written.append(path)
+    _stage(probabilities, reference, probabilities_path, np.float32, staged)
   if synthesis_model is not None and not mask.all():
     if synthesis_model.preprocess != model.preprocess:
       volume, _, meta = preprocess_case(case, synthesis_model.preprocess)
     synthesized = predict_volume(synthesis_model, volume, mask, chunk)["synthesis"]
-    for j, modality in enumerate(MODALITIES):
+    for j, path in enumerate(synthesized_paths):
       if not mask[j]:
-        path = out_dir / f"{case.case_id}_{modality}_synthesized.nii.gz"
-        _save(to_original_grid(synthesized[..., j], meta, order=1), reference, path,
-              np.float32)
-        written.append(path)
-  return written
+        _stage(to_original_grid(synthesized[..., j], meta, order=1), reference, path,
+               np.float32, staged)
 
 
 def _synthesis_model(model, synthesis_model_dir):
@@ -150,15 +176,21 @@ def segment_cases(model_dir, cases, out_dir, *, synthesis=False, synthesis_model
                     "run (configs/segment.py)")
   synthesis_model = _synthesis_model(model, synthesis_model_dir) if synthesis else None
   written, problems = [], []
-  for case in tqdm(cases, desc="segmenting", unit="case", disable=not progress,
-                   file=sys.stderr):
-    target = out_dir / f"{case.case_id}.nii.gz"
-    if target.exists() and not overwrite:
-      problems.append(f"case {case.case_id}: {target} exists; {KEPT}")
+  for n, case in enumerate(tqdm(cases, desc="segmenting", unit="case",
+                                disable=not progress, file=sys.stderr)):
+    outputs = _case_outputs(out_dir, case.case_id)
+    for stale in outputs:  # left by a run killed outright
+      _temporary(stale).unlink(missing_ok=True)
+    if outputs[0].exists() and not overwrite:
+      problems.append(f"case {case.case_id}: {outputs[0]} exists; {KEPT}")
       continue
     try:
       written += segment_case(case, model, out_dir, synthesis_model=synthesis_model,
                               probabilities=probabilities, labels=labels, chunk=chunk)
+    except KeyboardInterrupt:
+      problems.append(f"case {case.case_id}: nothing written, and {len(cases) - n - 1} "
+                      f"later case(s) not started; {INTERRUPTED}")
+      break
     except DataError as e:
       problems.append(str(e))
     except Exception as e:  # noqa: BLE001 - one bad case must not cost the others
@@ -183,6 +215,8 @@ def _finish(cases, written, problems, out_dir) -> int:
   if failed:
     summary += f"; {failed} failed"
   print(summary, file=sys.stderr)
+  if problems and problems[-1].endswith(INTERRUPTED):
+    return 130  # the shell's status for Ctrl-C
   return int(failed > 0)
 
 
@@ -244,6 +278,8 @@ def main(argv=None):
         overwrite=args.overwrite, labels=args.labels, chunk=args.chunk)
   except (DataError, FileNotFoundError) as e:
     parser.exit(2, f"urn-segment: error: {e}\n")
+  except KeyboardInterrupt:
+    parser.exit(130, "urn-segment: interrupted (Ctrl-C) before any case was segmented\n")
   return _finish(cases, written, problems + failed, args.output)
 
 
