@@ -88,6 +88,35 @@ def test_discovers_every_brats_naming_scheme_nested_or_flat(tmp_path):
   assert set(np.unique(label)) == {0, 1, 2, 3}  # label 3 of 2023 is class 3 (enhancing)
 
 
+def test_case_folders_behind_symbolic_links_are_found_once(tmp_path):
+  store = tmp_path / "store"
+  for i in range(3):
+    write_brats_case(store, f"Brats18_{i}")
+  linked = tmp_path / "linked"
+  linked.mkdir()
+  for i in range(3):
+    (linked / f"Brats18_{i}").symlink_to(store / f"Brats18_{i}", target_is_directory=True)
+  (linked / "loop").symlink_to(linked, target_is_directory=True)  # must not recurse forever
+  cases, problems = discover_brats(linked)
+  assert problems == []
+  assert sorted(c.case_id for c in cases) == ["Brats18_0", "Brats18_1", "Brats18_2"]
+
+
+def test_an_unreadable_folder_is_reported_by_name(tmp_path, monkeypatch):
+  write_brats_case(tmp_path, "Brats18_ok")
+  write_brats_case(tmp_path, "Brats18_locked")
+  scandir = os.scandir
+
+  def locked(path="."):  # chmod 000 does not stop root, who runs CI here
+    if os.fspath(path).endswith("Brats18_locked"):
+      raise PermissionError(13, "Permission denied", os.fspath(path))
+    return scandir(path)
+  monkeypatch.setattr(os, "scandir", locked)
+  cases, problems = discover_brats(tmp_path)
+  assert [c.case_id for c in cases] == ["Brats18_ok"]
+  assert problems == [f"cannot read folder {tmp_path / 'Brats18_locked'}: Permission denied"]
+
+
 def test_discovers_hcp_subjects(tmp_path):
   write_hcp_subject(tmp_path, "100307")
   (tmp_path / "100408" / "T1w").mkdir(parents=True)

@@ -16,6 +16,8 @@ HCP: ``<subject>/T1w/T1w_acpc_dc_restore_brain.nii.gz`` and ``T2w_acpc_dc_restor
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
+import os
 import re
 import zlib
 from pathlib import Path
@@ -65,6 +67,23 @@ class Case:
     return self.paths[next(m for m in MODALITIES if m in self.paths)]
 
 
+def _nifti_files(folder: Path, problems: list[str]) -> list[Path]:
+  """Every NIfTI file below ``folder``, sorted. Symbolic links to folders are followed (a
+  folder of linked cases is common), each real folder once, so a link loop ends; a folder
+  that cannot be read is added to ``problems``, by name."""
+  def unreadable(error: OSError):
+    problems.append(f"cannot read folder {error.filename}: {error.strerror or error}")
+  found, seen = [], set()
+  for root, folders, files in os.walk(folder, onerror=unreadable, followlinks=True):
+    real = os.path.realpath(root)
+    if real in seen:
+      folders[:] = []
+      continue
+    seen.add(real)
+    found += [Path(root) / name for name in fnmatch.filter(files, "*.nii*")]
+  return sorted(found)
+
+
 def discover_brats(folder) -> tuple[list[Case], list[str]]:
   """All BraTS cases below ``folder``; returns ``(cases, problems)``.
 
@@ -76,11 +95,11 @@ def discover_brats(folder) -> tuple[list[Case], list[str]]:
   if not folder.is_dir():
     raise DataError(f"BraTS folder {folder} does not exist or is not a directory")
   groups: dict[Path, list[tuple[str, Path]]] = {}
-  for path in sorted(folder.rglob("*.nii*")):
+  cases, problems = [], []
+  for path in _nifti_files(folder, problems):
     match = _BRATS_FILE.match(path.name)
     if match:
       groups.setdefault(path.parent, []).append((match.group("suffix").lower(), path))
-  cases, problems = [], []
   for case_dir, files in sorted(groups.items()):
     case_id = case_dir.name
     paths, label_path, conventions, duplicate = {}, None, set(), None
