@@ -150,8 +150,14 @@ def _corrupt(case_dir, case_id, kind):
     _save(data, flair)
   elif kind == "zero":
     _save(np.zeros(SHAPE, np.int16), flair)
-  elif kind == "label":
-    _save(np.full(SHAPE, 3, np.uint8), case_dir / f"{case_id}_seg.nii.gz")
+  elif kind == "label":  # on the images' grid, with a value no convention has
+    seg = case_dir / f"{case_id}_seg.nii.gz"
+    _save(np.full(SHAPE, 3, np.uint8), seg, nib.load(seg).affine)
+  elif kind == "label_grid":  # the right voxels, but placed 30 mm away
+    seg = case_dir / f"{case_id}_seg.nii.gz"
+    shifted = nib.load(seg).affine.copy()
+    shifted[0, 3] += 30
+    _save(np.asarray(nib.load(seg).dataobj), seg, shifted)
   elif kind == "truncated":
     raw = flair.read_bytes()
     flair.write_bytes(raw[: len(raw) // 2])
@@ -161,6 +167,7 @@ def _corrupt(case_dir, case_id, kind):
 
 BAD = {"shape": "has shape", "affine": "different affine", "4d": "expected a 3D volume",
        "nan": "NaN or infinite", "zero": "all zeros", "label": r"values \[3\]; expected",
+       "label_grid": "label file .* has a different affine",
        "truncated": "cannot read flair", "garbage": "cannot read flair"}
 
 
@@ -177,7 +184,7 @@ def test_each_bad_case_is_reported_by_name_and_the_rest_is_processed(tmp_path):
   for kind, pattern in BAD.items():
     message = next(p for p in problems if f"Brats18_bad_{kind}" in p)
     assert re.search(pattern, message), (kind, message)
-    if kind != "label":
+    if not kind.startswith("label"):
       assert "flair" in message
 
 

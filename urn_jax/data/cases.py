@@ -219,6 +219,10 @@ def load_case(case: Case):
     if data.shape != reference.shape[:3]:
       raise DataError(f"case {case.case_id}: label file {case.label_path} has shape "
                       f"{data.shape} but the images have {reference.shape[:3]}")
+    if not np.allclose(image.affine, reference.affine, atol=1e-3):
+      raise DataError(f"case {case.case_id}: label file {case.label_path} has a different "
+                      f"affine from {case.reference_path}; the label must lie on its "
+                      "images' grid (the same voxels at the same positions)")
     label = labels_to_classes(np.asarray(data), case.label_convention,
                               f"case {case.case_id}: label file {case.label_path}")
   return images, label, reference
