@@ -4,6 +4,8 @@ Each config's docstring shows its command; override fields with --config.<field>
 """
 
 import os
+import re
+import sys
 
 import jax
 from absl import app, flags, logging
@@ -20,6 +22,25 @@ _MULTI_HOST = flags.DEFINE_bool(
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def _parse_flags(argv):
+  """absl's flag parsing, but a mistaken flag or ``--config.<field>`` override (a misspelt
+  field, a value of the wrong type) ends in one line that names it, not a traceback."""
+  try:
+    return flags.FLAGS(argv)
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+    text = " ".join(str(e).replace("\\n", "\n").split())
+    if isinstance(e, (AttributeError, KeyError)):  # ml_collections: no such field
+      name = re.search(r"\w+", text).group()
+      flag = next((a.split("=")[0] for a in argv if a.startswith("--config.")
+                   and a.split("=")[0].endswith(f".{name}")), f"--config...{name}")
+      hint = re.search(r'Did you mean "(\w+)"', text)
+      text = f"{flag}: the config has no field {name!r}" + (
+          f"; did you mean {hint.group(1)!r}?" if hint else "")
+    print(f"launch.py: error: {text}\n(--config.<field>=<value> overrides a field that the "
+          "config file defines; its docstring shows them)", file=sys.stderr)
+    sys.exit(2)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
@@ -30,4 +51,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

@@ -219,3 +219,18 @@ def test_mixed_precision_runs(data, tmp_path):
   assert np.isfinite(last["loss"])
   params = _state(tmp_path)["params"]
   assert all(x.dtype == np.float32 for x in jax.tree_util.tree_leaves(params))
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("--config.train.lerning_rate=1",
+     "--config.train.lerning_rate: the config has no field 'lerning_rate'; did you mean "
+     "'learning_rate'?"),
+    ("--config.train.theta=abc", "--config.train.theta=abc: could not convert"),
+])
+def test_a_mistaken_override_is_one_line_naming_it(tmp_path, override, expected):
+  result = subprocess.run([sys.executable, str(ROOT / "launch.py"),
+                           "--config=configs/segment.py:small", f"--workdir={tmp_path / 'w'}",
+                           override], cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2
+  assert expected in result.stderr and "Traceback" not in result.stderr
+  assert not (tmp_path / "w").exists()  # nothing written
