@@ -107,10 +107,16 @@ def test_missing_pretrained_workdir_is_a_clear_error(data, tmp_path):
 
 def test_a_checkpoint_of_another_model_is_a_clear_error(data, tmp_path):
   train_and_evaluate(tiny(load_config("segment", "urn_md"), data), tmp_path)
+  trained = (tmp_path / "config.json").read_bytes()
   other = tiny(load_config("segment", "urn_md"), data, steps=4)
   other.model.encoder_features = (4, 16)
   with pytest.raises(CheckpointMismatch, match="different configuration.*model"):
     train_and_evaluate(other, tmp_path)
+  bogus = tiny(load_config("segment", "urn_md"), data, steps=4)
+  bogus.model.kind = "bogus"
+  with pytest.raises(urn_jax.jobs.ConfigError, match="model.kind must be"):
+    train_and_evaluate(bogus, tmp_path)
+  assert (tmp_path / "config.json").read_bytes() == trained  # the trained model still loads
 
 
 def test_a_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(data, tmp_path):

@@ -38,6 +38,7 @@ from pathlib import Path
 import grain
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -317,16 +318,33 @@ def _mean_metrics(history):
   return {k: float(np.mean([float(h[k]) for h in history])) for k in history[0]}
 
 
+def _keep_trained_config(config, workdir: Path):
+  """Refuses, before anything is written, a config whose model differs from the one already
+  trained in ``workdir`` (its ``config.json`` next to checkpoints): overwriting that file
+  would leave checkpoints that no longer load. ``CheckpointMismatch`` names the fields."""
+  stored = workdir / "config.json"
+  checkpoints = workdir / "checkpoints"
+  if stored.is_file() and checkpoints.is_dir() and any(checkpoints.iterdir()):
+    try:
+      trained = ml_collections.ConfigDict(json.loads(stored.read_text()))
+    except ValueError as e:
+      raise ConfigError(f"{stored} is not readable JSON ({e}); restore it or use a new "
+                        "--workdir") from None
+    _check_signature(_signature(trained), _signature(config), workdir)
+
+
 def train_and_evaluate(config, workdir):
   """Trains as ``config`` says, in ``workdir``; returns the last logged metrics."""
   workdir = Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  (workdir / "config.json").write_text(config.to_json_best_effort(indent=1))
   t = config.train
   _check_recipe(config)
   if t.batch_size % jax.device_count():
     raise ConfigError(f"train.batch_size {t.batch_size} is not divisible by the "
                      f"{jax.device_count()} devices")
+  model = build_model(config)
+  _keep_trained_config(config, workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  (workdir / "config.json").write_text(config.to_json_best_effort(indent=1))
   pretrained = config.get("variant") == "urn_md_pretrained"
   if pretrained:
     if not config.pretrained_workdir:
@@ -348,7 +366,6 @@ def train_and_evaluate(config, workdir):
                               worker_count=config.data.loader_workers,
                               shard_index=jax.process_index(),
                               shard_count=jax.process_count()))
-  model = build_model(config)
   init_key, step_key = jax.random.split(jax.random.key(config.seed))
   size = config.data.size
   schedule = schedule_from_config(config, num_steps)
