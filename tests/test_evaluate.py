@@ -4,6 +4,7 @@ input files; bad input is reported, not fatal."""
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -362,6 +363,18 @@ def test_urn_segment_errors_for_a_missing_model_or_no_input(runs, tmp_path, caps
   with pytest.raises(SystemExit):
     urn_segment(["--model", str(runs["urn_md"]), "--output", str(tmp_path)])
   assert "nothing to segment" in capsys.readouterr().err
+
+
+def test_urn_segment_names_a_damaged_config_json(runs, tmp_path, capsys):
+  model = tmp_path / "model"
+  shutil.copytree(runs["urn_md"], model)
+  (model / "config.json").write_text('{"job": "segment", "model": {')  # cut short
+  with pytest.raises(SystemExit) as exit_info:
+    urn_segment(["--model", str(model), "--input", str(runs["data"] / "brats"),
+                 "--output", str(tmp_path / "out")])
+  err = capsys.readouterr().err
+  assert exit_info.value.code == 2 and "Traceback" not in err
+  assert f"{model / 'config.json'} is damaged" in err
 
 
 def test_the_console_script_and_the_launch_config_share_one_path(runs, tmp_path):

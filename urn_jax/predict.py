@@ -21,6 +21,7 @@ import ml_collections
 import nibabel as nib
 import numpy as np
 
+from urn_jax.data.cases import DataError
 from urn_jax.data.preprocess import PreprocessConfig, to_original_grid
 from urn_jax.modalities import MODALITIES
 from urn_jax.train import build_model, restore_state
@@ -69,7 +70,11 @@ def read_config(workdir) -> ml_collections.ConfigDict:
   if not config_path.is_file():
     raise FileNotFoundError(f"{workdir} is not a training work directory: it has no "
                             "config.json (expected the --workdir of a pretrain or segment run)")
-  config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
+  try:
+    config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
+  except ValueError as e:
+    raise DataError(f"{config_path} is damaged ({e}); it records how the model was built: "
+                    "restore it from a copy, or train again") from None
   if config.get("job") not in ("pretrain", "segment"):
     raise FileNotFoundError(f"{workdir} holds a {config.get('job')!r} job, not a trained "
                             "model (expected the --workdir of a pretrain or segment run)")
