@@ -10,8 +10,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from urn_jax.data.cases import (DataError, classes_to_labels, discover_brats, discover_hcp,
-                                labels_to_classes, load_case)
+from urn_jax.data.cases import (Case, DataError, classes_to_labels, discover_brats,
+                                discover_hcp, labels_to_classes, load_case)
 from urn_jax.data.loader import SliceSource, make_loader
 from urn_jax.data.preprocess import (PreprocessConfig, n4_correct, preprocess_case,
                                      preprocess_dataset, to_original_grid, zscore)
@@ -191,6 +191,17 @@ def test_each_bad_case_is_reported_by_name_and_the_rest_is_processed(tmp_path):
 def _bias(shape, strength=0.4):
   grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij"))
   return np.exp(strength * (grid[0] + 0.5 * grid[1] ** 2 - 0.3 * grid[2]))
+
+
+@pytest.mark.parametrize("shape, spacing", [((40, 36, 1), 1.0), ((8, 8, 8), 2.0)])
+def test_a_volume_too_small_to_preprocess_is_refused_in_a_sentence(tmp_path, shape, spacing):
+  flair = tmp_path / "Brats18_thin" / "Brats18_thin_flair.nii.gz"
+  flair.parent.mkdir()
+  _save(np.random.default_rng(0).uniform(1, 100, shape).astype(np.int16), flair)
+  case = Case("Brats18_thin", "brats", {"flair": str(flair)})
+  with pytest.raises(DataError, match=r"Brats18_thin_flair.nii.gz is .* at least 8 voxels "
+                     "along every axis"):
+    preprocess_case(case, PreprocessConfig(n4=True, spacing=spacing, size=48))
 
 
 def test_n4_removes_most_of_a_synthetic_bias_field():

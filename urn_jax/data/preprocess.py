@@ -147,6 +147,21 @@ def _window(volume: np.ndarray, starts, size: int) -> np.ndarray:
   return out
 
 
+# Fewest voxels along any axis of the working grid: a 3D brain volume, not a slice or a
+# thumbnail (and N4 needs at least two voxels per axis after shrinking).
+MIN_AXIS_VOXELS = 8
+
+
+def _check_extent(case: Case, original_shape, shape, config: PreprocessConfig):
+  """Refuses, with a sentence naming the file, a volume too small to pre-process."""
+  minimum = max(MIN_AXIS_VOXELS, 2 * config.n4_shrink if config.n4 else 0)
+  if min(shape) < minimum:
+    raise DataError(
+        f"case {case.case_id}: {case.reference_path} is {tuple(original_shape)} voxels, "
+        f"{tuple(shape)} on the {config.spacing:g} mm grid of pre-processing; at least "
+        f"{minimum} voxels along every axis are needed (a 3D brain volume, not a slice)")
+
+
 def preprocess_case(case: Case, config: PreprocessConfig):
   """-> ``(image [Z, X, Y, M] float32, label [Z, X, Y] uint8 or None, meta dict)``."""
   images, label, reference = load_case(case)
@@ -165,6 +180,7 @@ def preprocess_case(case: Case, config: PreprocessConfig):
     if label is not None:
       label = _resample(label, canonical_affine, grid, order=0).astype(np.uint8)
   shape = next(iter(images.values())).shape
+  _check_extent(case, canonical_shape, shape, config)
   mask = np.zeros(shape, bool)
   for data in images.values():
     mask |= data > 0
