@@ -27,12 +27,14 @@ def _parse_flags(argv):
   field, a value of the wrong type) ends in one line that names it, not a traceback."""
   try:
     return flags.FLAGS(argv)
-  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+  except (flags.Error, AttributeError, KeyError) as e:
     text = " ".join(str(e).replace("\\n", "\n").split())
-    if isinstance(e, (AttributeError, KeyError)):  # ml_collections: no such field
+    if not isinstance(e, flags.Error):  # ml_collections: an override names no field
       name = re.search(r"\w+", text).group()
       flag = next((a.split("=")[0] for a in argv if a.startswith("--config.")
-                   and a.split("=")[0].endswith(f".{name}")), f"--config...{name}")
+                   and a.split("=")[0].endswith(f".{name}")), None)
+      if flag is None:  # not an override's doing (a bug in a config file, say)
+        raise
       hint = re.search(r'Did you mean "(\w+)"', text)
       text = f"{flag}: the config has no field {name!r}" + (
           f"; did you mean {hint.group(1)!r}?" if hint else "")

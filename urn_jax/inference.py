@@ -224,11 +224,10 @@ def run(config, workdir):
   """The ``infer`` job (``configs/infer.py``): the output folder is ``workdir``."""
   files = {m: config.get(m, "") for m in MODALITIES}
   cases, problems = cases_from_arguments(config.input, files, config.case_id)
-  written, failed = segment_cases(config.model, cases, workdir, synthesis=config.synthesis,
-                                  synthesis_model_dir=config.synthesis_model,
-                                  probabilities=config.probabilities,
-                                  overwrite=config.overwrite, labels=config.labels,
-                                  chunk=config.chunk)
+  written, failed = segment_cases(
+      config.model, cases, workdir, synthesis=config.synthesis,
+      synthesis_model_dir=config.synthesis_model, probabilities=config.probabilities,
+      overwrite=config.overwrite, labels=config.labels, chunk=config.chunk)
   status = _finish(cases, written, problems + failed, workdir)
   if status:
     raise SystemExit(status)
