@@ -141,10 +141,13 @@ def evaluate(config, model, state, source: SliceSource, to_device) -> dict:
     batch = to_device({k: np.stack([r[k] for r in records]) for k in records[0]})
     keep = keep_mask(jax.random.key(10_000 + n), batch["available"], theta,
                      config.train.min_keep)
-    losses.append(eval_step(model, variables, batch, keep, objective)[0])
+    loss, metrics = eval_step(model, variables, batch, keep, objective)
+    losses.append(loss)
     if config.job == "segment":
-      counts.append(eval_step(model, variables, batch, batch["available"].astype(bool),
-                              objective)[1]["region_counts"])
+      if theta is not None:  # the Dice is of every modality the slices have, not of `keep`
+        metrics = eval_step(model, variables, batch, batch["available"].astype(bool),
+                            objective)[1]
+      counts.append(metrics["region_counts"])
   result = {"validation_loss": float(np.mean(jax.device_get(losses)))}
   if counts:
     both, predicted, true = np.sum(jax.device_get(counts), axis=0).T.astype(np.float64)
