@@ -107,7 +107,8 @@ def test_dice(workdir: Path, out: Path) -> dict:
 
 def tumour_outside_brain(workdir: Path, out: Path) -> int:
   """Tumour voxels in ``urn-segment``'s label maps of the test patients (all four
-  modalities) where every input modality is 0."""
+  modalities) where every input modality is 0. Counted from the files themselves, not with
+  ``predict.given_brain``, so that a fault in that mask would show here."""
   from urn_jax.evaluate import _test_cases
   from urn_jax.inference import cases_from_arguments, segment_cases
   from urn_jax.predict import read_config
