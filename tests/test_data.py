@@ -84,7 +84,7 @@ def test_discovers_every_brats_naming_scheme_nested_or_flat(tmp_path):
   assert by_id["Brats18_TCIA10_1_1"].available.tolist() == [False, True, False, True]
   assert by_id["BraTS-GLI-00000-000"].available.tolist() == [True, False, True, False]
   assert by_id["BraTS-GLI-00000-000"].label_convention == "brats2023"
-  _, label, _ = load_case(by_id["BraTS-GLI-00000-000"])
+  _, label, _, _ = load_case(by_id["BraTS-GLI-00000-000"])
   assert set(np.unique(label)) == {0, 1, 2, 3}  # label 3 of 2023 is class 3 (enhancing)
 
 
@@ -166,9 +166,32 @@ def _corrupt(case_dir, case_id, kind):
 
 
 BAD = {"shape": "has shape", "affine": "different affine", "4d": "expected a 3D volume",
-       "nan": "NaN or infinite", "zero": "all zeros", "label": r"values \[3\]; expected",
+       "nan": "NaN or infinite", "label": r"values \[3\]; expected",
        "label_grid": "label file .* has a different affine",
        "truncated": "cannot read flair", "garbage": "cannot read flair"}
+
+
+@pytest.mark.parametrize("blank, why", [
+    (np.zeros(SHAPE), "is all zeros"), (np.full(SHAPE, 100.0), r"is constant \(100 everywhere\)"),
+    (100 + np.random.default_rng(0).normal(0, 0.1, SHAPE), r"is constant \(100")])
+def test_a_modality_with_no_image_is_treated_as_missing_with_a_warning(tmp_path, capsys,
+                                                                       blank, why):
+  case_dir = write_brats_case(tmp_path / "data", "Brats18_blank")
+  _save(blank.astype(np.float32), case_dir / "Brats18_blank_t2.nii.gz", LPS)
+  cases, _ = discover_brats(tmp_path / "data")
+  done, problems = preprocess_dataset(cases, tmp_path / "cache", FAST, progress=False)
+  assert problems == [] and len(done) == 1
+  meta = json.loads((done[0] / "meta.json").read_text())
+  assert meta["available"] == [True, True, True, False]
+  assert np.load(done[0] / "image.npy")[..., 3].max() == 0
+  err = capsys.readouterr().err
+  assert re.search(r"warning: case Brats18_blank: t2 file .*Brats18_blank_t2.nii.gz " + why
+                   + r".*treated as missing", err), err
+  for modality in ("flair", "t1", "t1c"):  # and a case with no image left is refused
+    _save(np.zeros(SHAPE, np.int16), case_dir / f"Brats18_blank{NAMES['2018'][modality]}.nii.gz",
+          LPS)
+  done, problems = preprocess_dataset(cases, tmp_path / "cache", FAST, progress=False)
+  assert done == [] and "case Brats18_blank: no usable image: flair file" in problems[0]
 
 
 def test_each_bad_case_is_reported_by_name_and_the_rest_is_processed(tmp_path):
@@ -337,8 +360,12 @@ def test_split_is_deterministic_by_patient_and_read_back(tmp_path):
   assert json.loads((tmp_path / "split.json").read_text())["datasets"]["brats"] == split
   assert load_or_create_split(tmp_path, {"brats": ids, "hcp": ["s1", "s2", "s3"]},
                               seed=99) == stored  # read back, not re-drawn
-  with pytest.raises(DataError, match="does not have"):
-    load_or_create_split(tmp_path, {"brats": ids[:-1], "hcp": ["s1", "s2", "s3"]}, seed=3)
+  gone = split["validation"][0]  # removed from the data (or unusable now): left out
+  fewer = load_or_create_split(tmp_path, {"brats": [i for i in ids if i != gone],
+                                          "hcp": ["s1", "s2", "s3"]}, seed=3)
+  assert fewer["brats"] == {part: [i for i in members if i != gone]
+                            for part, members in split.items()}
+  assert json.loads((tmp_path / "split.json").read_text())["datasets"]["brats"] == split
 
 
 @pytest.mark.parametrize("n", [3, 4, 5, 6, 10])

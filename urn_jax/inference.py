@@ -106,11 +106,14 @@ def segment_case(case: Case, model, out_dir: Path, *, synthesis_model=None,
 def _segment_case(case, model, out_dir, staged, *, synthesis_model, probabilities, labels,
                   chunk):
   volume, _, meta = preprocess_case(case, model.preprocess)
+  for why in meta["ignored"].values():
+    tqdm.write(f"warning: case {case.case_id}: {why}", file=sys.stderr)
   reference = nib.load(case.reference_path)
-  mask = case.available
+  mask = np.asarray(meta["available"], bool)
   out = predict_volume(model, volume, mask, chunk)
   label_path, probabilities_path, *synthesized_paths = _case_outputs(out_dir, case.case_id)
-  brain = given_brain(nonzero_voxels(case.paths), mask)
+  brain = given_brain(nonzero_voxels({m: p for m, p in case.paths.items()
+                                      if m not in meta["ignored"]}), mask)
   classes = to_original_classes(out["probabilities"], meta, brain)
   _stage(classes_to_labels(classes, labels), reference, label_path, np.uint8, staged)
   if probabilities:

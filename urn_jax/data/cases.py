@@ -176,6 +176,13 @@ def case_id_of_file(path) -> str:
 
 
 def _load(case: Case, path: str, what: str) -> tuple[nib.Nifti1Image, np.ndarray]:
+  # Access first: nibabel reports an unreadable file as one it cannot make sense of.
+  if not os.path.isfile(path):
+    raise DataError(f"case {case.case_id}: cannot open {what} file {path}: it does not exist"
+                    " or is not a file (a link to a file that is gone?)")
+  if not os.access(path, os.R_OK):
+    raise DataError(f"case {case.case_id}: cannot open {what} file {path}: permission "
+                    "denied (the file is not readable by this user)")
   try:
     image = nib.load(path)
     data = np.asanyarray(image.dataobj)
@@ -190,10 +197,33 @@ def _load(case: Case, path: str, what: str) -> tuple[nib.Nifti1Image, np.ndarray
   return image, data
 
 
+# A modality whose non-zero voxels vary by less than this fraction of their mean level is
+# "constant": no image (a failed conversion, a placeholder), whatever its value.
+CONSTANT_VARIATION = 0.01
+
+
+def _blank(data: np.ndarray) -> str | None:
+  """Why a volume carries no image (all zeros, or the same value wherever it is not 0),
+  or None. Real MR images vary by tens of percent inside the brain."""
+  values = data[data != 0]
+  if not values.size:
+    return "is all zeros"
+  level = float(np.abs(values).mean())
+  if float(values.std()) <= CONSTANT_VARIATION * level:
+    return (f"is constant ({float(np.median(values)):.4g}"
+            + (" everywhere)" if values.size == data.size else " wherever it is not 0)"))
+  return None
+
+
 def load_case(case: Case):
   """Reads and checks a case: ``(images {modality: float32 [X, Y, Z]}, label or None,
-  reference NIfTI image)``. Labels are returned as classes 0..3."""
-  images, reference = {}, None
+  reference NIfTI image, ignored {modality: why})``. Labels are returned as classes 0..3.
+
+  A modality file that holds no image (all zeros, or constant: ``_blank``) is left out of
+  ``images`` and named in ``ignored``: the case is then treated as not having it, as when
+  the file is absent, rather than fed to a model as if it were an image; a case with no
+  image left is a ``DataError``."""
+  images, reference, ignored = {}, None, {}
   for modality in (m for m in MODALITIES if m in case.paths):
     path = case.paths[modality]
     image, data = _load(case, path, modality)
@@ -210,9 +240,14 @@ def load_case(case: Case):
     if not np.isfinite(data).all():
       raise DataError(f"case {case.case_id}: {modality} file {path} contains "
                       f"{int((~np.isfinite(data)).sum())} NaN or infinite voxels")
-    if not data.any():
-      raise DataError(f"case {case.case_id}: {modality} file {path} is all zeros")
-    images[modality] = data
+    blank = _blank(data)
+    if blank:
+      ignored[modality] = f"{modality} file {path} {blank}; treated as missing"
+    else:
+      images[modality] = data
+  if not images:
+    raise DataError(f"case {case.case_id}: no usable image: "
+                    + "; ".join(v.replace("; treated as missing", "") for v in ignored.values()))
   label = None
   if case.label_path:
     image, data = _load(case, case.label_path, "label")
@@ -225,7 +260,7 @@ def load_case(case: Case):
                       "images' grid (the same voxels at the same positions)")
     label = labels_to_classes(np.asarray(data), case.label_convention,
                               f"case {case.case_id}: label file {case.label_path}")
-  return images, label, reference
+  return images, label, reference, ignored
 
 
 def labels_to_classes(label, convention: str = "brats2018", where: str = "label"):

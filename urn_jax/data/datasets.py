@@ -3,8 +3,10 @@
 ``prepare_data(brats_dir, hcp_dir, ...)`` discovers the cases, pre-processes them once into
 the cache (in parallel, with a progress bar; bad cases are reported and skipped), and splits
 each data set by patient into training, validation and (BraTS) test patients, with the split
-file kept in the work directory (``urn_jax.data.splits``). With no
-folder at all it first writes the phantom (``urn_jax.data.phantom``) into the cache.
+file kept in the work directory (``urn_jax.data.splits``). BraTS cases without a label
+file are reported and left out, for pre-training too, so both stages split the same
+patients. With no folder at all it first writes the phantom (``urn_jax.data.phantom``)
+into the cache.
 """
 
 from __future__ import annotations
@@ -54,6 +56,11 @@ def prepare_data(workdir, brats_dir: str = "", hcp_dir: str = "", cache_dir: str
   cached, problems = {}, []
   for name, (cases, discovery_problems) in found.items():
     problems += discovery_problems
+    if name == "brats":
+      problems += [f"case {c.case_id}: no label file (expected {c.case_id}_seg.nii.gz or "
+                   f"{c.case_id}-seg.nii.gz beside its images); BraTS cases are split and "
+                   "scored by their labels" for c in cases if c.label_path is None]
+      cases = [c for c in cases if c.label_path is not None]
     dirs, preprocessing_problems = preprocess_dataset(cases, cache_dir / "preprocessed",
                                                       preprocess, workers, progress)
     problems += preprocessing_problems
@@ -66,7 +73,15 @@ def prepare_data(workdir, brats_dir: str = "", hcp_dir: str = "", cache_dir: str
                                train_fraction, test_fraction)
   result = {name: {part: [cached[name][i] for i in ids] for part, ids in split[name].items()}
             for name in cached}
+  counts = "; ".join(f"{name}: " + ", ".join(f"{len(ids)} {part}" for part, ids in
+                                               parts.items()) for name, parts in result.items())
   for name, parts in result.items():
     print(f"{name}: {len(parts['train'])} training, {len(parts['validation'])} validation "
           f"and {len(parts['test'])} test cases", file=sys.stderr)
+  for part in ("train", "validation"):
+    if not any(parts[part] for parts in result.values()):
+      raise DataError(
+          f"no {part} case: the usable cases split into {counts}. "
+          "Training needs at least one training and one validation patient (2 usable "
+          "BraTS cases; 3 or more to also hold out a test patient)")
   return result

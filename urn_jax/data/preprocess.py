@@ -163,8 +163,11 @@ def _check_extent(case: Case, original_shape, shape, config: PreprocessConfig):
 
 
 def preprocess_case(case: Case, config: PreprocessConfig):
-  """-> ``(image [Z, X, Y, M] float32, label [Z, X, Y] uint8 or None, meta dict)``."""
-  images, label, reference = load_case(case)
+  """-> ``(image [Z, X, Y, M] float32, label [Z, X, Y] uint8 or None, meta dict)``.
+
+  ``meta["available"]`` says which modalities the image holds: those of the case's files
+  that carry an image (``meta["ignored"]`` names the others and why, ``load_case``)."""
+  images, label, reference, ignored = load_case(case)
   # Voxel axes in RAS order first (BraTS files are LPS, HCP's LAS): every data set's slices
   # then look the same way. A flip or transposition is undone exactly by to_original_grid.
   orientation = nib.orientations.io_orientation(reference.affine)
@@ -202,7 +205,8 @@ def preprocess_case(case: Case, config: PreprocessConfig):
     label = _window(label, starts, config.size).transpose(2, 0, 1)
   meta = {
       "case_id": case.case_id, "dataset": case.dataset,
-      "available": case.available.tolist(), "label_convention": case.label_convention,
+      "available": [m in images for m in MODALITIES], "ignored": ignored,
+      "label_convention": case.label_convention,
       "has_label": label is not None, "reference_path": case.reference_path,
       "original_shape": list(reference.shape[:3]),
       "original_affine": reference.affine.tolist(),
@@ -313,6 +317,10 @@ def preprocess_dataset(cases, cache_dir, config: PreprocessConfig = PreprocessCo
       bar.update()
   bar.close()
   done = [out for i, out in enumerate(outputs) if i not in problems]
+  for i, out in enumerate(outputs):
+    if i not in problems:
+      for why in json.loads((out / "meta.json").read_text()).get("ignored", {}).values():
+        print(f"warning: case {cases[i].case_id}: {why}", file=sys.stderr)
   return done, [problems[i] for i in sorted(problems)]
 
 

@@ -65,10 +65,12 @@ def load_or_create_split(workdir, datasets: dict, seed: int, train_fraction: flo
 
   ``test_fraction`` applies to ``SCORED_DATASETS``; the others get an empty test part.
   An existing ``<workdir>/split.json`` is read back and checked against the data: a case
-  in the file that the data no longer has is an error (the split would silently change);
-  a case the file does not know is left out, with a note on stderr. A file written before
-  there was a test part is an error that says what to do, never re-split silently: its
-  validation patients chose checkpoints and cannot become test patients.
+  in the file that the data no longer has (removed, or unusable now) is left out, and a
+  case the file does not know is not used, each with a note on stderr; no patient ever
+  moves from one part to another, so fixing or removing a case never strands the file.
+  A file written before there was a test part is an error that says what to do, never
+  re-split silently: its validation patients chose checkpoints and cannot become test
+  patients.
   """
   path = Path(workdir) / SPLIT_FILE
   if path.exists():
@@ -89,14 +91,15 @@ def load_or_create_split(workdir, datasets: dict, seed: int, train_fraction: flo
       known = set().union(*(split[name][part] for part in PARTS))
       missing = sorted(known - set(ids))
       if missing:
-        raise DataError(
-            f"split file {path} names {len(missing)} {name} case(s) the data does not have "
-            f"(first: {missing[0]}); point to the same data, or delete the file to re-split")
+        print(f"note: {len(missing)} {name} case(s) of {path} are missing or unusable now "
+              f"and left out; the others keep their parts (first: {missing[0]})",
+              file=sys.stderr)
       new = sorted(set(ids) - known)
       if new:
         print(f"note: {len(new)} {name} case(s) not in {path} are not used (first: "
               f"{new[0]})", file=sys.stderr)
-    return {name: split[name] for name in datasets}
+    return {name: {part: [i for i in split[name][part] if i in set(ids)] for part in PARTS}
+            for name, ids in datasets.items()}
   split = {name: make_split(ids, seed, train_fraction,
                             test_fraction if name in SCORED_DATASETS else 0.0)
            for name, ids in datasets.items()}
