@@ -34,6 +34,7 @@ import nibabel as nib
 import numpy as np
 from tqdm.auto import tqdm
 
+from urn_jax.config_checks import check_evaluation_settings
 from urn_jax.data.cases import DataError, file_role, labels_to_classes
 from urn_jax.metrics import psnr, segmentation_metrics
 from urn_jax.modalities import MODALITIES, availability_masks, mask_key, mask_name
@@ -162,8 +163,7 @@ def evaluate_models(models, out_dir, settings, names=None) -> dict:
     raise DataError("no model to evaluate: give --config.models=<workdir>[,<workdir>...]")
   if names and len(names) != len(workdirs):
     raise DataError(f"{len(names)} names for {len(workdirs)} models; give one per model")
-  out_dir = Path(out_dir)
-  out_dir.mkdir(parents=True, exist_ok=True)
+  check_evaluation_settings(settings)
   masks = parse_masks(settings.get("masks", "all"))
   runs, reference_ids, figure_case = [], None, None
   for workdir in workdirs:
@@ -184,6 +184,8 @@ def evaluate_models(models, out_dir, settings, names=None) -> dict:
   # Case by case, every model: each case's truth, and its distance maps for HD95, are
   # made once and dropped before the next case.
   loaded = [load_model(workdir) for workdir, _, _ in runs]
+  out_dir = Path(out_dir)  # made only now, when every model has been found and loaded
+  out_dir.mkdir(parents=True, exist_ok=True)
   results = [{"workdir": str(workdir), "name": names[n] if names else model.name,
               "job": model.job, "seed": int(config.seed), "step": model.step, "rows": [],
               "figure": {}} for n, ((workdir, config, _), model) in enumerate(zip(runs, loaded))]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import sys
 
 JOBS = {  # job -> "module:function(config, workdir)"
     "demo": "urn_jax.demo:run",
@@ -24,8 +25,12 @@ def run(config, workdir: str):
                      f"{', '.join(sorted(JOBS))}")
   module, function = JOBS[config.job].split(":")
   from urn_jax.data.cases import DataError
-  from urn_jax.train import CheckpointMismatch, TrainingDiverged
+  from urn_jax.checkpoints import CheckpointMismatch
+  from urn_jax.train import TrainingDiverged
   try:
     return getattr(importlib.import_module(module), function)(config, workdir)
   except (ConfigError, DataError, CheckpointMismatch, TrainingDiverged, FileNotFoundError) as e:
     raise SystemExit(f"error: {e}") from None  # the user's problem: a message, no traceback
+  except KeyboardInterrupt:  # the job has said what it finished, where it knows
+    print(f"{config.job}: interrupted (Ctrl-C)", file=sys.stderr)
+    raise SystemExit(130) from None

@@ -24,7 +24,8 @@ import numpy as np
 from urn_jax.data.cases import DataError
 from urn_jax.data.preprocess import PreprocessConfig, to_original_grid
 from urn_jax.modalities import MODALITIES
-from urn_jax.train import build_model, restore_state
+from urn_jax.checkpoints import restore_state
+from urn_jax.train import build_model
 from urn_jax.train_step import infer
 
 SCENARIO_NAMES = {"baseline": "Baseline", "baseline_md": "Baseline + MD",

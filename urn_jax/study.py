@@ -17,6 +17,7 @@ from pathlib import Path
 import ml_collections
 
 from urn_jax.jobs import ConfigError
+from urn_jax.config_checks import check_evaluation_settings, check_training_config
 from urn_jax.train import train_and_evaluate
 
 STAGES = ("pretrain", "pretrain_brats", "baseline", "baseline_md", "urn_md",
@@ -50,9 +51,12 @@ def run(config, workdir):
   if config.stages not in ("all", "train", "evaluate"):
     raise ConfigError(f"stages must be 'all', 'train' or 'evaluate', got {config.stages!r}")
   workdir = Path(workdir)
+  jobs = plan(config, workdir)
+  for _, _, job, _ in jobs:  # every stage's config, before the first one trains for hours
+    check_training_config(job)
+  check_evaluation_settings(config.evaluate)
   workdir.mkdir(parents=True, exist_ok=True)
   (workdir / "config.json").write_text(config.to_json_best_effort(indent=1))
-  jobs = plan(config, workdir)
   if config.stages != "evaluate":
     for n, (name, seed, job, job_dir) in enumerate(jobs):
       print(f"== study stage {n + 1}/{len(jobs)}: {name}, seed {seed} ({job_dir})",

@@ -7,11 +7,12 @@ One loop serves both stages and every scenario of the paper; the config says whi
   work directory, a grain loader of axial slices;
 - devices: a ``Mesh`` with one ``data`` axis over every device of every host; batches are
   sharded on it, parameters replicated; the batch size is global;
-- checkpoints (orbax): the latest ``keep_checkpoints`` in ``checkpoints/`` with the data
-  iterator's position and the loop's progress, and the best by validation loss in
-  ``best/``. Started again with the same command, a run resumes from its last checkpoint
-  and ends with the same parameters as an uninterrupted run (every step's random key is
-  derived from the step number);
+- checkpoints (orbax, ``urn_jax.checkpoints``): the latest ``keep_checkpoints`` in
+  ``checkpoints/`` with the data iterator's position and the loop's progress, and the best
+  by validation loss in ``best/``, each with a list of its files to detect later damage.
+  Started again with the same command, a run resumes from its last checkpoint and ends
+  with the same parameters as an uninterrupted run (every step's random key is derived
+  from the step number); Ctrl-C ends it with a line saying which checkpoint it resumes from;
 - optimizer: Adam with the learning-rate schedule of ``config.train`` (``schedule``,
   ``learning_rate``, ``warmup_fraction``, ``end_lr_fraction``; ``urn_jax.optimizer``) laid
   over the run's number of steps;
@@ -22,6 +23,10 @@ One loop serves both stages and every scenario of the paper; the config says whi
   validation loss has not improved by ``min_improvement`` (relative) for ``patience_epochs``
   epochs; a NaN or infinite loss stops the run with ``TrainingDiverged`` and keeps the last
   good checkpoint;
+- checks first: the whole config (``urn_jax.config_checks``), then that it describes the
+  model already trained in ``workdir`` if there is one, then the data and checkpoints;
+  only when all is well are files written, so a mistaken command leaves a trained work
+  directory as it was;
 - logs: a progress bar, TensorBoard event files in ``tensorboard/``, ``metrics.jsonl``, and
   the resolved config in ``config.json``.
 """
@@ -35,22 +40,23 @@ import sys
 import time
 from pathlib import Path
 
-import grain
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
+from urn_jax.checkpoints import (CheckpointMismatch, Checkpoints, check_signature,
+                                 find_checkpoint, restore_state, signature)
+from urn_jax.config_checks import check_training_config
 from urn_jax.data.datasets import prepare_data
 from urn_jax.data.loader import SliceSource, make_loader
 from urn_jax.data.preprocess import PreprocessConfig
 from urn_jax.jobs import ConfigError
 from urn_jax.losses import SEGMENTATION_LOSSES
 from urn_jax.modalities import MODALITIES
-from urn_jax.optimizer import SCHEDULES, learning_rate_schedule
+from urn_jax.optimizer import learning_rate_schedule
 from urn_jax.train_step import (create_train_state, eval_step, keep_mask, pretrain_objective,
                                 pretrain_step, segment_objective, segment_step)
 from urn_jax.urn import PRETRAINED_MODULES, URN, Baseline
@@ -60,10 +66,6 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 class TrainingDiverged(RuntimeError):
   """The loss became NaN or infinite."""
-
-
-class CheckpointMismatch(ValueError):
-  """A checkpoint does not belong to the configured model."""
 
 
 def build_model(config):
@@ -101,20 +103,6 @@ def _train_step(config):
   step = pretrain_step if config.job == "pretrain" else segment_step
   return functools.partial(step, theta=_theta(config), min_keep=config.train.min_keep,
                            **_objective_settings(config))
-
-
-def _check_recipe(config):
-  """Refuses a recipe the loop cannot run, before any data is prepared."""
-  t = config.train
-  if t.schedule not in SCHEDULES:
-    raise ConfigError(f"train.schedule must be one of {SCHEDULES}, got {t.schedule!r}")
-  for field in ("warmup_fraction", "end_lr_fraction"):
-    if not 0 <= t[field] <= 1:
-      raise ConfigError(f"train.{field} must be in [0, 1], got {t[field]}")
-  if t.patience_epochs < 0 or not 0 <= t.min_improvement < 1:
-    raise ConfigError(f"train.patience_epochs must be >= 0 and train.min_improvement in "
-                      f"[0, 1), got {t.patience_epochs} and {t.min_improvement}")
-  _objective_settings(config)
 
 
 def schedule_from_config(config, num_steps: int):
@@ -165,93 +153,6 @@ def _objective_for(job: str, settings: tuple):
 
 def _objective(config):
   return _objective_for(config.job, tuple(sorted(_objective_settings(config).items())))
-
-
-class Checkpoints:
-  """The latest checkpoints (with the data iterator and loop progress) and the best one."""
-
-  def __init__(self, workdir: Path, config):
-    self.latest = ocp.CheckpointManager(
-        (workdir / "checkpoints").resolve(),
-        options=ocp.CheckpointManagerOptions(max_to_keep=config.train.keep_checkpoints,
-                                             create=True))
-    self.best = ocp.CheckpointManager(
-        (workdir / "best").resolve(),
-        options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True,
-                                             best_fn=lambda m: m["validation_loss"],
-                                             best_mode="min"))
-    self.workdir = workdir
-
-  def save(self, step, state, iterator, progress):
-    self.latest.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(iterator),
-        progress=ocp.args.JsonSave(progress)))
-
-  def save_best(self, step, state, progress, validation_loss):
-    self.best.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), progress=ocp.args.JsonSave(progress)),
-        metrics={"validation_loss": validation_loss})
-
-  def restore(self, state, iterator, signature):
-    """Restores the latest checkpoint into ``state`` and ``iterator``; returns
-    ``(state, progress)``, or ``(state, None)`` when there is none."""
-    step = self.latest.latest_step()
-    if step is None:
-      return state, None
-    progress = self.latest.restore(step, args=ocp.args.Composite(
-        progress=ocp.args.JsonRestore()))["progress"]
-    _check_signature(progress.get("signature"), signature, self.workdir / "checkpoints")
-    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state)
-    try:
-      restored = self.latest.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract),
-          data=grain.checkpoint.CheckpointRestore(iterator)))
-    except (ValueError, KeyError) as e:
-      raise CheckpointMismatch(
-          f"the checkpoint at step {step} in {self.workdir / 'checkpoints'} does not fit the "
-          f"configured model ({e}); use a new --workdir or the config it was written with"
-      ) from None
-    return restored["state"], progress
-
-  def wait(self):
-    self.latest.wait_until_finished()
-    self.best.wait_until_finished()
-
-
-def _signature(config) -> dict:
-  """What a checkpoint must agree with to be resumed."""
-  return {"job": config.job, "variant": config.get("variant", ""),
-          "model": config.model.to_dict(), "size": config.data.size}
-
-
-def _check_signature(stored, current, where):
-  stored = json.loads(json.dumps(stored))
-  current = json.loads(json.dumps(current))
-  if stored is not None and stored != current:
-    differences = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
-    raise CheckpointMismatch(
-        f"the checkpoints in {where} were written for a different configuration (differs in: "
-        f"{', '.join(differences)}; stored {[stored.get(k) for k in differences]}, configured "
-        f"{[current.get(k) for k in differences]}); use a new --workdir or the same config")
-
-
-def find_checkpoint(workdir):
-  """``(manager, step, directory)`` of a run's best checkpoint, else its latest."""
-  for sub in ("best", "checkpoints"):
-    directory = (Path(workdir) / sub).resolve()
-    if directory.is_dir():
-      manager = ocp.CheckpointManager(directory)
-      step = manager.best_step() if sub == "best" else manager.latest_step()
-      if step is not None:
-        return manager, step, directory
-  raise FileNotFoundError(f"no checkpoint in {workdir} (looked in best/ and checkpoints/)")
-
-
-def restore_state(workdir) -> tuple[dict, int, Path]:
-  """A run's saved training state (a dict of arrays; best, else latest), step, directory."""
-  manager, step, directory = find_checkpoint(workdir)
-  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-  return restored["state"], step, directory
 
 
 def find_pretrained(pretrained_workdir):
@@ -333,27 +234,29 @@ def _keep_trained_config(config, workdir: Path):
     except ValueError as e:
       raise ConfigError(f"{stored} is not readable JSON ({e}); restore it or use a new "
                         "--workdir") from None
-    _check_signature(_signature(trained), _signature(config), workdir)
+    check_signature(signature(trained), signature(config), workdir)
+
+
+def _write_atomically(path: Path, text: str):
+  temporary = path.with_name(f".{path.name}.tmp")
+  temporary.write_text(text)
+  temporary.replace(path)
 
 
 def train_and_evaluate(config, workdir):
   """Trains as ``config`` says, in ``workdir``; returns the last logged metrics."""
   workdir = Path(workdir)
   t = config.train
-  _check_recipe(config)
+  check_training_config(config)
   if t.batch_size % jax.device_count():
     raise ConfigError(f"train.batch_size {t.batch_size} is not divisible by the "
                      f"{jax.device_count()} devices")
   model = build_model(config)
   _keep_trained_config(config, workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  (workdir / "config.json").write_text(config.to_json_best_effort(indent=1))
   pretrained = config.get("variant") == "urn_md_pretrained"
   if pretrained:
-    if not config.pretrained_workdir:
-      raise FileNotFoundError("urn_md_pretrained needs --config.pretrained_workdir=<the "
-                              "pre-training work directory>")
     find_pretrained(config.pretrained_workdir)  # fail before the data is prepared
+  workdir.mkdir(parents=True, exist_ok=True)
   train_source, validation_source = _data(config, workdir)
   steps_per_epoch = max(len(train_source) // t.batch_size, 1)
   num_steps = min(t.max_steps, int(math.ceil(t.num_epochs * steps_per_epoch)))
@@ -379,10 +282,9 @@ def train_and_evaluate(config, workdir):
   state = jax.device_put(state, NamedSharding(mesh, PartitionSpec()))
 
   checkpoints = Checkpoints(workdir, config)
-  signature = _signature(config)
-  state, progress = checkpoints.restore(state, iterator, signature)
+  state, progress = checkpoints.restore(state, iterator, signature(config))
   if progress is None:
-    progress = {"signature": signature, "best": None, "plateau_loss": None,
+    progress = {"signature": signature(config), "best": None, "plateau_loss": None,
                 "plateau_step": 0, "stopped_early": False}
   progress.setdefault("plateau_loss", progress["best"])  # checkpoints of older versions
   progress.setdefault("plateau_step", int(state.step))
@@ -390,7 +292,14 @@ def train_and_evaluate(config, workdir):
   step = int(state.step)
   if step:
     print(f"resuming from step {step} in {workdir / 'checkpoints'}", file=sys.stderr)
+  if step >= num_steps or progress["stopped_early"]:
+    print(f"nothing to do: {workdir} finished training at step {step}", file=sys.stderr)
+    return {}
   train_step = _train_step(config)
+  # Written only now, when everything it describes has been checked and loaded: a mistaken
+  # command leaves a trained work directory's files as they were.
+  if jax.process_index() == 0:
+    _write_atomically(workdir / "config.json", config.to_json_best_effort(indent=1))
 
   from tensorboardX import SummaryWriter  # a heavy import, only for training
   writer = SummaryWriter(str(workdir / "tensorboard"))
@@ -398,7 +307,7 @@ def train_and_evaluate(config, workdir):
   bar = tqdm(total=num_steps, initial=step, desc=config.job, unit="step", file=sys.stderr,
              dynamic_ncols=True)
   history, last, tick = [], {}, time.perf_counter()
-  stop = progress["stopped_early"]
+  stop = False
   try:
     while step < num_steps and not stop:
       batch = to_device(next(iterator))
@@ -443,6 +352,15 @@ def train_and_evaluate(config, workdir):
       bar.update(step - bar.n)
       if save_now or stop:
         checkpoints.save(step, state, iterator, progress)
+  except KeyboardInterrupt:
+    bar.close()
+    checkpoints.wait()
+    kept = checkpoints.latest.latest_step()
+    print(f"interrupted (Ctrl-C) at step {step} of {num_steps}; "
+          + (f"the checkpoint of step {kept} is in {workdir / 'checkpoints'}: run the same "
+             "command to resume from it" if kept is not None else "no checkpoint was written "
+             "yet: run the same command to start again"), file=sys.stderr)
+    raise
   finally:
     bar.close()
     writer.close()

@@ -1,0 +1,257 @@
+"""Checkpoints: orbax managers for a training run, and finding and restoring a run's state.
+
+A work directory holds ``checkpoints/<step>/`` (the latest ``keep_checkpoints``: state,
+data iterator position, loop progress) and ``best/<step>/`` (the best by validation loss).
+
+Integrity: orbax writes a step into a temporary folder and renames it when complete, so a
+killed save leaves nothing half-written; but a finished checkpoint can still be damaged
+later (a copy cut short, a full disk, a file edited by hand), and restoring one makes
+orbax / TensorStore fail deep in their threads with a long traceback and stray "Event loop
+is closed" reports. So once a step is complete, its files are listed in
+``<step>/urn_jax_files.json``: every file's size, and the SHA-256 of the small ones (the
+metadata; hashing the arrays would cost seconds per save at the paper's size, and a
+truncated array file changes its size). ``restore_state`` checks that list first and falls
+back from a damaged ``best/`` to the newest intact checkpoint in ``checkpoints/``, with a
+warning naming the damaged one; a run with no readable checkpoint is one ``DataError``.
+Checkpoints written before this list existed are restored unchecked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+from absl import logging as absl_logging
+
+from urn_jax.data.cases import DataError
+
+FILE_LIST = "urn_jax_files.json"
+HASHED_BYTES = 1 << 20  # files up to this size are hashed, larger ones only sized
+
+
+class CheckpointMismatch(ValueError):
+  """A checkpoint does not belong to the configured model."""
+
+
+def _file_list(step_dir: Path) -> dict:
+  files = {}
+  for path in sorted(p for p in step_dir.rglob("*") if p.is_file() and p.name != FILE_LIST):
+    size = path.stat().st_size
+    entry = {"bytes": size}
+    if size <= HASHED_BYTES:
+      entry["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    files[path.relative_to(step_dir).as_posix()] = entry
+  return files
+
+
+def record_files(step_dir) -> None:
+  """Lists a complete step's files in ``<step_dir>/urn_jax_files.json`` (atomically)."""
+  step_dir = Path(step_dir)
+  target = step_dir / FILE_LIST
+  temporary = step_dir / f".{FILE_LIST}.tmp"
+  temporary.write_text(json.dumps(_file_list(step_dir), indent=0))
+  os.replace(temporary, target)
+
+
+def damage(step_dir) -> str | None:
+  """What is wrong with a checkpoint step folder, by its file list; None when every file is
+  as written (or when the step has no file list: an older checkpoint, not checked)."""
+  step_dir = Path(step_dir)
+  listed = step_dir / FILE_LIST
+  if not step_dir.is_dir():
+    return f"{step_dir} is missing"
+  if not listed.is_file():
+    return None
+  try:
+    expected = json.loads(listed.read_text())
+  except (OSError, ValueError) as e:
+    return f"its file list {listed} is unreadable ({e})"
+  for name, entry in expected.items():
+    path = step_dir / name
+    if not path.is_file():
+      return f"{path} is missing"
+    size = path.stat().st_size
+    if size != entry["bytes"]:
+      return f"{path} is {size} bytes; {entry['bytes']} were written"
+    if "sha256" in entry and hashlib.sha256(path.read_bytes()).hexdigest() != entry["sha256"]:
+      return f"{path} has changed since it was written"
+  return None
+
+
+def _record_finished(manager) -> None:
+  """File lists for the manager's complete steps that have none (process 0 only)."""
+  if jax.process_index():
+    return
+  for step in manager.all_steps():
+    step_dir = Path(manager.directory) / str(step)
+    if step_dir.is_dir() and not (step_dir / FILE_LIST).exists():
+      record_files(step_dir)
+
+
+class Checkpoints:
+  """The latest checkpoints (with the data iterator and loop progress) and the best one."""
+
+  def __init__(self, workdir: Path, config):
+    self.latest = ocp.CheckpointManager(
+        (workdir / "checkpoints").resolve(),
+        options=ocp.CheckpointManagerOptions(max_to_keep=config.train.keep_checkpoints,
+                                             create=True))
+    self.best = ocp.CheckpointManager(
+        (workdir / "best").resolve(),
+        options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True,
+                                             best_fn=lambda m: m["validation_loss"],
+                                             best_mode="min"))
+    self.workdir = workdir
+
+  def save(self, step, state, iterator, progress):
+    # orbax.save waits for the save in flight anyway; the steps it finished get their lists
+    self.latest.wait_until_finished()
+    _record_finished(self.latest)
+    self.latest.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(iterator),
+        progress=ocp.args.JsonSave(progress)))
+
+  def save_best(self, step, state, progress, validation_loss):
+    self.best.wait_until_finished()
+    _record_finished(self.best)
+    self.best.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), progress=ocp.args.JsonSave(progress)),
+        metrics={"validation_loss": validation_loss})
+
+  def restore(self, state, iterator, signature):
+    """Restores the latest checkpoint into ``state`` and ``iterator``; returns
+    ``(state, progress)``, or ``(state, None)`` when there is none."""
+    step = self.latest.latest_step()
+    if step is None:
+      return state, None
+    step_dir = Path(self.latest.directory) / str(step)
+    problem = damage(step_dir)
+    if problem:
+      earlier = [s for s in self.latest.all_steps() if s < step]
+      raise DataError(
+          f"the checkpoint {step_dir} is damaged: {problem}. Move that folder away to "
+          + (f"resume from step {max(earlier)}" if earlier else "start again")
+          + ", or use a new --workdir")
+    progress = self.latest.restore(step, args=ocp.args.Composite(
+        progress=ocp.args.JsonRestore()))["progress"]
+    check_signature(progress.get("signature"), signature, self.workdir / "checkpoints")
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state)
+    try:
+      restored = self.latest.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract),
+          data=grain.checkpoint.CheckpointRestore(iterator)))
+    except (ValueError, KeyError) as e:
+      raise CheckpointMismatch(
+          f"the checkpoint at step {step} in {self.workdir / 'checkpoints'} does not fit the "
+          f"configured model ({e}); use a new --workdir or the config it was written with"
+      ) from None
+    return restored["state"], progress
+
+  def wait(self):
+    """Waits for the saves in flight; then every complete step has its file list."""
+    for manager in (self.latest, self.best):
+      manager.wait_until_finished()
+      _record_finished(manager)
+
+
+def signature(config) -> dict:
+  """What a checkpoint must agree with to be resumed."""
+  return {"job": config.job, "variant": config.get("variant", ""),
+          "model": config.model.to_dict(), "size": config.data.size}
+
+
+def check_signature(stored, current, where):
+  stored = json.loads(json.dumps(stored))
+  current = json.loads(json.dumps(current))
+  if stored is not None and stored != current:
+    differences = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
+    raise CheckpointMismatch(
+        f"the checkpoints in {where} were written for a different configuration (differs in: "
+        f"{', '.join(differences)}; stored {[stored.get(k) for k in differences]}, configured "
+        f"{[current.get(k) for k in differences]}); use a new --workdir or the same config")
+
+
+@contextlib.contextmanager
+def _quiet_orbax():
+  """Orbax logs an ERROR line for each damaged metadata file it meets while listing steps;
+  the damage is reported here, once, in a sentence."""
+  verbosity = absl_logging.get_verbosity()
+  absl_logging.set_verbosity(absl_logging.FATAL)
+  try:
+    yield
+  finally:
+    absl_logging.set_verbosity(verbosity)
+
+
+def _candidates(workdir):
+  """``(manager, step, step folder, problem)`` in the order to try them: ``best/``'s step,
+  then ``checkpoints/`` from the newest. ``problem`` says why a step cannot be used (its
+  file list shows damage, or orbax cannot list the folder's steps); else it is None."""
+  for sub in ("best", "checkpoints"):
+    directory = (Path(workdir) / sub).resolve()
+    if not directory.is_dir():
+      continue
+    try:
+      with _quiet_orbax():
+        manager = ocp.CheckpointManager(directory)
+        steps = [manager.best_step()] if sub == "best" else sorted(manager.all_steps(),
+                                                                    reverse=True)
+    except Exception as e:  # noqa: BLE001 - damaged step metadata: try the next folder
+      steps = sorted((int(p.name) for p in directory.iterdir() if p.name.isdigit()),
+                     reverse=True)[:1]
+      for step in steps:
+        yield None, step, directory / str(step), (
+            damage(directory / str(step)) or f"orbax cannot read it: {_sentence(e)}")
+      continue
+    for step in (s for s in steps if s is not None):
+      yield manager, step, directory / str(step), damage(directory / str(step))
+
+
+def _sentence(error: Exception) -> str:
+  return " ".join(str(error).split())[:300]
+
+
+def find_checkpoint(workdir):
+  """``(manager, step, directory)`` of a run's best checkpoint, else its newest, skipping
+  those whose file list shows damage."""
+  problems = []
+  for manager, step, step_dir, problem in _candidates(workdir):
+    if problem is None:
+      return manager, step, step_dir.parent
+    problems.append(f"{step_dir} is damaged ({problem})")
+  if problems:
+    raise DataError(f"no readable checkpoint in {workdir}: {'; '.join(problems)}. Restore "
+                    "the work directory from a copy, or train again")
+  raise FileNotFoundError(f"no checkpoint in {workdir} (looked in best/ and checkpoints/)")
+
+
+def restore_state(workdir) -> tuple[dict, int, Path]:
+  """A run's saved training state (a dict of arrays), step and folder: the best checkpoint,
+  else the newest intact one in ``checkpoints/``. A damaged checkpoint is skipped with a
+  warning naming it; when none can be read, a ``DataError`` lists why for each."""
+  damaged = []
+  for manager, step, step_dir, problem in _candidates(workdir):
+    if problem is None:
+      try:
+        with _quiet_orbax():
+          restored = manager.restore(step, args=ocp.args.Composite(
+              state=ocp.args.StandardRestore()))
+      except Exception as e:  # noqa: BLE001 - any reading error: try the next checkpoint
+        problem = _sentence(e)
+    if problem is None:
+      if damaged:
+        print(f"warning: using the checkpoint {step_dir}, since {'; '.join(damaged)}",
+              file=sys.stderr)
+      return restored["state"], step, step_dir.parent
+    damaged.append(f"{step_dir} is damaged ({problem})")
+  if damaged:
+    raise DataError(f"no readable checkpoint in {workdir}: {'; '.join(damaged)}. Restore the "
+                    "work directory from a copy, or train again")
+  raise FileNotFoundError(f"no checkpoint in {workdir} (looked in best/ and checkpoints/)")

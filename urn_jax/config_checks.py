@@ -1,0 +1,138 @@
+"""Checks a training job's whole config before anything is read, computed or written.
+
+``check_training_config(config)`` raises one ``ConfigError`` that lists every field with a
+value the job cannot use (its type, range or choices, or a combination of fields), each
+by name, so a mistaken command costs a second, not the pre-processing of a
+data set, and leaves the work directory as it was.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+from urn_jax.jobs import ConfigError
+from urn_jax.losses import RECONSTRUCTIONS, SEGMENTATION_LOSSES
+from urn_jax.optimizer import SCHEDULES
+from urn_jax.stacking import STACKINGS
+from urn_jax.urn import FUSIONS
+
+MODEL_KINDS = ("urn", "baseline")
+DTYPES = ("float32", "bfloat16")
+
+
+def _is_number(value) -> bool:
+  return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _is_whole(value) -> bool:
+  return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _widths(value) -> bool:
+  return isinstance(value, (tuple, list)) and all(_is_whole(v) and v >= 1 for v in value)
+
+
+def _problems(config) -> list[str]:
+  problems = []
+
+  def need(ok: bool, field: str, expected: str):
+    if not ok:
+      section, name = field.split(".") if "." in field else ("", field)
+      value = config[section][name] if section else config[name]
+      problems.append(f"{field} must be {expected}, got {value!r}")
+
+  d, m, t = config.data, config.model, config.train
+  # data
+  need(_is_number(d.spacing) and d.spacing > 0, "data.spacing", "a voxel size in mm, > 0")
+  need(_is_whole(d.size) and d.size >= 8, "data.size", "a whole number of voxels >= 8")
+  need(_is_whole(d.n4_shrink) and d.n4_shrink >= 1, "data.n4_shrink", "a whole number >= 1")
+  need(_is_number(d.train_fraction) and 0 < d.train_fraction <= 1, "data.train_fraction",
+       "in (0, 1]")
+  need(_is_number(d.test_fraction) and 0 <= d.test_fraction < 1, "data.test_fraction",
+       "in [0, 1)")
+  need(_is_whole(d.workers) and d.workers >= 1, "data.workers", "a whole number >= 1")
+  need(_is_whole(d.loader_workers) and d.loader_workers >= 0, "data.loader_workers",
+       "a whole number >= 0")
+  for field in ("phantom_brats", "phantom_hcp"):
+    need(_is_whole(d[field]) and d[field] >= 0, f"data.{field}", "a whole number >= 0")
+  # model
+  need(m.kind in MODEL_KINDS, "model.kind", f"one of {MODEL_KINDS}")
+  need(m.dtype in DTYPES, "model.dtype", f"one of {DTYPES}")
+  need(_widths(m.segmentation_features) and (
+      len(m.segmentation_features) >= 1 or config.job == "pretrain"),
+      "model.segmentation_features", "a tuple of U-Net widths >= 1, e.g. (8,16,32,64)")
+  if m.kind == "urn":
+    need(_widths(m.encoder_features) and len(m.encoder_features) >= 1,
+         "model.encoder_features", "a tuple of U-Net widths >= 1, e.g. (8,16,32,64)")
+    need(_is_whole(m.channels) and m.channels >= 1, "model.channels", "a whole number >= 1")
+    need(m.fusion in FUSIONS, "model.fusion", f"one of {FUSIONS}")
+    need(m.stacking in STACKINGS, "model.stacking", f"one of {STACKINGS}")
+  elif config.job == "pretrain" and m.kind in MODEL_KINDS:
+    need(False, "model.kind", "'urn' for pre-training: only a URN synthesizes "
+         "modalities")
+  unets = {"segmentation_features": m.segmentation_features}
+  if m.kind == "urn":
+    unets["encoder_features"] = m.encoder_features
+  levels = {field: len(w) for field, w in unets.items() if _widths(w) and w}
+  if levels and _is_whole(d.size) and d.size % 2 ** (max(levels.values()) - 1):
+    deepest = max(levels.values())
+    problems.append(f"data.size must be divisible by {2 ** (deepest - 1)} for a U-Net of "
+                    f"{deepest} levels ({', '.join(f'model.{f}' for f in levels)}), "
+                    f"got {d.size!r}")
+  # train
+  for field in ("batch_size", "max_steps", "eval_every", "eval_slices", "checkpoint_every",
+                "keep_checkpoints", "log_every"):
+    need(_is_whole(t[field]) and t[field] >= 1, f"train.{field}", "a whole number >= 1")
+  need(_is_number(t.learning_rate) and t.learning_rate >= 0, "train.learning_rate",
+       "a number >= 0")
+  need(_is_number(t.num_epochs) and t.num_epochs > 0, "train.num_epochs", "a number > 0")
+  need(t.schedule in SCHEDULES, "train.schedule", f"one of {SCHEDULES}")
+  for field in ("warmup_fraction", "end_lr_fraction"):
+    need(_is_number(t[field]) and 0 <= t[field] <= 1, f"train.{field}", "in [0, 1]")
+  need(_is_number(t.theta) and t.theta < 1, "train.theta",
+       "the modality dropout's decay, in [0, 1) (the paper's 0.5; 0.8 for "
+       "pre-training), or negative for no dropout")
+  need(_is_whole(t.min_keep) and 1 <= t.min_keep <= 4, "train.min_keep",
+       "a number of modalities to keep, 1 to 4")
+  if config.job == "pretrain" and _is_whole(t.min_keep):
+    need(t.min_keep >= 2 or t.theta < 0, "train.min_keep",
+         "2 or more for pre-training: the variance term compares at least two "
+         "encoders")
+  need(_is_number(t.variance_weight) and t.variance_weight >= 0, "train.variance_weight",
+       "a number >= 0")
+  need(_is_number(t.patience_epochs) and t.patience_epochs >= 0, "train.patience_epochs",
+       "a number of epochs >= 0 (0: never stop early)")
+  need(_is_number(t.min_improvement) and 0 <= t.min_improvement < 1, "train.min_improvement",
+       "a relative improvement, in [0, 1)")
+  if config.job == "pretrain":
+    need(t.reconstruction in RECONSTRUCTIONS, "train.reconstruction",
+         f"one of {RECONSTRUCTIONS}")
+  else:
+    need(t.loss in SEGMENTATION_LOSSES, "train.loss", f"one of {SEGMENTATION_LOSSES}")
+  if config.get("variant") == "urn_md_pretrained":
+    need(bool(config.pretrained_workdir), "pretrained_workdir",
+         "the work directory of a pre-training run "
+         "(configs/pretrain.py) for urn_md_pretrained, whose encoders it restores")
+  return problems
+
+
+def check_training_config(config) -> None:
+  """Raises ``ConfigError`` listing every unusable field of a pretrain / segment config."""
+  problems = _problems(config)
+  if len(problems) == 1:
+    raise ConfigError(problems[0])
+  if problems:
+    raise ConfigError(f"{len(problems)} config fields cannot be used:\n  "
+                      + "\n  ".join(problems))
+
+
+def check_evaluation_settings(settings) -> None:
+  """Raises ``ConfigError`` for unusable ``evaluate.*`` settings (``configs/evaluate.py``)."""
+  problems = []
+  if not _is_whole(settings.chunk) or settings.chunk < 1:
+    problems.append(f"evaluate.chunk must be a whole number >= 1, got {settings.chunk!r}")
+  if not _is_whole(settings.max_cases) or settings.max_cases < 0:
+    problems.append("evaluate.max_cases must be a whole number >= 0 (0: every test "
+                    f"patient), got {settings.max_cases!r}")
+  if problems:
+    raise ConfigError("; ".join(problems))
