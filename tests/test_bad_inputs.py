@@ -11,16 +11,18 @@ import hashlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import ml_collections
 import nibabel as nib
 import numpy as np
 import pytest
 from test_data import LPS, SHAPE, _save, _volume, write_brats_case
-from test_train import load_config, tiny
+from test_train import _state, load_config, tiny
 
 import urn_jax.jobs
 import urn_jax.train
@@ -376,30 +378,37 @@ def test_resuming_from_a_damaged_checkpoint_says_what_to_do(model, tmp_path):
   assert _files(workdir) == before
 
 
-def test_ctrl_c_in_training_is_one_line_and_the_same_command_resumes(model, tmp_path, capsys,
-                                                                      monkeypatch):
+def test_ctrl_c_in_training_saves_the_step_says_so_and_the_same_command_resumes(
+    model, tmp_path, capsys, monkeypatch):
   workdir = tmp_path / "urn_md"
   shutil.copytree(model["workdir"], workdir)  # trained to step 2
   config = ml_collections.ConfigDict(model["config"].to_dict())
-  config.train.max_steps = 6
+  config.train.max_steps = 8
   real = urn_jax.train._train_step
 
-  def interrupted_at_the_third_step(config):
+  def ctrl_c_during_the_third_step(config):
     step, calls = real(config), []
 
     def train_step(*args):
       calls.append(1)
-      if len(calls) == 3:
-        raise KeyboardInterrupt
+      if len(calls) == 3:  # Ctrl-C while step 5 runs: it finishes, and is saved
+        os.kill(os.getpid(), signal.SIGINT)
       return step(*args)
     return train_step
   with monkeypatch.context() as patch:
-    patch.setattr(urn_jax.train, "_train_step", interrupted_at_the_third_step)
+    patch.setattr(urn_jax.train, "_train_step", ctrl_c_during_the_third_step)
     with pytest.raises(SystemExit) as exit_info:
       urn_jax.jobs.run(config, workdir)
   err = capsys.readouterr().err
   assert exit_info.value.code == 130 and "Traceback" not in err
-  assert (f"interrupted (Ctrl-C) at step 4 of 6; the checkpoint of step 4 is in "
+  assert (f"interrupted (Ctrl-C) at step 5 of 8; the checkpoint of step 5 is in "
           f"{workdir / 'checkpoints'}: run the same command to resume from it") in err
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
   urn_jax.jobs.run(config, workdir)
-  assert "resuming from step 4" in capsys.readouterr().err
+  assert "resuming from step 5" in capsys.readouterr().err
+  straight = tmp_path / "straight"  # the same run, uninterrupted, ends the same
+  shutil.copytree(model["workdir"], straight)
+  urn_jax.jobs.run(config, straight)
+  a, b = _state(workdir), _state(straight)
+  assert int(a["step"]) == int(b["step"]) == 8
+  jax.tree_util.tree_map(np.testing.assert_array_equal, a["params"], b["params"])

@@ -318,6 +318,7 @@ def test_urn_segment_interrupted_leaves_no_partial_case_and_finishes_on_rerun(
   err = capsys.readouterr().err
   assert "Traceback" not in err and "case Brats18_2: nothing written" in err
   assert "interrupted (Ctrl-C)" in err
+  assert f"0 of 1 case(s) segmented into {tmp_path}; 1 interrupted\n" in err
   assert sorted(p.name for p in tmp_path.iterdir()) == []  # no label map, no temporaries
   assert urn_segment(arguments) == 0
   assert sorted(p.name for p in tmp_path.iterdir()) == [

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -211,14 +212,17 @@ def _finish(cases, written, problems, out_dir) -> int:
   names = {Path(p).name for p in written}
   segmented = sum(f"{case.case_id}.nii.gz" in names for case in cases)
   kept = sum(p.endswith(KEPT) for p in problems)
-  failed = len(problems) - kept
-  summary = f"{segmented} of {segmented + kept + failed} case(s) segmented into {out_dir}"
-  if kept:
-    summary += f"; {kept} kept"
-  if failed:
-    summary += f"; {failed} failed"
+  interrupted = int(bool(problems) and problems[-1].endswith(INTERRUPTED))
+  not_started = int(re.search(r"(\d+) later case", problems[-1]).group(1)) if interrupted else 0
+  failed = len(problems) - kept - interrupted
+  total = segmented + kept + failed + interrupted + not_started
+  summary = f"{segmented} of {total} case(s) segmented into {out_dir}"
+  for count, what in ((kept, "kept"), (failed, "failed"), (interrupted, "interrupted"),
+                      (not_started, "not started")):
+    if count:
+      summary += f"; {count} {what}"
   print(summary, file=sys.stderr)
-  if problems and problems[-1].endswith(INTERRUPTED):
+  if interrupted:
     return 130  # the shell's status for Ctrl-C
   return int(failed > 0)
 

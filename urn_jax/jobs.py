@@ -26,11 +26,12 @@ def run(config, workdir: str):
   module, function = JOBS[config.job].split(":")
   from urn_jax.data.cases import DataError
   from urn_jax.checkpoints import CheckpointMismatch
-  from urn_jax.train import TrainingDiverged
+  from urn_jax.train import Interrupted, TrainingDiverged
   try:
     return getattr(importlib.import_module(module), function)(config, workdir)
   except (ConfigError, DataError, CheckpointMismatch, TrainingDiverged, FileNotFoundError) as e:
     raise SystemExit(f"error: {e}") from None  # the user's problem: a message, no traceback
-  except KeyboardInterrupt:  # the job has said what it finished, where it knows
-    print(f"{config.job}: interrupted (Ctrl-C)", file=sys.stderr)
+  except KeyboardInterrupt as e:
+    if not isinstance(e, Interrupted):  # training has said where it stopped
+      print(f"{config.job}: interrupted (Ctrl-C)", file=sys.stderr)
     raise SystemExit(130) from None

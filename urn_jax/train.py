@@ -12,7 +12,8 @@ One loop serves both stages and every scenario of the paper; the config says whi
   by validation loss in ``best/``, each with a list of its files to detect later damage.
   Started again with the same command, a run resumes from its last checkpoint and ends
   with the same parameters as an uninterrupted run (every step's random key is derived
-  from the step number); Ctrl-C ends it with a line saying which checkpoint it resumes from;
+  from the step number); Ctrl-C or SIGTERM finishes the step in progress, saves it and
+  ends with a line saying so (``_StopRequest``);
 - optimizer: Adam with the learning-rate schedule of ``config.train`` (``schedule``,
   ``learning_rate``, ``warmup_fraction``, ``end_lr_fraction``; ``urn_jax.optimizer``) laid
   over the run's number of steps;
@@ -36,7 +37,9 @@ from __future__ import annotations
 import functools
 import json
 import math
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -66,6 +69,10 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 class TrainingDiverged(RuntimeError):
   """The loss became NaN or infinite."""
+
+
+class Interrupted(KeyboardInterrupt):
+  """Training stopped on Ctrl-C or SIGTERM, and has said where it can resume from."""
 
 
 def build_model(config):
@@ -237,6 +244,36 @@ def _keep_trained_config(config, workdir: Path):
     check_signature(signature(trained), signature(config), workdir)
 
 
+class _StopRequest:
+  """Ctrl-C (SIGINT) or SIGTERM (a cluster's preemption) during training: the step in
+  progress finishes, a checkpoint of it is saved and the loop ends, instead of a
+  KeyboardInterrupt landing inside an asynchronous orbax save. A second Ctrl-C stops at
+  once (from the last checkpoint saved)."""
+
+  SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+  def __init__(self):
+    self.requested, self.signal_name, self.previous = False, "Ctrl-C", {}
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():  # only it may set handlers
+      self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+    return self
+
+  def _handle(self, signum, frame):
+    if self.requested:
+      raise KeyboardInterrupt
+    self.requested = True
+    self.signal_name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+    print(f"\n{self.signal_name}: stopping after this step, with a checkpoint (Ctrl-C again "
+          "stops at once)", file=sys.stderr)
+
+  def __exit__(self, *exc):
+    for s, handler in self.previous.items():
+      signal.signal(s, handler)
+    self.previous = {}
+
+
 def _write_atomically(path: Path, text: str):
   temporary = path.with_name(f".{path.name}.tmp")
   temporary.write_text(text)
@@ -307,9 +344,9 @@ def train_and_evaluate(config, workdir):
   bar = tqdm(total=num_steps, initial=step, desc=config.job, unit="step", file=sys.stderr,
              dynamic_ncols=True)
   history, last, tick = [], {}, time.perf_counter()
-  stop = False
+  stop, request = False, _StopRequest().__enter__()  # left in the finally clause below
   try:
-    while step < num_steps and not stop:
+    while step < num_steps and not stop and not request.requested:
       batch = to_device(next(iterator))
       state, metrics = train_step(state, batch, jax.random.fold_in(step_key, step))
       step += 1
@@ -352,20 +389,23 @@ def train_and_evaluate(config, workdir):
       bar.update(step - bar.n)
       if save_now or stop:
         checkpoints.save(step, state, iterator, progress)
+    if request.requested and step < num_steps and checkpoints.latest.latest_step() != step:
+      checkpoints.save(step, state, iterator, progress)  # nothing done is lost
   except KeyboardInterrupt:
-    bar.close()
-    checkpoints.wait()
-    kept = checkpoints.latest.latest_step()
-    print(f"interrupted (Ctrl-C) at step {step} of {num_steps}; "
-          + (f"the checkpoint of step {kept} is in {workdir / 'checkpoints'}: run the same "
-             "command to resume from it" if kept is not None else "no checkpoint was written "
-             "yet: run the same command to start again"), file=sys.stderr)
-    raise
+    request.requested = True  # a second Ctrl-C: stop at once, with the last checkpoint
   finally:
+    request.__exit__()
     bar.close()
     writer.close()
     log.close()
     checkpoints.wait()
+  if request.requested:
+    kept = checkpoints.latest.latest_step()
+    print(f"interrupted ({request.signal_name}) at step {step} of {num_steps}; "
+          + (f"the checkpoint of step {kept} is in {workdir / 'checkpoints'}: run the same "
+             "command to resume from it" if kept is not None else "no checkpoint was written "
+             "yet: run the same command to start again"), file=sys.stderr)
+    raise Interrupted
   if stop:
     print(f"stopped early at step {step} (epoch {step / steps_per_epoch:.1f}): the "
           f"validation loss improved by less than {t.min_improvement:.0%} in "
