@@ -395,15 +395,20 @@ def test_ctrl_c_in_training_saves_the_step_says_so_and_the_same_command_resumes(
         os.kill(os.getpid(), signal.SIGINT)
       return step(*args)
     return train_step
-  with monkeypatch.context() as patch:
-    patch.setattr(urn_jax.train, "_train_step", ctrl_c_during_the_third_step)
-    with pytest.raises(SystemExit) as exit_info:
-      urn_jax.jobs.run(config, workdir)
+  # As in a terminal (a background job, as CI may run the tests in, ignores SIGINT).
+  interactive = signal.signal(signal.SIGINT, signal.default_int_handler)
+  try:
+    with monkeypatch.context() as patch:
+      patch.setattr(urn_jax.train, "_train_step", ctrl_c_during_the_third_step)
+      with pytest.raises(SystemExit) as exit_info:
+        urn_jax.jobs.run(config, workdir)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+  finally:
+    signal.signal(signal.SIGINT, interactive)
   err = capsys.readouterr().err
   assert exit_info.value.code == 130 and "Traceback" not in err
   assert (f"interrupted (Ctrl-C) at step 5 of 8; the checkpoint of step 5 is in "
           f"{workdir / 'checkpoints'}: run the same command to resume from it") in err
-  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
   urn_jax.jobs.run(config, workdir)
   assert "resuming from step 5" in capsys.readouterr().err
   straight = tmp_path / "straight"  # the same run, uninterrupted, ends the same

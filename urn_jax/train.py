@@ -257,7 +257,9 @@ class _StopRequest:
 
   def __enter__(self):
     if threading.current_thread() is threading.main_thread():  # only it may set handlers
-      self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+      # A signal the process was told to ignore (a background job's SIGINT) stays ignored.
+      self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS
+                       if signal.getsignal(s) is not signal.SIG_IGN}
     return self
 
   def _handle(self, signum, frame):
