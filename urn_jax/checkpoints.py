@@ -41,8 +41,9 @@ class CheckpointMismatch(ValueError):
 
 
 def _file_list(step_dir: Path) -> dict:
+  ours = {FILE_LIST, f".{FILE_LIST}.tmp"}  # the list, and one a killed process left
   files = {}
-  for path in sorted(p for p in step_dir.rglob("*") if p.is_file() and p.name != FILE_LIST):
+  for path in sorted(p for p in step_dir.rglob("*") if p.is_file() and p.name not in ours):
     size = path.stat().st_size
     entry = {"bytes": size}
     if size <= HASHED_BYTES:
