@@ -1,0 +1,80 @@
+"""The claims' paired statistics: differences are paired by patient and seed, an effect
+that is there is found, one that is not is not claimed, and the verdict says which."""
+
+import numpy as np
+import pytest
+
+from urn_jax.claims import Comparison, claims, differences, evaluate_claims, paired_test
+from urn_jax.modalities import availability_masks, mask_key
+
+KEYS = [mask_key(m) for m in availability_masks()]
+
+
+def _rows(effects, patients=12, seeds=3, noise=2.0, seed=0):
+  """Rows as cases.csv holds them: ``effects``: model -> Dice (0-100) as a function of
+  (mask key, patient)."""
+  rng = np.random.default_rng(seed)
+  level = rng.normal(0, 5, patients)  # patients differ: what pairing removes
+  rows = []
+  for model, effect in effects.items():
+    for s in range(seeds):
+      for p in range(patients):
+        for key in KEYS:
+          dice = 50 + level[p] + effect(key, p) + rng.normal(0, noise)
+          rows.append({"model": model, "seed": s, "case_id": f"P{p:02d}", "mask": key,
+                       **{f"{r}/dice": dice / 100 for r in ("WT", "TC", "ET")}})
+  return rows
+
+
+def test_differences_are_paired_by_patient_and_seed():
+  rows = _rows({"A": lambda k, p: 10 + p, "B": lambda k, p: 0}, noise=0.0)
+  both = lambda key: True
+  patients, seeds, matrix = differences(rows, Comparison("c", "WT", "A", "B", both, both))
+  assert patients == [f"P{p:02d}" for p in range(12)] and seeds == [0, 1, 2]
+  np.testing.assert_allclose(matrix, np.repeat(10.0 + np.arange(12), 3).reshape(12, 3))
+
+
+def test_a_real_effect_holds_and_none_does_not():
+  assert paired_test(np.full((12, 3), 5.0) + np.random.default_rng(1).normal(0, 2, (12, 3))
+                     )["verdict"] == "holds"
+  assert paired_test(np.random.default_rng(2).normal(-3, 1, (12, 3)))["verdict"] == \
+      "does not hold"
+  noisy = paired_test(np.random.default_rng(3).normal(0.5, 20, (12, 3)))
+  assert noisy["verdict"] == "cannot tell at this size"
+  assert noisy["ci_low"] < 0 < noisy["ci_high"] and noisy["p_value"] > 0.05
+
+
+def test_the_five_claims_on_rows_where_each_is_built_in():
+  no_flair = lambda k, p: -30 * (k[0] == "0")  # the baseline needs FLAIR
+  rows = _rows({
+      "Baseline": lambda k, p: no_flair(k, p) - 10 * (k != "1111"),
+      "Baseline + MD": lambda k, p: 0.0,  # recovers, and no gain with all four
+      "URN + MD": lambda k, p: 8.0,
+      "URN + MD pre-trained": lambda k, p: 8.0,  # pre-training changes nothing
+  })
+  results = {(r["claim"][:2], r["region"], r["combinations"]): r
+             for r in evaluate_claims(rows)}
+  verdict = lambda claim, region, combination="mean": \
+      results[claim, region, combination]["verdict"]
+  assert verdict("1.", "WT") == "holds"
+  assert [r["verdict"] for r in evaluate_claims(rows, claims()[1:2])] == ["holds"]
+  assert verdict("2.", "WT") == "holds"
+  assert all(verdict("3.", region, key) == "holds" for region in ("WT", "TC", "ET")
+             for key in ["mean"] + KEYS)
+  assert verdict("4.", "TC") == verdict("4.", "ET") == "does not hold"  # built in: no gain
+  assert all(verdict("5.", region) == "does not hold" for region in ("WT", "TC", "ET"))
+  assert all(results["5.", r, "mean"]["patients"] == 12 for r in ("WT", "TC", "ET"))
+  assert results["5.", "WT", "mean"]["mean"] == pytest.approx(
+      np.mean([r["WT/dice"] for r in rows if r["model"] == "Baseline + MD"
+               and r["mask"] == "1111"]) * 100
+      - np.mean([r["WT/dice"] for r in rows if r["model"] == "Baseline"
+                 and r["mask"] == "1111"]) * 100)
+
+
+def test_a_missing_seed_is_an_error_not_a_silent_unpairing():
+  rows = [r for r in _rows({"Baseline": lambda k, p: 0, "Baseline + MD": lambda k, p: 0})
+          if not (r["model"] == "Baseline" and r["seed"] == 2 and r["case_id"] == "P03")]
+  with pytest.raises(ValueError, match="not every patient has every seed"):
+    evaluate_claims(rows, claims()[2:3])
+  with pytest.raises(ValueError, match=r"no patient and seed has rows for both 'URN \+ MD'"):
+    evaluate_claims(rows, claims()[3:4])  # a claim about models the rows do not have

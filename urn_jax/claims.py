@@ -1,0 +1,177 @@
+"""The paper's five claims as paired tests over test patients and seeds.
+
+Input: the per-case rows of an evaluation (``cases.csv``: one row per model, seed, test
+patient and input combination, with ``WT/dice``, ``TC/dice``, ``ET/dice``, ...). Each claim
+compares two things measured on the same patients, so every test is paired: for each
+patient and seed, the difference of the two Dice scores (0-100), each first averaged over
+the input combinations the claim is about.
+
+Statistics (``paired_test``):
+- the unit of inference is the patient: the differences of a patient's seeds are averaged,
+  and a Wilcoxon signed-rank test (scipy) over patients gives the p-value (one-sided, in
+  the claimed direction);
+- a 95 % bootstrap interval of the mean difference resamples patients and, independently,
+  seeds (a training run is a random draw too), 10,000 times from a fixed seed;
+- the verdict: **holds** when the interval lies above 0 and p < 0.05; **does not hold**
+  when the interval lies below ``margin`` (1 Dice point: the effect is absent, negligible or
+  reversed); otherwise **cannot tell at this size**.
+
+The claims (``CLAIMS``), in the paper's words where it has them (sections 3.2-3.3):
+1. the baseline collapses when modalities are missing (WT, all four against the mean of the
+   14 incomplete combinations), FLAIR above all (incomplete combinations with FLAIR against
+   those without);
+2. modality dropout largely recovers it (Baseline + MD against Baseline, mean of the 14
+   incomplete combinations);
+3. URN + MD beats Baseline + MD on most combinations (all 15, per region, and per
+   combination);
+4. pre-training on pooled data helps ET and TC (the pre-trained URN + MD against URN + MD
+   trained end to end, all 15 combinations);
+5. modality dropout also helps with all modalities present (Baseline + MD against Baseline,
+   all four).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import numpy as np
+from scipy import stats
+
+FULL = "1111"
+FLAIR = 0  # position of FLAIR in a mask key such as "1010"
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+  """``better`` minus ``worse`` (model names, or one model twice with two selections of
+  combinations), Dice of ``region``; the claim is that the difference is positive."""
+
+  claim: str
+  region: str
+  better: str
+  worse: str
+  better_masks: Callable[[str], bool]
+  worse_masks: Callable[[str], bool]
+  per_combination: bool = False
+
+
+def _incomplete(key: str) -> bool:
+  return key != FULL
+
+
+def _everything(key: str) -> bool:
+  return True
+
+
+def _full(key: str) -> bool:
+  return key == FULL
+
+
+def _with_flair(key: str) -> bool:
+  return key != FULL and key[FLAIR] == "1"
+
+
+def _without_flair(key: str) -> bool:
+  return key[FLAIR] == "0"
+
+
+def claims(pretrained: str = "URN + MD pre-trained") -> list[Comparison]:
+  """The comparisons behind the paper's five claims; ``pretrained``: the name of the
+  pre-trained scenario in the rows ("URN + MD pre-trained", or "URN + MD w/ HCP")."""
+  return [
+      Comparison("1. the baseline collapses without modalities", "WT", "Baseline",
+                 "Baseline", _full, _incomplete),
+      Comparison("1. ... FLAIR above all", "WT", "Baseline", "Baseline", _with_flair,
+                 _without_flair),
+      Comparison("2. modality dropout recovers it", "WT", "Baseline + MD", "Baseline",
+                 _incomplete, _incomplete),
+      *(Comparison("3. URN + MD beats Baseline + MD", region, "URN + MD", "Baseline + MD",
+                   _everything, _everything, per_combination=True)
+        for region in ("WT", "TC", "ET")),
+      *(Comparison("4. pre-training helps ET and TC", region, pretrained, "URN + MD",
+                   _everything, _everything) for region in ("TC", "ET")),
+      *(Comparison("5. modality dropout helps with all four", region, "Baseline + MD",
+                   "Baseline", _full, _full) for region in ("WT", "TC", "ET")),
+  ]
+
+
+def differences(rows, comparison: Comparison, masks: Callable[[str], bool] | None = None):
+  """``(patients, seeds, matrix [patients, seeds])``: the paired differences (Dice points)
+  of ``comparison`` for every patient and seed both sides have; ``masks`` narrows both
+  sides to some combinations (one, for a per-combination test)."""
+  def mean_by(model, select):
+    values = {}
+    for row in rows:
+      key = str(row["mask"]).zfill(4)
+      if row["model"] == model and select(key) and (masks is None or masks(key)):
+        values.setdefault((row["case_id"], int(row["seed"])), []).append(
+            100.0 * float(row[f"{comparison.region}/dice"]))
+    return {k: float(np.mean(v)) for k, v in values.items()}
+  better = mean_by(comparison.better, comparison.better_masks)
+  worse = mean_by(comparison.worse, comparison.worse_masks)
+  pairs = sorted(set(better) & set(worse))
+  if not pairs:
+    models = sorted({row["model"] for row in rows})
+    raise ValueError(f"{comparison.claim}: no patient and seed has rows for both "
+                     f"{comparison.better!r} and {comparison.worse!r} with the combinations "
+                     f"the claim compares (models in the rows: {models})")
+  patients = sorted({p for p, _ in pairs})
+  seeds = sorted({s for _, s in pairs})
+  matrix = np.full((len(patients), len(seeds)), np.nan)
+  for p, s in pairs:
+    matrix[patients.index(p), seeds.index(s)] = better[p, s] - worse[p, s]
+  if np.isnan(matrix).any():
+    raise ValueError(f"{comparison.claim}: not every patient has every seed for both "
+                     f"{comparison.better!r} and {comparison.worse!r}")
+  return patients, seeds, matrix
+
+
+def paired_test(matrix, margin: float = 1.0, resamples: int = 10_000, seed: int = 0) -> dict:
+  """Tests that the mean of ``matrix [patients, seeds]`` (paired differences) is positive;
+  see the module's docstring. Returns the numbers that decide, and the verdict."""
+  matrix = np.asarray(matrix, np.float64)
+  patients, seeds = matrix.shape
+  per_patient = matrix.mean(axis=1)
+  rng = np.random.default_rng(seed)
+  rows = rng.integers(0, patients, (resamples, patients))
+  columns = rng.integers(0, seeds, (resamples, seeds))
+  means = np.array([matrix[np.ix_(r, c)].mean() for r, c in zip(rows, columns)])
+  low, high = np.percentile(means, [2.5, 97.5])
+  if np.allclose(per_patient, 0):
+    p_value = 1.0
+  else:
+    p_value = float(stats.wilcoxon(per_patient, alternative="greater").pvalue)
+  if low > 0 and p_value < 0.05:
+    verdict = "holds"
+  elif high < margin:
+    verdict = "does not hold"
+  else:
+    verdict = "cannot tell at this size"
+  return {"patients": patients, "seeds": seeds, "mean": float(matrix.mean()),
+          "ci_low": float(low), "ci_high": float(high), "p_value": p_value,
+          "verdict": verdict}
+
+
+def evaluate_claims(rows, comparisons=None, margin: float = 1.0) -> list[dict]:
+  """One result per comparison (and, for a per-combination one, per combination too);
+  ``comparisons`` defaults to ``claims()``, with the pre-trained scenario pooled with HCP
+  ("URN + MD w/ HCP") when the rows have it."""
+  if comparisons is None:
+    names = {row["model"] for row in rows}
+    comparisons = claims("URN + MD w/ HCP" if "URN + MD w/ HCP" in names
+                         else "URN + MD pre-trained")
+  results = []
+  for comparison in comparisons:
+    _, _, matrix = differences(rows, comparison)
+    results.append({"claim": comparison.claim, "region": comparison.region,
+                    "comparison": f"{comparison.better} - {comparison.worse}",
+                    "combinations": "mean", **paired_test(matrix, margin)})
+    if comparison.per_combination:
+      keys = sorted({str(r["mask"]).zfill(4) for r in rows}, reverse=True)
+      for key in keys:
+        _, _, matrix = differences(rows, comparison, masks=lambda k, key=key: k == key)
+        results.append({"claim": comparison.claim, "region": comparison.region,
+                        "comparison": f"{comparison.better} - {comparison.worse}",
+                        "combinations": key, **paired_test(matrix, margin)})
+  return results
