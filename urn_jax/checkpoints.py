@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -31,6 +30,7 @@ import orbax.checkpoint as ocp
 from absl import logging as absl_logging
 
 from urn_jax.data.cases import DataError
+from urn_jax.files import write_text_atomically
 
 FILE_LIST = "urn_jax_files.json"
 HASHED_BYTES = 1 << 20  # files up to this size are hashed, larger ones only sized
@@ -42,6 +42,7 @@ class CheckpointMismatch(ValueError):
 
 def _file_list(step_dir: Path) -> dict:
   ours = {FILE_LIST, f".{FILE_LIST}.tmp"}  # the list, and one a killed process left
+  # (write_text_atomically's temporary name)
   files = {}
   for path in sorted(p for p in step_dir.rglob("*") if p.is_file() and p.name not in ours):
     size = path.stat().st_size
@@ -55,10 +56,7 @@ def _file_list(step_dir: Path) -> dict:
 def record_files(step_dir) -> None:
   """Lists a complete step's files in ``<step_dir>/urn_jax_files.json`` (atomically)."""
   step_dir = Path(step_dir)
-  target = step_dir / FILE_LIST
-  temporary = step_dir / f".{FILE_LIST}.tmp"
-  temporary.write_text(json.dumps(_file_list(step_dir), indent=0))
-  os.replace(temporary, target)
+  write_text_atomically(step_dir / FILE_LIST, json.dumps(_file_list(step_dir), indent=0))
 
 
 def damage(step_dir) -> str | None:
@@ -219,18 +217,23 @@ def _sentence(error: Exception) -> str:
   return " ".join(str(error).split())[:300]
 
 
+def _none_usable(workdir, damaged: list[str]):
+  """The error for a work directory with no checkpoint that can be used."""
+  if damaged:
+    return DataError(f"no readable checkpoint in {workdir}: {'; '.join(damaged)}. Restore "
+                     "the work directory from a copy, or train again")
+  return FileNotFoundError(f"no checkpoint in {workdir} (looked in best/ and checkpoints/)")
+
+
 def find_checkpoint(workdir):
   """``(manager, step, directory)`` of a run's best checkpoint, else its newest, skipping
   those whose file list shows damage."""
-  problems = []
+  damaged = []
   for manager, step, step_dir, problem in _candidates(workdir):
     if problem is None:
       return manager, step, step_dir.parent
-    problems.append(f"{step_dir} is damaged ({problem})")
-  if problems:
-    raise DataError(f"no readable checkpoint in {workdir}: {'; '.join(problems)}. Restore "
-                    "the work directory from a copy, or train again")
-  raise FileNotFoundError(f"no checkpoint in {workdir} (looked in best/ and checkpoints/)")
+    damaged.append(f"{step_dir} is damaged ({problem})")
+  raise _none_usable(workdir, damaged)
 
 
 def restore_state(workdir) -> tuple[dict, int, Path]:
@@ -252,7 +255,4 @@ def restore_state(workdir) -> tuple[dict, int, Path]:
               file=sys.stderr)
       return restored["state"], step, step_dir.parent
     damaged.append(f"{step_dir} is damaged ({problem})")
-  if damaged:
-    raise DataError(f"no readable checkpoint in {workdir}: {'; '.join(damaged)}. Restore the "
-                    "work directory from a copy, or train again")
-  raise FileNotFoundError(f"no checkpoint in {workdir} (looked in best/ and checkpoints/)")
+  raise _none_usable(workdir, damaged)

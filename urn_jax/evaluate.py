@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from tqdm.auto import tqdm
 
 from urn_jax.config_checks import check_evaluation_settings
 from urn_jax.data.cases import DataError, file_role, labels_to_classes
+from urn_jax.files import write_text_atomically
 from urn_jax.metrics import psnr, segmentation_metrics
 from urn_jax.modalities import MODALITIES, availability_masks, mask_key, mask_name
 from urn_jax.predict import (given_brain, load_model, nonzero_voxels, predict_volume,
@@ -208,9 +208,8 @@ def evaluate_models(models, out_dir, settings, names=None) -> dict:
         cache.mkdir(parents=True, exist_ok=True)
         if figure:
           np.savez_compressed(stored.with_suffix(".npz"), **drawn)
-        tmp = stored.with_suffix(".tmp")
-        tmp.write_text(json.dumps(rows))
-        os.replace(tmp, stored)  # written last: a case is done only when its JSON exists
+        # Written last: a case is done only when its JSON exists.
+        write_text_atomically(stored, json.dumps(rows))
       run["rows"] += [{"model": run["name"], "seed": run["seed"], **r} for r in rows]
       if figure:
         run["figure"] = drawn

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import re
 import sys
 import traceback
 from pathlib import Path
@@ -203,19 +202,21 @@ def segment_cases(model_dir, cases, out_dir, *, synthesis=False, synthesis_model
   return written, problems
 
 
-def _finish(cases, written, problems, out_dir) -> int:
+def _finish(cases, written, discovery, problems, out_dir) -> int:
   """Reports what happened to every case: segmented (its label map was written now), kept
-  (an earlier output left alone) or failed (one line each, ``problems``, which include the
-  case folders that discovery could not read). The exit status is 1 when a case failed."""
+  (an earlier output left alone), failed (one line each: ``discovery``'s case folders that
+  could not be read or used, then ``problems`` from ``segment_cases``), interrupted or not
+  started (Ctrl-C). The exit status is 1 when a case failed, 130 after Ctrl-C."""
+  problems = discovery + problems
   for problem in problems:
     print(f"skipped: {problem}", file=sys.stderr)
   names = {Path(p).name for p in written}
   segmented = sum(f"{case.case_id}.nii.gz" in names for case in cases)
   kept = sum(p.endswith(KEPT) for p in problems)
   interrupted = int(bool(problems) and problems[-1].endswith(INTERRUPTED))
-  not_started = int(re.search(r"(\d+) later case", problems[-1]).group(1)) if interrupted else 0
   failed = len(problems) - kept - interrupted
-  total = segmented + kept + failed + interrupted + not_started
+  total = len(cases) + len(discovery)  # a discovery problem is a case folder that failed
+  not_started = total - segmented - kept - failed - interrupted
   summary = f"{segmented} of {total} case(s) segmented into {out_dir}"
   for count, what in ((kept, "kept"), (failed, "failed"), (interrupted, "interrupted"),
                       (not_started, "not started")):
@@ -235,7 +236,7 @@ def run(config, workdir):
       config.model, cases, workdir, synthesis=config.synthesis,
       synthesis_model_dir=config.synthesis_model, probabilities=config.probabilities,
       overwrite=config.overwrite, labels=config.labels, chunk=config.chunk)
-  status = _finish(cases, written, problems + failed, workdir)
+  status = _finish(cases, written, problems, failed, workdir)
   if status:
     raise SystemExit(status)
 
@@ -286,7 +287,7 @@ def main(argv=None):
     parser.exit(2, f"urn-segment: error: {e}\n")
   except KeyboardInterrupt:
     parser.exit(130, "urn-segment: interrupted (Ctrl-C) before any case was segmented\n")
-  return _finish(cases, written, problems + failed, args.output)
+  return _finish(cases, written, problems, failed, args.output)
 
 
 if __name__ == "__main__":

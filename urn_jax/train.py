@@ -56,6 +56,7 @@ from urn_jax.config_checks import DTYPES as DTYPE_NAMES
 from urn_jax.config_checks import check_training_config
 from urn_jax.data.datasets import prepare_data
 from urn_jax.data.loader import SliceSource, make_loader
+from urn_jax.files import write_text_atomically
 from urn_jax.data.preprocess import PreprocessConfig
 from urn_jax.jobs import ConfigError
 from urn_jax.modalities import MODALITIES
@@ -274,12 +275,6 @@ class _StopRequest:
     self.previous = {}
 
 
-def _write_atomically(path: Path, text: str):
-  temporary = path.with_name(f".{path.name}.tmp")
-  temporary.write_text(text)
-  temporary.replace(path)
-
-
 def train_and_evaluate(config, workdir):
   """Trains as ``config`` says, in ``workdir``; returns the last logged metrics."""
   workdir = Path(workdir)
@@ -336,7 +331,7 @@ def train_and_evaluate(config, workdir):
   # Written only now, when everything it describes has been checked and loaded: a mistaken
   # command leaves a trained work directory's files as they were.
   if jax.process_index() == 0:
-    _write_atomically(workdir / "config.json", config.to_json_best_effort(indent=1))
+    write_text_atomically(workdir / "config.json", config.to_json_best_effort(indent=1))
 
   from tensorboardX import SummaryWriter  # a heavy import, only for training
   writer = SummaryWriter(str(workdir / "tensorboard"))

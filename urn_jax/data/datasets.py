@@ -73,13 +73,13 @@ def prepare_data(workdir, brats_dir: str = "", hcp_dir: str = "", cache_dir: str
                                train_fraction, test_fraction)
   result = {name: {part: [cached[name][i] for i in ids] for part, ids in split[name].items()}
             for name in cached}
-  counts = "; ".join(f"{name}: " + ", ".join(f"{len(ids)} {part}" for part, ids in
-                                               parts.items()) for name, parts in result.items())
   for name, parts in result.items():
     print(f"{name}: {len(parts['train'])} training, {len(parts['validation'])} validation "
           f"and {len(parts['test'])} test cases", file=sys.stderr)
   for part in ("train", "validation"):
     if not any(parts[part] for parts in result.values()):
+      counts = "; ".join(f"{name}: " + ", ".join(f"{len(ids)} {p}" for p, ids in parts.items())
+                         for name, parts in result.items())
       raise DataError(
           f"no {part} case: the usable cases split into {counts}. "
           "Training needs at least one training and one validation patient (2 usable "

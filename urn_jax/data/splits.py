@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from urn_jax.data.cases import DataError
+from urn_jax.files import write_text_atomically
 
 SPLIT_FILE = "split.json"
 PARTS = ("train", "validation", "test")
@@ -104,8 +105,7 @@ def load_or_create_split(workdir, datasets: dict, seed: int, train_fraction: flo
                             test_fraction if name in SCORED_DATASETS else 0.0)
            for name, ids in datasets.items()}
   path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_suffix(".tmp")
-  tmp.write_text(json.dumps({"seed": seed, "train_fraction": train_fraction,
-                             "test_fraction": test_fraction, "datasets": split}, indent=1))
-  tmp.replace(path)
+  write_text_atomically(path, json.dumps({"seed": seed, "train_fraction": train_fraction,
+                                          "test_fraction": test_fraction, "datasets": split},
+                                         indent=1))
   return split
