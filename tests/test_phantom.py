@@ -61,6 +61,23 @@ def test_contrasts_follow_mr_physics(case):
   assert mean("t1", wm) > mean("t1", gm) > mean("t1", csf)
 
 
+def test_tumour_compartments_and_edema_contrast_like_brats():
+  """Issue 14: the core (labels 1 + 4) a third to a half of the whole tumour, as in BraTS,
+  not the 3-25 % of the first phantom (which made TC and ET small for the phantom's
+  reasons); edema hyperintense on T2 as on FLAIR in every case (the first phantom's seed 11
+  had T2 ratios of 1.13-1.35)."""
+  rows = phantom.describe(11, range(6))
+  assert {r["grade"] for r in rows} == {"HGG", "LGG"}
+  for r in rows:
+    assert r["t2_edema_ratio"] > 1.2 and r["flair_edema_ratio"] > 1.2, r
+    assert 0.2 <= r["tc_cm3"] / r["wt_cm3"] <= 0.7, r
+    assert 3 <= r["wt_cm3"] <= 200, r
+    assert (r["et_cm3"] > 0) == (r["grade"] == "HGG")
+  high = [r["tc_cm3"] / r["wt_cm3"] for r in rows if r["grade"] == "HGG"]
+  assert 0.3 <= np.median(high) <= 0.55
+  assert "| HGG |" in phantom.summarize(rows) and "| LGG |" in phantom.summarize(rows)
+
+
 def test_same_seed_and_index_give_the_same_case_and_others_differ(case):
   images, label, affine = phantom.make_brats_case(SEED, INDEX)
   assert all(np.array_equal(images[m], case[0][m]) for m in images)

@@ -22,8 +22,8 @@ from urn_jax.data.splits import load_or_create_split
 
 def phantom_folders(cache_dir, num_brats: int, num_hcp: int, seed: int, workers: int = 1):
   """Writes (once) and returns the phantom's BraTS and HCP folders under ``cache_dir``."""
-  from urn_jax.data.phantom import write_phantom  # nilearn is only needed here
-  out = Path(cache_dir) / f"phantom-seed{seed}-brats{num_brats}-hcp{num_hcp}"
+  from urn_jax.data.phantom import VERSION, write_phantom  # nilearn is only needed here
+  out = Path(cache_dir) / f"phantom-v{VERSION}-seed{seed}-brats{num_brats}-hcp{num_hcp}"
   return write_phantom(out, num_brats, num_hcp, seed=seed, workers=workers)
 
 

@@ -5,9 +5,15 @@ Anatomy comes from the MNI ICBM152 2009 templates shipped inside nilearn (no dow
 and white-matter probability maps, and CSF as the brain mask minus both. Each subject warps
 them by its own small random affine (scale +-5 %, rotation +-4 degrees, about the brain's
 centre) and smooth displacement field (a few mm). A BraTS-like case adds one glioma-like
-lesion, sometimes two: an irregular core (necrosis inside an enhancing rim, or solid
-enhancing, or non-enhancing only, as in low-grade gliomas) and edema that spreads further into
-white than into grey matter and never into CSF. The four contrasts are sums of tissue
+lesion, sometimes two: an irregular core (necrosis inside an enhancing rim in 65 % of cases,
+solid enhancing in 10 %, non-enhancing only, as in low-grade gliomas, in 25 %) and edema that
+spreads further into white than into grey matter and never into CSF. Sizes follow BraTS's
+rough proportions: the core (labels 1 + 4) is about a third to a half of the whole tumour
+(edema reaches 0.25-0.9 core radii into white matter), whole tumours mostly 20-150 cm^3;
+``describe`` and ``python -m urn_jax.data.phantom --describe N`` measure it, and
+docs/phantom.md lists the distribution. Edema is at least half edema by tissue fraction
+wherever it is labelled, so it is hyperintense on T2 and FLAIR in every case (mean T2 in the
+edema above 1.3x that of the healthy brain, CSF included). The four contrasts are sums of tissue
 fractions times mean intensities ordered as in MR physics, with a little texture, a smooth
 multiplicative bias field and Rician noise, so that N4 and z-scoring matter. Everything
 outside the brain is exactly 0, as in skull-stripped BraTS and HCP images.
@@ -24,6 +30,7 @@ A case depends only on ``(seed, index)`` (and on the data set): the output is th
 any number of worker processes and from one run to the next.
 
     python -m urn_jax.data.phantom --out DIR --brats 12 --hcp 6 --seed 0 --workers 4
+    python -m urn_jax.data.phantom --describe 60 --seed 0    # lesion sizes and contrasts
 """
 
 from __future__ import annotations
@@ -45,6 +52,11 @@ from tqdm.auto import tqdm
 
 from urn_jax.data.cases import HCP_FILES
 
+# Part of the cache folder's name (urn_jax.data.datasets): a change to what a (seed, index)
+# generates bumps it, so that no cache keeps cases of an earlier phantom. 2: cores a third to
+# a half of the whole tumour, edema hyperintense on T2 in every case (2026-11-26).
+VERSION = 2
+
 BRATS_SHAPE = (240, 240, 155)
 BRATS_AFFINE = np.array([[-1.0, 0, 0, 120], [0, -1.0, 0, 103], [0, 0, 1.0, -72],
                          [0, 0, 0, 1]])
@@ -61,7 +73,7 @@ _MEANS = {
     "flair": (120, 640, 480, 1000, 700, 900, 950),
     "t1": (250, 560, 820, 680, 380, 640, 500),
     "t1c": (270, 590, 860, 720, 300, 1400, 520),
-    "t2": (1500, 800, 560, 1150, 1350, 950, 1100),
+    "t2": (1500, 800, 560, 1400, 1350, 950, 1100),
 }
 # Texture amplitude per tissue (relative); its sign flips between T1- and T2-weighted images,
 # as myelin brightens one and darkens the other.
@@ -71,8 +83,8 @@ _TEXTURE_SIGN = {"flair": -1.0, "t1": 1.0, "t1c": 1.0, "t2": -1.0}
 _DATASET_IDS = {"brats": 0, "hcp": 1}
 # Lesion kinds: (label of the core, core radius range in mm); a necrotic core is enhancing
 # around necrosis (label 1).
-_LESIONS = {"necrotic": (4, (8.0, 20.0)), "solid": (4, (5.0, 14.0)),
-            "non-enhancing": (1, (6.0, 20.0))}
+_LESIONS = {"necrotic": (4, (12.0, 26.0)), "solid": (4, (6.0, 14.0)),
+            "non-enhancing": (1, (10.0, 24.0))}
 
 
 @functools.lru_cache(maxsize=1)
@@ -231,7 +243,7 @@ def _lesions(rng, anatomy):
   """Labels (uint8 on the brain's box) and soft fractions of one or two lesions.
 
   Works in voxels, so it assumes the 1 mm BraTS grid."""
-  kind = rng.choice(list(_LESIONS), p=[0.55, 0.2, 0.25])
+  kind = rng.choice(list(_LESIONS), p=[0.65, 0.1, 0.25])
   core_label, radius_range = _LESIONS[kind]
   shape = anatomy.brain.shape
   label = np.zeros(shape, np.uint8)
@@ -245,7 +257,8 @@ def _lesions(rng, anatomy):
     radius = max(radius, radius_range[0])
     centre, radius = _place(rng, anatomy, radius, rng.random() < 0.85, placed)
     placed.append((centre, radius))
-    reach_wm = rng.uniform(2, 12) if kind == "non-enhancing" else rng.uniform(3, 28)
+    reach_wm = radius * (rng.uniform(0.2, 0.8) if kind == "non-enhancing"
+                         else rng.uniform(0.25, 0.9))
     reach_gm = reach_wm * rng.uniform(0.1, 0.35)
     half = int(np.ceil(2 * radius + 1.4 * reach_wm + 4))  # holds the lobes and the edema
     box = tuple(slice(max(c - half, 0), min(c + half + 1, s)) for c, s in zip(centre, shape))
@@ -289,7 +302,7 @@ def _lesions(rng, anatomy):
     components, _ = ndimage.label(allowed | core_hard)
     connected = np.isin(components, np.unique(components[core_hard]))
     lab[connected & (lab == 0)] = 2
-    strength = np.clip((reach - distance) / rng.uniform(4, 10) + 0.3, 0, 1)
+    strength = np.clip((reach - distance) / rng.uniform(4, 10) + 0.5, 0, 1)
     strength *= ndimage.binary_dilation(connected) * (1 - csf_grid[box]) * brain
     np.maximum(fractions["edema"][box], strength, out=fractions["edema"][box])
   return label, {k: v[anatomy.brain] for k, v in fractions.items()}
@@ -465,17 +478,65 @@ def write_phantom(out_dir, num_brats: int, num_hcp: int, seed: int = 0, workers:
   return roots
 
 
+def describe(seed: int, indices) -> list:
+  """The lesions of BraTS-like cases ``indices`` of the phantom ``seed``, as they would be
+  written: one dict per case with ``grade`` ('HGG' when it enhances), the whole tumour, core
+  and enhancing volumes in cm^3 (1 mm voxels), and the mean T2 and FLAIR in the edema over
+  their means in the healthy brain (label 0, CSF included). Generates only T2 and FLAIR."""
+  rows = []
+  for index in indices:
+    images, label, anatomy, _ = _generate("brats", seed, index, ("t2", "flair"), lesion=True)
+    label = label[anatomy.brain]
+    edema, healthy = label == 2, label == 0
+    ratios = {m: float(images[m][anatomy.box][anatomy.brain][edema].mean()
+                       / images[m][anatomy.box][anatomy.brain][healthy].mean())
+              for m in ("t2", "flair")}
+    rows.append({"index": index, "grade": "HGG" if (label == 4).any() else "LGG",
+                 "wt_cm3": float((label > 0).sum() / 1000),
+                 "tc_cm3": float(np.isin(label, (1, 4)).sum() / 1000),
+                 "et_cm3": float((label == 4).sum() / 1000),
+                 "t2_edema_ratio": ratios["t2"], "flair_edema_ratio": ratios["flair"]})
+  return rows
+
+
+def summarize(rows) -> str:
+  """``describe``'s rows as a Markdown table per grade: the median and range of each
+  quantity (TC / WT and ET / TC as fractions)."""
+  lines = ["| grade | cases | WT (cm^3) | TC / WT | ET / TC | T2 edema / healthy | "
+           "FLAIR edema / healthy |", "|---|---|---|---|---|---|---|"]
+  for grade in ("HGG", "LGG"):
+    group = [r for r in rows if r["grade"] == grade]
+    if not group:
+      continue
+    columns = [[r["wt_cm3"] for r in group], [r["tc_cm3"] / r["wt_cm3"] for r in group],
+               [r["et_cm3"] / r["tc_cm3"] for r in group],
+               [r["t2_edema_ratio"] for r in group], [r["flair_edema_ratio"] for r in group]]
+    cells = [f"{np.median(c):.{0 if i == 0 else 2}f} ({min(c):.{0 if i == 0 else 2}f}-"
+             f"{max(c):.{0 if i == 0 else 2}f})" for i, c in enumerate(columns)]
+    lines.append(f"| {grade} | {len(group)} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(
       prog="python -m urn_jax.data.phantom",
       description="Writes the built-in phantom: BraTS-like cases with a brain tumour and "
                   "HCP-like healthy subjects, from the MNI152 templates shipped with nilearn.")
-  parser.add_argument("--out", required=True, help="folder to write BraTS/ and HCP/ into")
+  parser.add_argument("--out", help="folder to write BraTS/ and HCP/ into")
   parser.add_argument("--brats", type=int, default=12, help="number of BraTS-like cases")
   parser.add_argument("--hcp", type=int, default=6, help="number of HCP-like subjects")
   parser.add_argument("--seed", type=int, default=0, help="the phantom's seed (>= 0)")
   parser.add_argument("--workers", type=int, default=1, help="parallel processes")
+  parser.add_argument("--describe", type=int, default=0, metavar="N",
+                      help="instead of writing, print the lesion sizes and edema contrasts of "
+                           "the first N BraTS-like cases (median and range per grade)")
   args = parser.parse_args(argv)
+  if args.describe:
+    print(summarize(describe(args.seed, tqdm(range(args.describe), desc="describe",
+                                             unit="case", file=sys.stderr))))
+    return
+  if not args.out:
+    parser.error("--out is required (unless --describe)")
   roots = write_phantom(args.out, args.brats, args.hcp, args.seed, args.workers)
   print(f"BraTS-like cases: {roots['brats']}\nHCP-like subjects: {roots['hcp']}")
 
