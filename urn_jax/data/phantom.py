@@ -83,7 +83,7 @@ _TEXTURE_SIGN = {"flair": -1.0, "t1": 1.0, "t1c": 1.0, "t2": -1.0}
 _DATASET_IDS = {"brats": 0, "hcp": 1}
 # Lesion kinds: (label of the core, core radius range in mm); a necrotic core is enhancing
 # around necrosis (label 1).
-_LESIONS = {"necrotic": (4, (12.0, 26.0)), "solid": (4, (6.0, 14.0)),
+_LESIONS = {"necrotic": (4, (12.0, 26.0)), "solid": (4, (9.0, 18.0)),
             "non-enhancing": (1, (10.0, 24.0))}
 
 
