@@ -22,6 +22,9 @@ def get_config():
   config.job = ""
   config.seed = 0
   config.pretrained_workdir = ""  # segment: pre-training work directory to take encoders from
+  # segment: "frozen" or "fine-tuned" encoders restored from pretrained_workdir; "": trained
+  # from scratch with the rest of the network
+  config.pretrained_encoders = ""
 
   config.data = ml_collections.ConfigDict()
   config.data.brats_dir = ""      # empty (with hcp_dir empty): the built-in phantom

@@ -5,6 +5,8 @@
     python launch.py --config=configs/segment.py:urn_md --workdir=runs/urn_md
     python launch.py --config=configs/segment.py:urn_md_pretrained --workdir=runs/urn_md_pre \
         --config.pretrained_workdir=runs/pretrain
+    python launch.py --config=configs/segment.py:urn_md_finetuned --workdir=runs/urn_md_ft \
+        --config.pretrained_workdir=runs/pretrain      # beyond the paper
     python launch.py --config=configs/segment.py:urn_md,small --workdir=runs/urn_md_small
 
 Cross-entropy (``--config.train.loss=dice_ce`` adds a soft Dice loss, beyond the paper),
@@ -13,7 +15,9 @@ batch 4; modality dropout theta 0.5 with at least one modality kept, except for
 keeps Adam at a constant 1e-4 for 50 epochs; the CPU sizes use a warmed-up, cosine-decayed
 1e-2 over a fixed number of steps. ``urn_md`` trains encoders and
 head together with the variance term; ``urn_md_pretrained`` restores the encoders from
-``pretrained_workdir`` and freezes them. The phantom and the split are shared with
+``pretrained_workdir`` and freezes them; ``urn_md_finetuned``, a fifth variant beyond the
+paper, restores them the same way and trains them with the rest (and the variance term), to
+tell what the frozen encoders cost or bring. The phantom and the split are shared with
 pre-training when ``data.cache_dir`` and the split file point to the same place.
 """
 
@@ -23,7 +27,7 @@ import sys
 sys.path.insert(0, os.path.dirname(__file__))
 import default  # noqa: E402
 
-VARIANTS = ("baseline", "baseline_md", "urn_md", "urn_md_pretrained")
+VARIANTS = ("baseline", "baseline_md", "urn_md", "urn_md_pretrained", "urn_md_finetuned")
 
 
 def get_config(arg: str = "urn_md"):
@@ -40,5 +44,8 @@ def get_config(arg: str = "urn_md"):
   if variant == "baseline":
     config.train.theta = -1.0
   if variant == "urn_md_pretrained":
+    config.pretrained_encoders = "frozen"
     config.train.variance_weight = 0.0  # frozen encoders: the term has no gradient
+  if variant == "urn_md_finetuned":
+    config.pretrained_encoders = "fine-tuned"
   return config

@@ -8,9 +8,12 @@ For each seed in ``seeds``: URN synthesis pre-training on pooled BraTS + HCP (``
 the same on BraTS alone (``pretrain_brats``, Table 2's first column group; off with
 ``--config.pretrain_brats_only=False``), then the four segmentation scenarios of Table 1
 (``segment.baseline``, ``.baseline_md``, ``.urn_md``, ``.urn_md_pretrained``, the last on
-the frozen encoders of that seed's pooled pre-training). Then every model is evaluated on the
+the frozen encoders of that seed's pooled pre-training) and a fifth beyond the paper,
+``.urn_md_finetuned`` (the same encoders, trained on). Then every model is evaluated on the
 same held-out test patients for all 15 combinations of modalities, and Tables 1 and 2 (mean
-and spread over the seeds), Figures 2-5 and per-case CSVs go to ``<workdir>/results``.
+and spread over the seeds), Figures 2-5, per-case CSVs, every run's curves and whether they
+flattened (``training.md``), and the paper's claims as paired tests over patients and
+seeds on the flat runs (``claims.md``) go to ``<workdir>/results``.
 Work directories are ``<workdir>/seed<seed>/<stage>``; the same command resumes an
 interrupted study. The seed changes initialization, modality dropout and data order; the
 data (phantom or folders) and the patient split are the same for every seed and stage.
@@ -21,8 +24,10 @@ data (phantom or folders) and the patient split are the same for every seed and 
 
 Sizes. The default is the ``small`` preset of every job, with its training recipe
 (``configs/default.py``, ``RECIPES``): 3 mm slices of 64 x 64 (the paper: 1 mm, 240 x 240),
-U-Net widths 8-64 (the paper: 64-1024), a phantom of 20 BraTS-like cases (11 training, 5
-validation, 4 test) and 8 HCP-like subjects. ``paper`` is the paper's size and recipe for a
+U-Net widths 8-64 (the paper: 64-1024), seeds 0, 1 and 2, and a phantom of 60 BraTS-like
+cases (34 training, 14 validation, 12 test: the claims' tests need at least 12 test
+patients) and 24 HCP-like subjects (as many as a third of the pooled pre-training's
+subjects, so that pooling is a real test). ``paper`` is the paper's size and recipe for a
 GPU; ``tiny`` runs every stage for a few steps, for the test.
 """
 
@@ -51,10 +56,11 @@ def get_config(arg: str = ""):
   job_preset = "paper" if preset == "paper" else "small"
   config = ml_collections.ConfigDict()
   config.job = "study"
-  config.seeds = (0, 1)
+  config.seeds = (0, 1, 2)
   config.pretrain_brats_only = True
   config.stages = "all"  # "all", "train" (no evaluation) or "evaluate" (trained runs only)
   config.data = default.apply_preset(default.get_config(), job_preset).data
+  config.data.phantom_brats, config.data.phantom_hcp = 60, 24
   config.pretrain = _stage(pretrain.get_config(job_preset))
   config.segment = ml_collections.ConfigDict(
       {v: _stage(segment.get_config(f"{v},{job_preset}")) for v in segment.VARIANTS})

@@ -78,3 +78,34 @@ def test_a_missing_seed_is_an_error_not_a_silent_unpairing():
     evaluate_claims(rows, claims()[2:3])
   with pytest.raises(ValueError, match=r"no patient and seed has rows for both 'URN \+ MD'"):
     evaluate_claims(rows, claims()[3:4])  # a claim about models the rows do not have
+
+
+def test_the_report_tests_the_claims_on_flat_runs_only(tmp_path):
+  """claims.md comes from the runs whose curves flattened; the others are named as left out.
+  Baseline + MD and URN + MD (seed 0) have flat curves; URN + MD seed 1's is still falling."""
+  import json
+  from urn_jax.report import claims_report, training_report
+  rows = _rows({"Baseline + MD": lambda k, p: 0.0, "URN + MD": lambda k, p: 8.0}, seeds=2)
+  runs = []
+  for name in ("Baseline + MD", "URN + MD"):
+    for seed in (0, 1):
+      workdir = tmp_path / f"{name}-{seed}".replace(" ", "").replace("+", "")
+      workdir.mkdir()
+      falling = name == "URN + MD" and seed == 1
+      losses = [1.0 / (1 + s) if falling else 0.1 for s in range(1, 11)]
+      (workdir / "metrics.jsonl").write_text("".join(
+          json.dumps({"step": 100 * s, "loss": l, "validation_loss": l}) + "\n"
+          for s, l in zip(range(1, 11), losses)))
+      runs.append({"name": name, "job": "segment", "seed": seed, "workdir": str(workdir),
+                   "rows": [r for r in rows if r["model"] == name and r["seed"] == seed]})
+  training_report(runs, tmp_path, figures=True)
+  assert (tmp_path / "training.md").read_text().count("| **no** |") == 1
+  assert (tmp_path / "curves_URN___MD.png").stat().st_size > 10_000
+  claims_report(runs, tmp_path)
+  text = (tmp_path / "claims.md").read_text()
+  assert "Left out, their curves not flat: URN + MD (seed 1)." in text
+  results = json.loads((tmp_path / "claims.json").read_text())
+  mean_rows = [r for r in results if r["combinations"] == "mean"]
+  assert {r["claim"][:2] for r in mean_rows} == {"3."}  # the only claim these models test
+  assert all(r["patients"] == 12 and r["seeds"] == 1 and r["verdict"] == "holds"
+             for r in mean_rows)

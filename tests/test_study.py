@@ -14,7 +14,8 @@ from urn_jax.report import _aggregate
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUTS = ("table1.md", "table1.csv", "table1_hd95.md", "table1_hd95.csv", "table2.md",
            "table2.csv", "figure2.png", "figure3.png", "figure4.png", "figure5.png",
-           "cases.csv", "psnr_cases.csv", "runs.json")
+           "cases.csv", "psnr_cases.csv", "runs.json", "training.md",
+           "curves_URN___MD_w__HCP__fine_tuned.png", "probes.md", "probes.json")
 
 
 def _study(workdir, cache, *extra):
@@ -30,22 +31,36 @@ def test_the_study_runs_every_stage_and_writes_every_output(tmp_path):
   result = _study(tmp_path / "study", tmp_path / "cache")
   assert result.returncode == 0, result.stderr[-3000:]
   for stage in ("pretrain", "pretrain_brats", "baseline", "baseline_md", "urn_md",
-                "urn_md_pretrained"):
+                "urn_md_pretrained", "urn_md_finetuned"):
     assert (tmp_path / "study" / "seed0" / stage / "best").is_dir(), stage
   results = tmp_path / "study" / "results"
   for name in OUTPUTS:
     assert (results / name).stat().st_size > 0, name
   runs = json.loads((results / "runs.json").read_text())
   assert sorted(r["name"] for r in runs) == sorted(
-      ["URN w/ HCP", "URN", "Baseline", "Baseline + MD", "URN + MD", "URN + MD w/ HCP"])
+      ["URN w/ HCP", "URN", "Baseline", "Baseline + MD", "URN + MD", "URN + MD w/ HCP",
+       "URN + MD w/ HCP, fine-tuned"])
   timings = [json.loads(l) for l in (tmp_path / "study" / "timings.jsonl").open()]
-  assert len(timings) == 6
+  assert len(timings) == 7
+  # Two steps cannot show a flat curve: every run is listed as not flat.
+  training = (results / "training.md").read_text()
+  assert training.count("| **no** |") == 7
+  # Probes: both pre-trainings (as trained and with BraTS statistics), URN + MD and the
+  # fine-tuned URN; the frozen one shares its pre-training's representation.
+  probes = json.loads((results / "probes.json").read_text())["0"]
+  assert sorted((r["model"], r["batch_norm"]) for r in probes) == sorted(
+      [("URN w/ HCP", "as trained"), ("URN w/ HCP", "re-estimated on BraTS"),
+       ("URN", "as trained"), ("URN", "re-estimated on BraTS"), ("URN + MD", "as trained"),
+       ("URN + MD w/ HCP, fine-tuned", "as trained")])
+  assert all(0 <= r["probe_dice_WT"] <= 100 for r in probes)
+  assert set(next(r for r in probes if r["model"] == "URN")["psnr"]) == {
+      "flair", "t1", "t1c", "t2"}
   # Evaluating again reuses every per-case result: nothing is retrained or recomputed.
   (results / "table1.md").unlink()
   again = _study(tmp_path / "study", tmp_path / "cache", "--config.stages=evaluate")
   assert again.returncode == 0, again.stderr[-3000:]
   assert (results / "table1.md").read_text() and "== study stage" not in again.stderr
-  assert len((tmp_path / "study" / "timings.jsonl").read_text().splitlines()) == 6
+  assert len((tmp_path / "study" / "timings.jsonl").read_text().splitlines()) == 7
 
 
 def test_seeds_are_averaged_and_their_spread_reported():

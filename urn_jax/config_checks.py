@@ -18,6 +18,7 @@ from urn_jax.urn import FUSIONS
 
 MODEL_KINDS = ("urn", "baseline")
 DTYPES = ("float32", "bfloat16")
+PRETRAINED_ENCODERS = ("", "frozen", "fine-tuned")
 
 
 def _is_number(value) -> bool:
@@ -109,11 +110,24 @@ def _problems(config) -> list[str]:
          f"one of {RECONSTRUCTIONS}")
   else:
     need(t.loss in SEGMENTATION_LOSSES, "train.loss", f"one of {SEGMENTATION_LOSSES}")
-  if config.get("variant") == "urn_md_pretrained":
-    need(bool(config.pretrained_workdir), "pretrained_workdir",
-         "the work directory of a pre-training run "
-         "(configs/pretrain.py) for urn_md_pretrained, whose encoders it restores")
+  encoders = pretrained_encoders(config)
+  need(encoders in PRETRAINED_ENCODERS, "pretrained_encoders",
+       f"one of {PRETRAINED_ENCODERS} ('': no pre-training)")
+  if encoders:
+    need(config.job == "segment" and config.model.kind == "urn", "pretrained_encoders",
+         "'' except for a URN segmentation (job 'segment', model.kind 'urn')")
+    need(bool(config.get("pretrained_workdir")), "pretrained_workdir",
+         "the work directory of a pre-training run (configs/pretrain.py), whose encoders "
+         f"the {encoders} variant restores")
   return problems
+
+
+def pretrained_encoders(config) -> str:
+  """``''`` (encoders trained from scratch), ``'frozen'`` or ``'fine-tuned'`` (restored from
+  ``pretrained_workdir``). Work directories written before the field existed said it with
+  the variant name ``urn_md_pretrained`` alone."""
+  default = "frozen" if config.get("variant") == "urn_md_pretrained" else ""
+  return config.get("pretrained_encoders", default)
 
 
 def check_training_config(config) -> None:

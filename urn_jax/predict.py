@@ -25,11 +25,13 @@ from urn_jax.data.cases import DataError
 from urn_jax.data.preprocess import PreprocessConfig, to_original_grid
 from urn_jax.modalities import MODALITIES
 from urn_jax.checkpoints import restore_state
+from urn_jax.config_checks import pretrained_encoders
 from urn_jax.train import build_model
 from urn_jax.train_step import infer
 
 SCENARIO_NAMES = {"baseline": "Baseline", "baseline_md": "Baseline + MD",
-                  "urn_md": "URN + MD", "urn_md_pretrained": "URN + MD pre-trained"}
+                  "urn_md": "URN + MD", "urn_md_pretrained": "URN + MD pre-trained",
+                  "urn_md_finetuned": "URN + MD pre-trained, fine-tuned"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,10 +60,11 @@ class LoadedModel:
     if self.job == "pretrain":
       return "URN w/ HCP" if self.config.data.use_hcp else "URN"
     name = SCENARIO_NAMES.get(self.config.get("variant", ""), self.config.get("variant", ""))
-    if self.config.get("variant") == "urn_md_pretrained":
+    encoders = pretrained_encoders(self.config)
+    if encoders:
       pretrained = Path(self.config.pretrained_workdir) / "config.json"
       if pretrained.exists() and json.loads(pretrained.read_text())["data"]["use_hcp"]:
-        name = "URN + MD w/ HCP"
+        name = "URN + MD w/ HCP" + (", fine-tuned" if encoders == "fine-tuned" else "")
     return name
 
 

@@ -12,6 +12,10 @@
   ``figure4.png`` / ``figure5.png``: synthesis from several input combinations by the URN
   pre-trained on BraTS alone / on BraTS + HCP, reconstructed inputs framed in green.
 - ``cases.csv`` and ``psnr_cases.csv``: one row per model, case and combination.
+- ``training.md`` and ``curves_<model>.png``: each run's final and best validation loss and
+  whether its curve flattened (``urn_jax.curves``), and its curves, a column per seed.
+- ``claims.md`` / ``claims.json``: the paper's claims as paired tests over patients and
+  seeds (``urn_jax.claims``), on the runs whose curves flattened.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
 import numpy as np  # noqa: E402
 
+from urn_jax import claims as claims_module  # noqa: E402
+from urn_jax.curves import FLAT, curve_summary, plot_curves  # noqa: E402
 from urn_jax.data.render import COLOURS, intensity_window  # noqa: E402
 from urn_jax.modalities import (MODALITIES, MODALITY_LABELS, availability_masks,  # noqa: E402
                                 mask_key, mask_name, mask_symbols)
@@ -296,6 +302,79 @@ def _write_rows(path: Path, rows):
   return path
 
 
+def training_report(runs, out_dir, figures=True) -> list:
+  """``training.md``: each run's steps, final and best validation loss and whether its curve
+  flattened (``urn_jax.curves``), from its ``metrics.jsonl``; one PNG of curves per model
+  name, a column per seed. Sets ``run["curve"]`` (None where the run has no metrics)."""
+  lines = ["| model | seed | steps (epochs) | final val. loss | best val. loss (step) | "
+           "improvement, last 20 % | flat |", "|---|---|---|---|---|---|---|"]
+  for run in runs:
+    metrics = Path(run["workdir"]) / "metrics.jsonl"
+    run["curve"] = curve_summary(metrics) if metrics.is_file() else None
+    c = run["curve"]
+    if c is None:
+      lines.append(f"| {run['name']} | {run['seed']} | no metrics.jsonl | | | | |")
+      continue
+    epochs = f" ({c['epochs']:.1f})" if c.get("epochs") is not None else ""
+    lines.append(f"| {run['name']} | {run['seed']} | {c['steps']}{epochs} | "
+                 f"{c['final_validation_loss']:.4f} | {c['best_validation_loss']:.4f} "
+                 f"({c['best_step']}) | {100 * c['improvement_last_20pct']:.1f} % | "
+                 f"{'yes' if c['flat'] else '**no**'} |")
+  path = Path(out_dir) / "training.md"
+  path.write_text(f"# Training curves\n\nFlat: the best validation loss improved by less "
+                  f"than {100 * FLAT:.0f} % in the last 20 % of the steps. Runs that are not "
+                  "flat are left out of the claims' tests (claims.md).\n\n"
+                  + "\n".join(lines) + "\n")
+  files = [path]
+  if figures:
+    for name in dict.fromkeys(r["name"] for r in runs):
+      columns = {f"{name}, seed {r['seed']}": Path(r["workdir"]) for r in runs
+                 if r["name"] == name and r["curve"] is not None}
+      if columns:
+        stem = "curves_" + "".join(c if c.isalnum() else "_" for c in name)
+        plot_curves(columns, Path(out_dir) / f"{stem}.png")
+        files.append(Path(out_dir) / f"{stem}.png")
+  return files
+
+
+def claims_report(runs, out_dir) -> list:
+  """``claims.md`` and ``claims.json``: each of the paper's claims whose scenarios were
+  evaluated, tested on the per-case rows (``urn_jax.claims``) of the runs whose curves are
+  flat."""
+  used = [r for r in runs if r["job"] == "segment" and (r.get("curve") or {}).get("flat", True)]
+  left_out = [f"{r['name']} (seed {r['seed']})" for r in runs
+              if r["job"] == "segment" and r not in used]
+  rows = [row for r in used for row in r["rows"]]
+  names = {row["model"] for row in rows}
+  pretrained = "URN + MD w/ HCP" if "URN + MD w/ HCP" in names else "URN + MD pre-trained"
+  comparisons = [c for c in claims_module.claims(pretrained)
+                 if {c.better, c.worse} <= names]
+  if not comparisons:
+    return []
+  results = claims_module.evaluate_claims(rows, comparisons)
+  lines = ["| claim | region | comparison | combinations | patients x seeds | mean difference "
+           "(Dice points) | 95 % interval | Wilcoxon p | verdict |",
+           "|---|---|---|---|---|---|---|---|---|"]
+  for r in results:
+    combinations = (r["combinations"] if r["combinations"] == "mean"
+                    else " ".join(_symbols(r["combinations"])))
+    lines.append(f"| {r['claim']} | {r['region']} | {r['comparison']} | {combinations} | "
+                 f"{r['patients']} x {r['seeds']} | {r['mean']:+.1f} | "
+                 f"[{r['ci_low']:+.1f}, {r['ci_high']:+.1f}] | {r['p_value']:.3g} | "
+                 f"{r['verdict']} |")
+  note = ("Paired by patient and seed; one-sided Wilcoxon signed-rank test over patients (the "
+          "mean over seeds per patient) and a bootstrap interval resampling patients and "
+          "seeds (urn_jax/claims.py). Holds: interval above 0 and p < 0.05; does not hold: "
+          "interval below 1 Dice point; else cannot tell at this size.")
+  if left_out:
+    note += " Left out, their curves not flat: " + ", ".join(left_out) + "."
+  path = Path(out_dir) / "claims.md"
+  path.write_text("# The paper's claims, tested\n\n" + note + "\n\n" + "\n".join(lines) + "\n")
+  json_path = Path(out_dir) / "claims.json"
+  json_path.write_text(json.dumps(results, indent=1))
+  return [path, json_path]
+
+
 def write_report(runs, out_dir, figure_case, figures=True, cases=()) -> dict:
   """Writes every table, figure and CSV the runs allow; returns the files and mean rows.
   ``cases``: the test patients scored, named under each table's title."""
@@ -303,6 +382,7 @@ def write_report(runs, out_dir, figure_case, figures=True, cases=()) -> dict:
   files, summary = [], {}
   segmentation = [r for r in runs if r["job"] == "segment"]
   pretraining = [r for r in runs if r["job"] == "pretrain"]
+  files += training_report(runs, out_dir, figures)
   if segmentation:
     files += segmentation_table(runs, out_dir, "dice", cases=cases)
     files += segmentation_table(runs, out_dir, "hd95", scale=1.0, cases=cases)
@@ -311,6 +391,7 @@ def write_report(runs, out_dir, figure_case, figures=True, cases=()) -> dict:
     summary["dice_mean"] = {n: {region: _aggregate(runs, n, lambda row, g=region:
                                                    100 * row[f"{g}/dice"])["mean"][:2]
                                 for region in REGIONS} for n in _names(runs, "segment")}
+    files += claims_report(runs, out_dir)
     if figures:
       files.append(figure2(runs, out_dir / "figure2.png"))
       files.append(figure3(runs, figure_case, out_dir / "figure3.png"))

@@ -2,7 +2,7 @@
 
 Each stage is an ordinary training job (``train_and_evaluate``) in its own work directory,
 ``<workdir>/seed<seed>/<stage>``, so any of them can be inspected, resumed or re-evaluated
-on its own. Rerunning the study resumes every stage from its checkpoints; a finished stage
+on its own. After the evaluation, ``urn_jax.probes`` probes the URNs' representations. Rerunning the study resumes every stage from its checkpoints; a finished stage
 costs only the data check and a model initialization. Wall time per stage is appended to
 ``<workdir>/timings.jsonl``.
 """
@@ -17,11 +17,12 @@ from pathlib import Path
 import ml_collections
 
 from urn_jax.jobs import ConfigError
-from urn_jax.config_checks import check_evaluation_settings, check_training_config
+from urn_jax.config_checks import (check_evaluation_settings, check_training_config,
+                                    pretrained_encoders)
 from urn_jax.train import train_and_evaluate
 
 STAGES = ("pretrain", "pretrain_brats", "baseline", "baseline_md", "urn_md",
-          "urn_md_pretrained")
+          "urn_md_pretrained", "urn_md_finetuned")
 
 
 def plan(config, workdir) -> list[tuple[str, int, ml_collections.ConfigDict, Path]]:
@@ -39,7 +40,7 @@ def plan(config, workdir) -> list[tuple[str, int, ml_collections.ConfigDict, Pat
       job.data = ml_collections.ConfigDict(config.data.to_dict())
       job.data.use_hcp = use_hcp
       job.seed = int(seed)
-      if name == "urn_md_pretrained":
+      if pretrained_encoders(job):  # frozen or fine-tuned: the pooled pre-training's
         job.pretrained_workdir = str(root / "pretrain")
       jobs.append((name, int(seed), job, root / name))
   return jobs
@@ -70,5 +71,12 @@ def run(config, workdir):
   if config.stages == "train":
     return {}
   from urn_jax.evaluate import evaluate_models  # matplotlib and friends: only here
+  from urn_jax.probes import run_probes
   models = [(name, seed, job_dir) for name, seed, _, job_dir in jobs]
-  return evaluate_models(models, workdir / "results", config.evaluate)
+  summary = evaluate_models(models, workdir / "results", config.evaluate)
+  # The representations that are their own: a frozen URN's is its pre-training's.
+  run_probes([(name, seed, job_dir) for name, seed, job, job_dir in jobs
+              if job.model.kind == "urn" and pretrained_encoders(job) != "frozen"],
+             workdir / "results")
+  summary["files"] += [str(workdir / "results" / f) for f in ("probes.md", "probes.json")]
+  return summary

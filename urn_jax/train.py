@@ -53,7 +53,7 @@ from tqdm.auto import tqdm
 from urn_jax.checkpoints import (CheckpointMismatch, Checkpoints, check_signature,
                                  find_checkpoint, restore_state, signature)
 from urn_jax.config_checks import DTYPES as DTYPE_NAMES
-from urn_jax.config_checks import check_training_config
+from urn_jax.config_checks import check_training_config, pretrained_encoders
 from urn_jax.data.datasets import prepare_data
 from urn_jax.data.loader import SliceSource, make_loader
 from urn_jax.files import write_text_atomically
@@ -91,7 +91,7 @@ def build_model(config):
              synthesis=not segment,
              segmentation_features=tuple(m.segmentation_features) if segment else None,
              stacking=m.stacking,
-             freeze_encoders=config.get("variant") == "urn_md_pretrained", dtype=dtype)
+             freeze_encoders=pretrained_encoders(config) == "frozen", dtype=dtype)
 
 
 def _theta(config):
@@ -285,7 +285,7 @@ def train_and_evaluate(config, workdir):
                      f"{jax.device_count()} devices")
   model = build_model(config)
   _keep_trained_config(config, workdir)
-  pretrained = config.get("variant") == "urn_md_pretrained"
+  pretrained = bool(pretrained_encoders(config))
   if pretrained:
     find_pretrained(config.pretrained_workdir)  # fail before the data is prepared
   workdir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,77 @@
+"""Training curves: is a run's validation loss flat, and what do its curves look like.
+
+A run is *flat* (converged enough to report) when the best validation loss improved by less
+than ``FLAT`` (5 %, relative) during the last 20 % of its steps: issue 14's criterion, used by
+``benchmarks/convergence.py`` and by the study's report, which leaves runs that are not flat
+out of the claims' tests.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+REGIONS = ("WT", "TC", "ET")
+FLAT = 0.05
+
+
+def curve_summary(metrics_file: Path) -> dict:
+  """Final and best validation loss, and how much the best improved in the last 20 % of
+  the steps, from a run's ``metrics.jsonl``."""
+  rows = [json.loads(line) for line in metrics_file.read_text().splitlines()]
+  evaluations = [r for r in rows if "validation_loss" in r]
+  steps = rows[-1]["step"]
+  best = min(evaluations, key=lambda r: r["validation_loss"])
+  early = [r["validation_loss"] for r in evaluations if r["step"] <= 0.8 * steps]
+  best_early = min(early) if early else float("nan")
+  summary = {"steps": steps, "epochs": rows[-1].get("epoch"),
+             "final_validation_loss": evaluations[-1]["validation_loss"],
+             "best_validation_loss": best["validation_loss"], "best_step": best["step"],
+             "improvement_last_20pct": (best_early - best["validation_loss"]) / best_early,
+             "final_training_loss": rows[-1]["loss"]}
+  for region in REGIONS:
+    if f"validation_dice_{region}" in best:
+      summary[f"validation_dice_{region}"] = best[f"validation_dice_{region}"]
+  summary["flat"] = bool(summary["improvement_last_20pct"] < FLAT)
+  return summary
+
+
+def plot_curves(workdirs: dict, out_png: Path):
+  """Per model (columns): training and validation loss (top), validation Dice (bottom)."""
+  fig, axes = plt.subplots(2, len(workdirs), figsize=(3.4 * len(workdirs), 5.6),
+                           squeeze=False, sharex="col")
+  dice_labelled = False
+  for column, (name, workdir) in enumerate(workdirs.items()):
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    evaluations = [r for r in rows if "validation_loss" in r]
+    top, bottom = axes[0, column], axes[1, column]
+    top.semilogy([r["step"] for r in rows], [r["loss"] for r in rows], lw=0.7, alpha=0.6,
+                 label="training")
+    top.semilogy([r["step"] for r in evaluations], [r["validation_loss"] for r in evaluations],
+                 "o-", ms=2, lw=1.2, label="validation")
+    top.set_title(name, fontsize=10)
+    top.grid(alpha=0.3, which="both")
+    top.legend(fontsize=7)
+    bottom.set_xlabel("step")
+    bottom.grid(alpha=0.3)
+    if "validation_dice_WT" not in evaluations[-1]:
+      bottom.axis("off")
+      continue
+    for region in REGIONS:
+      bottom.plot([r["step"] for r in evaluations],
+                  [100 * r[f"validation_dice_{region}"] for r in evaluations], lw=1,
+                  label=region)
+    bottom.set_ylim(0, 100)
+    bottom.legend(fontsize=7, loc="lower right")
+    if not dice_labelled:  # the first column may be the pre-training, which has no Dice
+      bottom.set_ylabel("validation Dice (%)")
+      dice_labelled = True
+  axes[0, 0].set_ylabel("loss")
+  fig.tight_layout()
+  fig.savefig(out_png, dpi=90)
+  plt.close(fig)

@@ -1,0 +1,241 @@
+"""What do frozen pre-trained encoders give the segmentation? Probes of the unified
+representation (issue 14, item 2), run by the study after its evaluation.
+
+- **Linear probe**: a 1x1 convolution (multinomial logistic regression per voxel, ``C -> 4``
+  classes) fitted on the unified representation ``z`` of the training patients' slices with
+  all four modalities, scored by Dice (pooled over the test patients' slices) of WT, TC
+  and ET. The same probe on the representation of every URN of the study: the pooled and
+  the BraTS-only pre-training (the encoders ``urn_md_pretrained`` freezes), the end-to-end
+  URN + MD and the fine-tuned URN. A probe reads what the representation makes *linearly*
+  available; the segmentation U-Net on top can do more, so probes rank representations,
+  not models.
+- **Batch-norm statistics**: the pre-trained encoders run in inference mode with running
+  statistics gathered during pre-training, from BraTS and (pooled) HCP slices. The probe is
+  fitted again after re-estimating those statistics on BraTS training slices alone
+  (``reestimate_batch_stats``): a gain says the pooled statistics misplace BraTS images.
+- **Synthesis on tumour and healthy voxels**: PSNR of each modality synthesized from the
+  other three by each pre-training, with the mean squared error taken over tumour voxels
+  and over healthy brain voxels separately, both against the brain's intensity range (so
+  the two are comparable). Pre-training never sees a label; a representation that encodes
+  tumour poorly shows as a lower PSNR on tumour.
+
+Slices are those of the pre-processed cases (the study's grid); every number is on the
+study's test patients, never on those that chose checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from urn_jax.data.loader import SliceSource
+from urn_jax.metrics import REGIONS, dice
+from urn_jax.modalities import MODALITIES
+from urn_jax.urn import NUM_CLASSES
+
+PROBE_PIXELS = 400_000  # training voxels the probe is fitted on (sampled from the brain)
+
+
+def slices(case_dirs, labels=True) -> dict:
+  """Every brain slice of ``case_dirs``: ``image [N, H, W, M]``, ``label [N, H, W]`` (with
+  ``labels``), ``available [N, M]``."""
+  source = SliceSource(case_dirs, labels=labels)
+  records = [source[i] for i in range(len(source))]
+  return {k: np.stack([r[k] for r in records]) for k in records[0]}
+
+
+def _apply(model, variables, chunk=64):
+  function = jax.jit(lambda v, x, m: model.apply(v, x, m, train=False))
+
+  def run(images, mask, key):
+    out = []
+    for s in range(0, len(images), chunk):
+      x = jnp.asarray(images[s:s + chunk])
+      out.append(np.asarray(function(variables, x, jnp.broadcast_to(mask, (len(x), len(mask)))
+                                     )[key]))
+    return np.concatenate(out)
+  return run
+
+
+def representation(model, variables, images, mask=None) -> np.ndarray:
+  """The unified representation ``z [N, H, W, C]`` of ``images`` with the modalities of
+  ``mask`` (default: all), the encoders in inference mode."""
+  mask = jnp.ones(len(MODALITIES), bool) if mask is None else jnp.asarray(mask, bool)
+  return _apply(model, variables)(images, mask, "z")
+
+
+def reestimate_batch_stats(model, variables, images, batch=32, passes=400, seed=0) -> dict:
+  """``variables`` with the encoders' batch-norm running statistics re-estimated on
+  ``images`` (all modalities): ``passes`` training-mode forward passes of random batches,
+  whose momentum of 0.99 leaves 0.99**400 = 2 % of the old statistics. Parameters are
+  unchanged."""
+  step = jax.jit(lambda v, x, m: model.apply(v, x, m, train=True, mutable=["batch_stats"])[1])
+  rng = np.random.default_rng(seed)
+  stats = variables["batch_stats"]
+  mask = jnp.ones((batch, len(MODALITIES)), bool)
+  for _ in range(passes):
+    x = jnp.asarray(images[rng.choice(len(images), batch)])
+    stats = step({**variables, "batch_stats": stats}, x, mask)["batch_stats"]
+  # Only the encoders' statistics matter to z; the decoders' are kept as they were.
+  stats = dict(stats)
+  merged = dict(variables["batch_stats"])
+  merged["encoders"] = stats["encoders"]
+  return {**variables, "batch_stats": merged}
+
+
+def _brain(images):
+  return np.any(images != 0, axis=-1)
+
+
+def fit_probe(z, labels, brain, steps=600, learning_rate=0.05, seed=0):
+  """A 1x1 convolution ``(weights [C, K], bias [K])`` fitted by Adam on cross-entropy over
+  up to ``PROBE_PIXELS`` brain voxels of ``z [N, H, W, C]`` sampled at random; the features
+  are standardized first (their mean and scale are part of the probe)."""
+  x = z[brain].astype(np.float32)
+  y = labels[brain].astype(np.int32)
+  rng = np.random.default_rng(seed)
+  if len(x) > PROBE_PIXELS:
+    keep = rng.choice(len(x), PROBE_PIXELS, replace=False)
+    x, y = x[keep], y[keep]
+  mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
+  x = jnp.asarray((x - mean) / scale)
+  y = jnp.asarray(y)
+  params = {"w": jnp.zeros((x.shape[1], NUM_CLASSES)), "b": jnp.zeros(NUM_CLASSES)}
+  optimizer = optax.adam(learning_rate)
+
+  def loss(p):
+    return optax.softmax_cross_entropy_with_integer_labels(x @ p["w"] + p["b"], y).mean()
+
+  @jax.jit
+  def update(p, state):
+    value, grads = jax.value_and_grad(loss)(p)
+    updates, state = optimizer.update(grads, state)
+    return optax.apply_updates(p, updates), state, value
+
+  state = optimizer.init(params)
+  for _ in range(steps):
+    params, state, value = update(params, state)
+  return {"mean": mean, "scale": scale, "w": np.asarray(params["w"]),
+          "b": np.asarray(params["b"]), "loss": float(value)}
+
+
+def probe_dice(probe, z, labels, brain) -> dict:
+  """Dice (%) of WT, TC and ET of the probe's classes, pooled over every brain voxel of the
+  slices (outside the brain, the prediction is background)."""
+  logits = ((z - probe["mean"]) / probe["scale"]) @ probe["w"] + probe["b"]
+  predicted = np.where(brain, logits.argmax(-1), 0)
+  return {region: 100.0 * dice(np.isin(predicted, classes), np.isin(labels, classes))
+          for region, classes in REGIONS.items()}
+
+
+def synthesis_psnr(model, variables, images, labels) -> dict:
+  """Per modality: PSNR (dB) of the modality synthesized from the other three, with the
+  mean squared error over tumour voxels and over healthy brain voxels, both against the
+  brain's intensity range of that modality. Slices without the modality are skipped."""
+  run = _apply(model, variables)
+  brain = _brain(images)
+  result = {}
+  for m, name in enumerate(MODALITIES):
+    have = np.any(images[..., m] != 0, axis=(1, 2))
+    mask = jnp.asarray([i != m for i in range(len(MODALITIES))])
+    synthesized = run(images[have], mask, "synthesis")[..., m]
+    reference = images[have][..., m]
+    inside = brain[have]
+    data_range = reference[inside].max() - reference[inside].min()
+    tumour = inside & (labels[have] > 0)
+    healthy = inside & (labels[have] == 0)
+    result[name] = {
+        region: float(10 * np.log10(data_range ** 2 / np.mean(
+            (synthesized[where] - reference[where]) ** 2)))
+        for region, where in (("tumour", tumour), ("healthy", healthy)) if where.any()}
+  return result
+
+
+def run_probes(models, out_dir) -> dict:
+  """``models``: ``[(stage, seed, workdir)]`` of the study's URNs whose representation is
+  their own (pre-trainings, end-to-end and fine-tuned segmentations; a frozen one's is its
+  pre-training's), named in the results as the tables name them. Writes ``probes.json`` and ``probes.md`` into ``out_dir``; per seed the
+  results are kept in ``probes_seed<seed>.json`` and reused when the study is run again."""
+  from urn_jax.evaluate import _test_cases  # the study's held-out patients
+  from urn_jax.predict import load_model
+  from urn_jax.train import data_from_config
+  out_dir = Path(out_dir)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  by_seed = {}
+  for name, seed, workdir in models:
+    by_seed.setdefault(seed, []).append((name, Path(workdir)))
+  results = {}
+  for seed, runs in sorted(by_seed.items()):
+    cache = out_dir / f"probes_seed{seed}.json"
+    if cache.is_file():
+      results[seed] = json.loads(cache.read_text())
+      continue
+    config = load_model(runs[0][1]).config
+    train = slices(data_from_config(config, runs[0][1], use_hcp=False)["brats"]["train"])
+    test = slices(_test_cases(config, runs[0][1]))
+    train_brain, test_brain = _brain(train["image"]), _brain(test["image"])
+    rows = []
+    for _, workdir in tqdm(runs, desc=f"probes, seed {seed}", unit="model",
+                           file=sys.stderr):
+      loaded = load_model(workdir)
+      variants = [("as trained", loaded.variables)]
+      if loaded.job == "pretrain":
+        variants.append(("re-estimated on BraTS", reestimate_batch_stats(
+            loaded.model, loaded.variables, train["image"])))
+      for statistics, variables in variants:
+        z_train = representation(loaded.model, variables, train["image"])
+        probe = fit_probe(z_train, train["label"], train_brain)
+        z_test = representation(loaded.model, variables, test["image"])
+        rows.append({"model": loaded.name, "job": loaded.job, "batch_norm": statistics,
+                     "probe_loss": probe["loss"],
+                     **{f"probe_dice_{r}": v for r, v in
+                        probe_dice(probe, z_test, test["label"], test_brain).items()}})
+      if loaded.job == "pretrain":
+        rows[-1]["psnr"] = rows[-2]["psnr"] = synthesis_psnr(
+            loaded.model, loaded.variables, test["image"], test["label"])
+    results[seed] = rows
+    cache.write_text(json.dumps(rows, indent=1))
+  (out_dir / "probes.json").write_text(json.dumps(results, indent=1))
+  (out_dir / "probes.md").write_text(probes_markdown(results))
+  return results
+
+
+def probes_markdown(results) -> str:
+  """Mean over seeds (and the range) of each probe's test Dice; PSNR on tumour and healthy
+  voxels per pre-training and modality."""
+  keys = []
+  for rows in results.values():
+    keys += [(r["model"], r["batch_norm"]) for r in rows if (r["model"], r["batch_norm"])
+             not in keys]
+  lines = ["# Probes of the unified representation", "",
+           "Linear probe (1x1 convolution) on z with all four modalities, fitted on the "
+           "training patients, Dice (%) pooled over the test patients' slices; mean over "
+           f"seeds ({', '.join(str(s) for s in results)}), range in brackets.", "",
+           "| representation | batch-norm statistics | WT | TC | ET |", "|---|---|---|---|---|"]
+  for model, statistics in keys:
+    cells = []
+    for region in ("WT", "TC", "ET"):
+      values = [r[f"probe_dice_{region}"] for rows in results.values() for r in rows
+                if (r["model"], r["batch_norm"]) == (model, statistics)]
+      cells.append(f"{np.mean(values):.1f} [{min(values):.1f}, {max(values):.1f}]")
+    lines.append(f"| {model} | {statistics} | " + " | ".join(cells) + " |")
+  psnr_rows = [(r["model"], r["psnr"]) for rows in results.values() for r in rows
+               if "psnr" in r and r["batch_norm"] == "as trained"]
+  if psnr_rows:
+    lines += ["", "Synthesis of each modality from the other three: PSNR (dB) over tumour "
+              "and over healthy brain voxels, mean over seeds.", "",
+              "| pre-training | modality | tumour | healthy |", "|---|---|---|---|"]
+    for model in dict.fromkeys(m for m, _ in psnr_rows):
+      for modality in MODALITIES:
+        values = [p[modality] for m, p in psnr_rows if m == model and modality in p]
+        cells = [f"{np.mean([v[k] for v in values if k in v]):.1f}"
+                 if any(k in v for v in values) else "-" for k in ("tumour", "healthy")]
+        lines.append(f"| {model} | {modality} | " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
