@@ -36,6 +36,7 @@ import optax
 from tqdm.auto import tqdm
 
 from urn_jax.data.loader import SliceSource
+from urn_jax.files import write_text_atomically
 from urn_jax.metrics import REGIONS, dice
 from urn_jax.modalities import MODALITIES
 from urn_jax.urn import NUM_CLASSES
@@ -161,8 +162,9 @@ def synthesis_psnr(model, variables, images, labels) -> dict:
 def run_probes(models, out_dir) -> dict:
   """``models``: ``[(stage, seed, workdir)]`` of the study's URNs whose representation is
   their own (pre-trainings, end-to-end and fine-tuned segmentations; a frozen one's is its
-  pre-training's), named in the results as the tables name them. Writes ``probes.json`` and ``probes.md`` into ``out_dir``; per seed the
-  results are kept in ``probes_seed<seed>.json`` and reused when the study is run again."""
+  pre-training's), named in the results as the tables name them. Writes ``probes.json``
+  and ``probes.md`` into ``out_dir``; per seed the results are kept in
+  ``probes_seed<seed>.json`` and reused when the study is run again."""
   from urn_jax.evaluate import _test_cases  # the study's held-out patients
   from urn_jax.predict import load_model
   from urn_jax.train import data_from_config
@@ -174,8 +176,10 @@ def run_probes(models, out_dir) -> dict:
   results = {}
   for seed, runs in sorted(by_seed.items()):
     cache = out_dir / f"probes_seed{seed}.json"
-    if cache.is_file():
-      results[seed] = json.loads(cache.read_text())
+    key = [str(workdir) for _, workdir in runs]
+    stored = json.loads(cache.read_text()) if cache.is_file() else {}
+    if stored.get("models") == key:  # the same models: their probes are done
+      results[seed] = stored["rows"]
       continue
     config = load_model(runs[0][1]).config
     train = slices(data_from_config(config, runs[0][1], use_hcp=False)["brats"]["train"])
@@ -201,9 +205,9 @@ def run_probes(models, out_dir) -> dict:
         rows[-1]["psnr"] = rows[-2]["psnr"] = synthesis_psnr(
             loaded.model, loaded.variables, test["image"], test["label"])
     results[seed] = rows
-    cache.write_text(json.dumps(rows, indent=1))
-  (out_dir / "probes.json").write_text(json.dumps(results, indent=1))
-  (out_dir / "probes.md").write_text(probes_markdown(results))
+    write_text_atomically(cache, json.dumps({"models": key, "rows": rows}, indent=1))
+  write_text_atomically(out_dir / "probes.json", json.dumps(results, indent=1))
+  write_text_atomically(out_dir / "probes.md", probes_markdown(results))
   return results
 
 

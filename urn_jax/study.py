@@ -2,8 +2,9 @@
 
 Each stage is an ordinary training job (``train_and_evaluate``) in its own work directory,
 ``<workdir>/seed<seed>/<stage>``, so any of them can be inspected, resumed or re-evaluated
-on its own. After the evaluation, ``urn_jax.probes`` probes the URNs' representations. Rerunning the study resumes every stage from its checkpoints; a finished stage
-costs only the data check and a model initialization. Wall time per stage is appended to
+on its own. After the evaluation, ``urn_jax.probes`` probes the URNs' representations.
+Rerunning the study resumes every stage from its checkpoints; a finished stage costs only
+the data check and a model initialization. Wall time per stage is appended to
 ``<workdir>/timings.jsonl``.
 """
 
