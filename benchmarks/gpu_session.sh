@@ -12,8 +12,9 @@
 # 4. URN segmentation and the baseline in bfloat16 (batch 16), against the twin under
 #    autocast in eager mode; 5. the same in float32 against torch.compile (slow to compile).
 # On an H200 (2026-11-26) JAX compiled a step in 7-65 s at this size and torch.compile took
-# minutes: stage 1 reached 4 rows of 6 in 170 s. Stages 1-3 fit a 600 s call; stages 4-5
-# are for a second call (SKIP=123 bash benchmarks/gpu_session.sh OUT).
+# minutes: stage 1 reached 4 rows of 6 in 170 s. Stages 1-3 have limits adding up to 540 s,
+# plus the install and up to 20 s for each stage to stop: too close to a 600 s call, so run
+# SKIP=345 for stages 1-2, then SKIP=12 for stages 3-5 (SKIP=12 bash benchmarks/gpu_session.sh OUT).
 # Each stage has its own time limit and saves what it measured as it goes, so a stage that
 # runs out of time loses nothing measured before. Where nibabel, ml-collections, grain,
 # nilearn or tensorboardX are missing (the lent machines have JAX and PyTorch only), wheels

@@ -109,3 +109,35 @@ def test_the_report_tests_the_claims_on_flat_runs_only(tmp_path):
   assert {r["claim"][:2] for r in mean_rows} == {"3."}  # the only claim these models test
   assert all(r["patients"] == 12 and r["seeds"] == 1 and r["verdict"] == "holds"
              for r in mean_rows)
+
+
+def test_a_claim_without_paired_rows_and_a_run_without_curve_do_not_stop_the_report(tmp_path):
+  """Baseline + MD flat only on seed 0, URN + MD only on seed 1: claim 3 has no pair and is
+  listed as not testable; a run whose metrics.jsonl holds no evaluation (and a line cut
+  short by a killed process) is 'unknown', left out, and the report goes on."""
+  import json
+  from urn_jax.report import claims_report, training_report
+  rows = _rows({"Baseline + MD": lambda k, p: 0.0, "URN + MD": lambda k, p: 8.0}, seeds=2)
+  runs = []
+  for name, flat_seed in (("Baseline + MD", 0), ("URN + MD", 1)):
+    for seed in (0, 1):
+      workdir = tmp_path / f"{name}-{seed}".replace(" ", "").replace("+", "")
+      workdir.mkdir()
+      losses = [0.1] * 10 if seed == flat_seed else [1.0 / s for s in range(1, 11)]
+      (workdir / "metrics.jsonl").write_text("".join(
+          json.dumps({"step": 100 * s, "loss": l, "validation_loss": l}) + "\n"
+          for s, l in zip(range(1, 11), losses)))
+      runs.append({"name": name, "job": "segment", "seed": seed, "workdir": str(workdir),
+                   "rows": [r for r in rows if r["model"] == name and r["seed"] == seed]})
+  broken = tmp_path / "broken"
+  broken.mkdir()
+  (broken / "metrics.jsonl").write_text('{"step": 10, "loss": 1.0}\n{"step": 20, "lo')
+  runs.append({"name": "URN + MD", "job": "segment", "seed": 2, "workdir": str(broken),
+               "rows": []})
+  training_report(runs, tmp_path, figures=True)
+  assert "| URN + MD | 2 | no evaluation in metrics.jsonl | | | | unknown |" in (
+      tmp_path / "training.md").read_text()
+  claims_report(runs, tmp_path)
+  text = (tmp_path / "claims.md").read_text()
+  assert "URN + MD (seed 2, no curve)" in text
+  assert "Not testable with these runs:\n- 3. URN + MD beats Baseline + MD (WT)" in text

@@ -65,14 +65,15 @@ def test_tumour_compartments_and_edema_contrast_like_brats():
   """Issue 14: the core (labels 1 + 4) a third to a half of the whole tumour, as in BraTS,
   not the 3-25 % of the first phantom (which made TC and ET small for the phantom's
   reasons); edema hyperintense on T2 as on FLAIR in every case (the first phantom's seed 11
-  had T2 ratios of 1.13-1.35)."""
+  had T2 ratios of 1.16-1.58 on its first 12 cases, 2 of them below 1.2)."""
   rows = phantom.describe(11, range(6))
   assert {r["grade"] for r in rows} == {"HGG", "LGG"}
   for r in rows:
     assert r["t2_edema_ratio"] > 1.2 and r["flair_edema_ratio"] > 1.2, r
     assert 0.2 <= r["tc_cm3"] / r["wt_cm3"] <= 0.7, r
     assert 3 <= r["wt_cm3"] <= 200, r
-    assert (r["et_cm3"] > 0) == (r["grade"] == "HGG")
+    if r["grade"] == "HGG":  # an enhancing rim, or a solid enhancing core: not a speck
+      assert 0.3 <= r["et_cm3"] / r["tc_cm3"] <= 1.0, r
   high = [r["tc_cm3"] / r["wt_cm3"] for r in rows if r["grade"] == "HGG"]
   assert 0.3 <= np.median(high) <= 0.55
   assert "| HGG |" in phantom.summarize(rows) and "| LGG |" in phantom.summarize(rows)

@@ -116,6 +116,23 @@ def test_finetuned_encoders_start_from_the_pretraining_and_then_train(pretrained
                                                       jax.tree_util.tree_leaves(after)))
 
 
+def test_frozen_encoders_cannot_resume_an_end_to_end_run(pretrained, data, tmp_path):
+  """Freezing changes the optimizer state's tree: it is part of the checkpoint signature,
+  so it is refused by name, not met as an orbax error. A signature stored before the field
+  existed is read from its variant name, so old runs still resume."""
+  from urn_jax.checkpoints import check_signature, signature
+  train_and_evaluate(tiny(load_config("segment", "urn_md"), data), tmp_path)
+  frozen = tiny(load_config("segment", "urn_md"), data, steps=4)
+  frozen.pretrained_encoders, frozen.pretrained_workdir = "frozen", str(pretrained)
+  with pytest.raises(CheckpointMismatch, match="pretrained_encoders"):
+    train_and_evaluate(frozen, tmp_path)
+  old = tiny(load_config("segment", "urn_md_pretrained"), data)
+  stored = {k: v for k, v in signature(old).items() if k != "pretrained_encoders"}
+  check_signature(stored, signature(old), tmp_path)  # no error
+  with pytest.raises(CheckpointMismatch):
+    check_signature({**stored, "variant": "urn_md"}, signature(old), tmp_path)
+
+
 def test_pretrained_variants_need_a_pretraining(data, tmp_path):
   for variant in ("urn_md_pretrained", "urn_md_finetuned"):
     config = tiny(load_config("segment", variant), data)

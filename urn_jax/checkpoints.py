@@ -29,6 +29,7 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging as absl_logging
 
+from urn_jax.config_checks import pretrained_encoders
 from urn_jax.data.cases import DataError
 from urn_jax.files import write_text_atomically
 
@@ -161,14 +162,19 @@ class Checkpoints:
 
 
 def signature(config) -> dict:
-  """What a checkpoint must agree with to be resumed."""
+  """What a checkpoint must agree with to be resumed. Frozen encoders change the optimizer
+  state's tree, so whether the encoders are pre-trained (and frozen) is part of it."""
   return {"job": config.job, "variant": config.get("variant", ""),
-          "model": config.model.to_dict(), "size": config.data.size}
+          "model": config.model.to_dict(), "size": config.data.size,
+          "pretrained_encoders": pretrained_encoders(config)}
 
 
 def check_signature(stored, current, where):
   stored = json.loads(json.dumps(stored))
   current = json.loads(json.dumps(current))
+  if stored is not None and "pretrained_encoders" not in stored:
+    # Written before the field: the variant name said it (config_checks.pretrained_encoders).
+    stored["pretrained_encoders"] = pretrained_encoders(stored)
   if stored is not None and stored != current:
     differences = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
     raise CheckpointMismatch(

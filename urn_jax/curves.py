@@ -20,11 +20,28 @@ REGIONS = ("WT", "TC", "ET")
 FLAT = 0.05
 
 
-def curve_summary(metrics_file: Path) -> dict:
+def read_metrics(metrics_file: Path) -> list[dict]:
+  """The rows of a run's ``metrics.jsonl``; a line cut short by a killed process (or any
+  line that is not a JSON object with a step) is skipped."""
+  rows = []
+  for line in Path(metrics_file).read_text().splitlines():
+    try:
+      row = json.loads(line)
+    except ValueError:
+      continue
+    if isinstance(row, dict) and "step" in row:
+      rows.append(row)
+  return rows
+
+
+def curve_summary(metrics_file: Path) -> dict | None:
   """Final and best validation loss, and how much the best improved in the last 20 % of
-  the steps, from a run's ``metrics.jsonl``."""
-  rows = [json.loads(line) for line in metrics_file.read_text().splitlines()]
+  the steps, from a run's ``metrics.jsonl``; None when it holds no evaluation yet. With no
+  evaluation in the first 80 % of the steps the improvement is NaN, and the run not flat."""
+  rows = read_metrics(metrics_file)
   evaluations = [r for r in rows if "validation_loss" in r]
+  if not evaluations:
+    return None
   steps = rows[-1]["step"]
   best = min(evaluations, key=lambda r: r["validation_loss"])
   early = [r["validation_loss"] for r in evaluations if r["step"] <= 0.8 * steps]
@@ -47,7 +64,7 @@ def plot_curves(workdirs: dict, out_png: Path):
                            squeeze=False, sharex="col")
   dice_labelled = False
   for column, (name, workdir) in enumerate(workdirs.items()):
-    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(workdir / "metrics.jsonl")
     evaluations = [r for r in rows if "validation_loss" in r]
     top, bottom = axes[0, column], axes[1, column]
     top.semilogy([r["step"] for r in rows], [r["loss"] for r in rows], lw=0.7, alpha=0.6,
@@ -59,7 +76,7 @@ def plot_curves(workdirs: dict, out_png: Path):
     top.legend(fontsize=7)
     bottom.set_xlabel("step")
     bottom.grid(alpha=0.3)
-    if "validation_dice_WT" not in evaluations[-1]:
+    if not evaluations or "validation_dice_WT" not in evaluations[-1]:
       bottom.axis("off")
       continue
     for region in REGIONS:

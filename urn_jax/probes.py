@@ -16,7 +16,9 @@ representation (issue 14, item 2), run by the study after its evaluation.
 - **Synthesis on tumour and healthy voxels**: PSNR of each modality synthesized from the
   other three by each pre-training, with the mean squared error taken over tumour voxels
   and over healthy brain voxels separately, both against the brain's intensity range (so
-  the two are comparable). Pre-training never sees a label; a representation that encodes
+  the two are comparable). Pooled over all test slices with one range, unlike Table 2's
+  per-case PSNR (``urn_jax.metrics.psnr``): compare tumour with healthy here, not these
+  numbers with Table 2's. Pre-training never sees a label; a representation that encodes
   tumour poorly shows as a lower PSNR on tumour.
 
 Slices are those of the pre-processed cases (the study's grid); every number is on the
@@ -42,13 +44,19 @@ from urn_jax.modalities import MODALITIES
 from urn_jax.urn import NUM_CLASSES
 
 PROBE_PIXELS = 400_000  # training voxels the probe is fitted on (sampled from the brain)
+PROBE_SLICES = 2_000  # at most this many training slices (random) feed the probe: memory
+VERSION = 1  # of the probes' method: cached results of another version are recomputed
 
 
-def slices(case_dirs, labels=True) -> dict:
-  """Every brain slice of ``case_dirs``: ``image [N, H, W, M]``, ``label [N, H, W]`` (with
+def slices(case_dirs, labels=True, limit=None, seed=0) -> dict:
+  """The brain slices of ``case_dirs`` (at most ``limit``, drawn at random without
+  replacement, in their order): ``image [N, H, W, M]``, ``label [N, H, W]`` (with
   ``labels``), ``available [N, M]``."""
   source = SliceSource(case_dirs, labels=labels)
-  records = [source[i] for i in range(len(source))]
+  chosen = range(len(source))
+  if limit and len(source) > limit:
+    chosen = np.sort(np.random.default_rng(seed).choice(len(source), limit, replace=False))
+  records = [source[int(i)] for i in chosen]
   return {k: np.stack([r[k] for r in records]) for k in records[0]}
 
 
@@ -176,19 +184,22 @@ def run_probes(models, out_dir) -> dict:
   results = {}
   for seed, runs in sorted(by_seed.items()):
     cache = out_dir / f"probes_seed{seed}.json"
-    key = [str(workdir) for _, workdir in runs]
+    loaded_runs = [load_model(workdir) for _, workdir in runs]
+    # Reused only for the same checkpoints and the same method.
+    key = {"version": VERSION, "models": [[str(m.workdir), str(m.checkpoint), m.step]
+                                          for m in loaded_runs]}
     stored = json.loads(cache.read_text()) if cache.is_file() else {}
-    if stored.get("models") == key:  # the same models: their probes are done
+    if stored.get("key") == key:
       results[seed] = stored["rows"]
       continue
-    config = load_model(runs[0][1]).config
-    train = slices(data_from_config(config, runs[0][1], use_hcp=False)["brats"]["train"])
+    config = loaded_runs[0].config
+    train = slices(data_from_config(config, runs[0][1], use_hcp=False)["brats"]["train"],
+                   limit=PROBE_SLICES)
     test = slices(_test_cases(config, runs[0][1]))
     train_brain, test_brain = _brain(train["image"]), _brain(test["image"])
     rows = []
-    for _, workdir in tqdm(runs, desc=f"probes, seed {seed}", unit="model",
-                           file=sys.stderr):
-      loaded = load_model(workdir)
+    for loaded in tqdm(loaded_runs, desc=f"probes, seed {seed}", unit="model",
+                       file=sys.stderr):
       variants = [("as trained", loaded.variables)]
       if loaded.job == "pretrain":
         variants.append(("re-estimated on BraTS", reestimate_batch_stats(
@@ -205,7 +216,7 @@ def run_probes(models, out_dir) -> dict:
         rows[-1]["psnr"] = rows[-2]["psnr"] = synthesis_psnr(
             loaded.model, loaded.variables, test["image"], test["label"])
     results[seed] = rows
-    write_text_atomically(cache, json.dumps({"models": key, "rows": rows}, indent=1))
+    write_text_atomically(cache, json.dumps({"key": key, "rows": rows}, indent=1))
   write_text_atomically(out_dir / "probes.json", json.dumps(results, indent=1))
   write_text_atomically(out_dir / "probes.md", probes_markdown(results))
   return results
@@ -234,7 +245,8 @@ def probes_markdown(results) -> str:
                if "psnr" in r and r["batch_norm"] == "as trained"]
   if psnr_rows:
     lines += ["", "Synthesis of each modality from the other three: PSNR (dB) over tumour "
-              "and over healthy brain voxels, mean over seeds.", "",
+              "and over healthy brain voxels of all test slices, against one intensity range "
+              "(so not on Table 2's per-case scale), mean over seeds.", "",
               "| pre-training | modality | tumour | healthy |", "|---|---|---|---|"]
     for model in dict.fromkeys(m for m, _ in psnr_rows):
       for modality in MODALITIES:

@@ -305,7 +305,8 @@ def _write_rows(path: Path, rows):
 def training_report(runs, out_dir, figures=True) -> list:
   """``training.md``: each run's steps, final and best validation loss and whether its curve
   flattened (``urn_jax.curves``), from its ``metrics.jsonl``; one PNG of curves per model
-  name, a column per seed. Sets ``run["curve"]`` (None where the run has no metrics)."""
+  name, a column per seed. Sets ``run["curve"]`` (None where the run has no metrics or no
+  evaluation in them)."""
   lines = ["| model | seed | steps (epochs) | final val. loss | best val. loss (step) | "
            "improvement, last 20 % | flat |", "|---|---|---|---|---|---|---|"]
   for run in runs:
@@ -313,12 +314,15 @@ def training_report(runs, out_dir, figures=True) -> list:
     run["curve"] = curve_summary(metrics) if metrics.is_file() else None
     c = run["curve"]
     if c is None:
-      lines.append(f"| {run['name']} | {run['seed']} | no metrics.jsonl | | | | |")
+      lines.append(f"| {run['name']} | {run['seed']} | no evaluation in metrics.jsonl | | | "
+                   "| unknown |")
       continue
+    improvement = c["improvement_last_20pct"]
+    improvement = "n/a" if improvement != improvement else f"{100 * improvement:.1f} %"
     epochs = f" ({c['epochs']:.1f})" if c.get("epochs") is not None else ""
     lines.append(f"| {run['name']} | {run['seed']} | {c['steps']}{epochs} | "
                  f"{c['final_validation_loss']:.4f} | {c['best_validation_loss']:.4f} "
-                 f"({c['best_step']}) | {100 * c['improvement_last_20pct']:.1f} % | "
+                 f"({c['best_step']}) | {improvement} | "
                  f"{'yes' if c['flat'] else '**no**'} |")
   path = Path(out_dir) / "training.md"
   path.write_text(f"# Training curves\n\nFlat: the best validation loss improved by less "
@@ -340,18 +344,25 @@ def training_report(runs, out_dir, figures=True) -> list:
 def claims_report(runs, out_dir) -> list:
   """``claims.md`` and ``claims.json``: each of the paper's claims whose scenarios were
   evaluated, tested on the per-case rows (``urn_jax.claims``) of the runs whose curves are
-  flat."""
-  used = [r for r in runs if r["job"] == "segment" and (r.get("curve") or {}).get("flat", True)]
-  left_out = [f"{r['name']} (seed {r['seed']})" for r in runs
-              if r["job"] == "segment" and r not in used]
+  flat (a run without a curve is left out too). A claim whose two sides share no patient,
+  seed and combination (other combinations evaluated, seeds left out) is listed as not
+  testable rather than stopping the report."""
+  used = [r for r in runs if r["job"] == "segment" and (r.get("curve") or {}).get("flat")]
+  left_out = [f"{r['name']} (seed {r['seed']}{'' if r.get('curve') else ', no curve'})"
+              for r in runs if r["job"] == "segment" and r not in used]
   rows = [row for r in used for row in r["rows"]]
   names = {row["model"] for row in rows}
   pretrained = "URN + MD w/ HCP" if "URN + MD w/ HCP" in names else "URN + MD pre-trained"
   comparisons = [c for c in claims_module.claims(pretrained)
                  if {c.better, c.worse} <= names]
-  if not comparisons:
+  results, untestable = [], []
+  for comparison in comparisons:
+    try:
+      results += claims_module.evaluate_claims(rows, [comparison])
+    except ValueError as e:  # no paired rows for this comparison
+      untestable.append(f"{comparison.claim} ({comparison.region}): {e}")
+  if not results and not untestable:
     return []
-  results = claims_module.evaluate_claims(rows, comparisons)
   lines = ["| claim | region | comparison | combinations | patients x seeds | mean difference "
            "(Dice points) | 95 % interval | Wilcoxon p | verdict |",
            "|---|---|---|---|---|---|---|---|---|"]
@@ -368,6 +379,8 @@ def claims_report(runs, out_dir) -> list:
           "interval below 1 Dice point; else cannot tell at this size.")
   if left_out:
     note += " Left out, their curves not flat: " + ", ".join(left_out) + "."
+  if untestable:
+    note += "\n\nNot testable with these runs:\n" + "\n".join(f"- {u}" for u in untestable)
   path = Path(out_dir) / "claims.md"
   path.write_text("# The paper's claims, tested\n\n" + note + "\n\n" + "\n".join(lines) + "\n")
   json_path = Path(out_dir) / "claims.json"

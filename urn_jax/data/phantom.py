@@ -11,8 +11,8 @@ spreads further into white than into grey matter and never into CSF. Sizes follo
 rough proportions: the core (labels 1 + 4) is about a third to a half of the whole tumour
 (edema reaches 0.25-0.9 core radii into white matter), whole tumours mostly 20-150 cm^3;
 ``describe`` and ``python -m urn_jax.data.phantom --describe N`` measure it, and
-docs/phantom.md lists the distribution. Edema is at least half edema by tissue fraction
-wherever it is labelled, so it is hyperintense on T2 and FLAIR in every case (mean T2 in the
+docs/phantom.md lists the distribution. Wherever edema is labelled, at least half of its
+non-CSF tissue is edema, so it is hyperintense on T2 and FLAIR in every case (mean T2 in the
 edema above 1.3x that of the healthy brain, CSF included). The four contrasts are sums of tissue
 fractions times mean intensities ordered as in MR physics, with a little texture, a smooth
 multiplicative bias field and Rician noise, so that N4 and z-scoring matter. Everything
