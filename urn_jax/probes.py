@@ -27,6 +27,7 @@ study's test patients, never on those that chose checkpoints.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -60,8 +61,15 @@ def slices(case_dirs, labels=True, limit=None, seed=0) -> dict:
   return {k: np.stack([r[k] for r in records]) for k in records[0]}
 
 
+@functools.lru_cache(maxsize=8)
+def _inference(model):
+  """``model.apply`` in inference mode, compiled once per model (its callers come back to
+  the same model for training and test slices, and with other statistics)."""
+  return jax.jit(lambda v, x, m: model.apply(v, x, m, train=False))
+
+
 def _apply(model, variables, chunk=64):
-  function = jax.jit(lambda v, x, m: model.apply(v, x, m, train=False))
+  function = _inference(model)
 
   def run(images, mask, key):
     out = []
