@@ -153,14 +153,18 @@ def paired_test(matrix, margin: float = 1.0, resamples: int = 10_000, seed: int 
           "verdict": verdict}
 
 
+def claims_for(names) -> list[Comparison]:
+  """``claims()`` with the pre-trained scenario the model ``names`` have: pooled with HCP
+  ("URN + MD w/ HCP") when present, else "URN + MD pre-trained"."""
+  return claims("URN + MD w/ HCP" if "URN + MD w/ HCP" in names else "URN + MD pre-trained")
+
+
 def evaluate_claims(rows, comparisons=None, margin: float = 1.0) -> list[dict]:
   """One result per comparison (and, for a per-combination one, per combination too);
   ``comparisons`` defaults to ``claims()``, with the pre-trained scenario pooled with HCP
   ("URN + MD w/ HCP") when the rows have it."""
   if comparisons is None:
-    names = {row["model"] for row in rows}
-    comparisons = claims("URN + MD w/ HCP" if "URN + MD w/ HCP" in names
-                         else "URN + MD pre-trained")
+    comparisons = claims_for({row["model"] for row in rows})
   results = []
   for comparison in comparisons:
     _, _, matrix = differences(rows, comparison)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import matplotlib
@@ -318,7 +319,7 @@ def training_report(runs, out_dir, figures=True) -> list:
                    "| unknown |")
       continue
     improvement = c["improvement_last_20pct"]
-    improvement = "n/a" if improvement != improvement else f"{100 * improvement:.1f} %"
+    improvement = "n/a" if math.isnan(improvement) else f"{100 * improvement:.1f} %"
     epochs = f" ({c['epochs']:.1f})" if c.get("epochs") is not None else ""
     lines.append(f"| {run['name']} | {run['seed']} | {c['steps']}{epochs} | "
                  f"{c['final_validation_loss']:.4f} | {c['best_validation_loss']:.4f} "
@@ -352,9 +353,7 @@ def claims_report(runs, out_dir) -> list:
               for r in runs if r["job"] == "segment" and r not in used]
   rows = [row for r in used for row in r["rows"]]
   names = {row["model"] for row in rows}
-  pretrained = "URN + MD w/ HCP" if "URN + MD w/ HCP" in names else "URN + MD pre-trained"
-  comparisons = [c for c in claims_module.claims(pretrained)
-                 if {c.better, c.worse} <= names]
+  comparisons = [c for c in claims_module.claims_for(names) if {c.better, c.worse} <= names]
   results, untestable = [], []
   for comparison in comparisons:
     try:
