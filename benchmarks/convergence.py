@@ -73,7 +73,8 @@ def apply_overrides(config, overrides):
 def test_dice(workdir: Path, out: Path) -> dict:
   """Mean Dice (%) over the test patients with all four modalities, per region."""
   from urn_jax.evaluate import evaluate_models
-  settings = ml_collections.ConfigDict(dict(chunk=32, max_cases=0, figure_case="",
+  from urn_jax.predict import CHUNK
+  settings = ml_collections.ConfigDict(dict(chunk=CHUNK, max_cases=0, figure_case="",
                                             figures=False, masks="1111"))
   evaluate_models([workdir], out, settings)
   with (out / "cases.csv").open() as f:
@@ -88,10 +89,11 @@ def tumour_outside_brain(workdir: Path, out: Path) -> int:
   """Tumour voxels in ``urn-segment``'s label maps of the test patients (all four
   modalities) where every input modality is 0. Counted from the files themselves, not with
   ``predict.given_brain``, so that a fault in that mask would show here."""
+  from urn_jax.data.meta import CaseMeta
   from urn_jax.evaluate import _test_cases
-  from urn_jax.inference import cases_from_arguments, segment_cases
-  from urn_jax.predict import read_config
-  folders = sorted({Path(json.loads((c / "meta.json").read_text())["reference_path"]).parent
+  from urn_jax.urn_segment import cases_from_arguments, segment_cases
+  from urn_jax.from_config import read_config
+  folders = sorted({Path(CaseMeta.read(c).reference_path).parent
                     for c in _test_cases(read_config(workdir), workdir)})
   cases = [case for folder in folders for case in cases_from_arguments(str(folder))[0]]
   written, problems = segment_cases(workdir, cases, out, overwrite=True, progress=False)
@@ -110,12 +112,14 @@ def resolution_ceiling(workdir: Path) -> dict:
   """Mean Dice (%) over the test patients of the truth itself after a round trip through
   the preset's grid: the label as pre-processing resamples it, one-hot, mapped back to the
   original grid exactly as a prediction is. No model at this resolution can score higher."""
+  from urn_jax.data.meta import CaseMeta
   from urn_jax.evaluate import _test_cases, _truth
   from urn_jax.metrics import segmentation_metrics
-  from urn_jax.predict import read_config, to_original_classes
+  from urn_jax.from_config import read_config
+  from urn_jax.predict import to_original_classes
   rows = []
   for case in _test_cases(read_config(workdir), workdir):
-    meta = json.loads((case / "meta.json").read_text())
+    meta = CaseMeta.read(case)
     one_hot = np.eye(4, dtype=np.float32)[np.load(case / "label.npy")]
     truth, spacing = _truth(meta)
     rows.append(segmentation_metrics(to_original_classes(one_hot, meta), truth, spacing))
