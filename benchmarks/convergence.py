@@ -6,7 +6,8 @@ say, their validation curves, and the Dice of the held-out test patients.
     python benchmarks/convergence.py --preset small --workdir runs/too_low \
         --scenarios baseline_md --set train.learning_rate=1e-5   # a recipe that fails
 
-For each scenario (``pretrain`` first when ``urn_md_pretrained`` needs it), the job
+For each scenario (``pretrain`` first when one restores pre-trained encoders:
+``urn_md_pretrained``, ``urn_md_finetuned``), the job
 ``configs/<job>.py:<variant>,<preset>`` trains in ``<workdir>/<scenario>`` (an interrupted
 run resumes; a finished one is only read). Then, per model: steps and epochs, training wall
 time, final and best validation loss, and the relative improvement of the best validation
@@ -39,7 +40,8 @@ import numpy as np  # noqa: E402
 from urn_jax.curves import curve_summary, plot_curves  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-SCENARIOS = ("pretrain", "baseline", "baseline_md", "urn_md", "urn_md_pretrained")
+SCENARIOS = ("pretrain", "baseline", "baseline_md", "urn_md", "urn_md_pretrained",
+             "urn_md_finetuned")
 REGIONS = ("WT", "TC", "ET")
 
 
@@ -159,11 +161,14 @@ def main(argv=None):
   unknown = [s for s in scenarios if s not in SCENARIOS]
   if unknown:
     parser.error(f"unknown scenario {unknown[0]!r}; known: {', '.join(SCENARIOS)}")
-  if "urn_md_pretrained" in scenarios and "pretrain" not in scenarios:
+  from urn_jax.from_config import pretrained_encoders
+  from urn_jax.train import train_and_evaluate
+  needs_pretraining = [s for s in scenarios
+                       if s != "pretrain" and pretrained_encoders(job_config(s, preset))]
+  if needs_pretraining and "pretrain" not in scenarios:
     scenarios.insert(0, "pretrain")
   scenarios.sort(key=SCENARIOS.index)
 
-  from urn_jax.train import train_and_evaluate
   workdir = Path(args.workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   timings_file = workdir / "timings.json"
@@ -173,7 +178,7 @@ def main(argv=None):
     config = job_config(scenario, preset)
     config.seed = args.seed
     apply_overrides(config, args.set)
-    if scenario == "urn_md_pretrained":
+    if scenario in needs_pretraining:
       config.pretrained_workdir = str(workdir / "pretrain")
     run_dir = workdirs[scenario] = workdir / scenario
     print(f"== {scenario} ({run_dir})", file=sys.stderr)
