@@ -38,8 +38,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 from absl import logging as absl_logging
 
-from urn_jax.errors import CheckpointMismatch, DataError, MissingInput
-from urn_jax.errors import ConfigError
+from urn_jax.errors import CheckpointMismatch, ConfigError, DataError, MissingInput
 from urn_jax.files import write_text_atomically
 from urn_jax.from_config import pretrained_encoders, stored_config
 from urn_jax.urn import PRETRAINED_MODULES

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import ml_collections
 
-from urn_jax.errors import ConfigError
 from urn_jax.config_checks import check_evaluation_settings, check_training_config
+from urn_jax.errors import ConfigError
 from urn_jax.from_config import pretrained_encoders
 from urn_jax.train import train_and_evaluate
 

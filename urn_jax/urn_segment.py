@@ -16,8 +16,9 @@ outputs is a BraTS submission. A voxel where every given modality is 0 is backgr
 BraTS: nothing outside the (skull-stripped) brain is ever labelled. Optional:
 ``<case>_probabilities.nii.gz`` (4D, the classes' probabilities on the input grid) and
 ``<case>_<modality>_synthesized.nii.gz`` for each missing modality (z-scored intensities,
-from the pre-training run whose encoders the model uses, or ``--synthesis-model``). A case that fails is reported and skipped; the others are
-written; an existing output is kept unless ``--overwrite``.
+from the pre-training run whose encoders the model uses, or ``--synthesis-model``). A case
+that fails is reported and skipped; the others are written; an existing output is kept
+unless ``--overwrite``.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 Per case: read and check the files (``cases.load_case``); reorient the voxel axes to RAS;
 resample to ``spacing`` mm when the grid is different (HCP's 0.7 mm -> BraTS's 1 mm),
 keeping the physical geometry; N4 bias field correction (SimpleITK) inside the brain mask;
-z-score of each modality within the brain mask, zero outside; and a window of ``size x size`` voxels in-plane centred on the
-brain (crop or zero-pad), all axial slices kept.
+z-score of each modality within the brain mask, zero outside; and a window of ``size x size``
+voxels in-plane centred on the brain (crop or zero-pad), all axial slices kept.
 
 The result is stored per case as ``image.npy`` float32 ``[Z, X, Y, M]`` (axial slices first,
 memory-mappable), ``label.npy`` uint8 ``[Z, X, Y]`` (classes 0..3) and ``meta.json``, which
