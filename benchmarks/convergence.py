@@ -6,7 +6,8 @@ say, their validation curves, and the Dice of the held-out test patients.
     python benchmarks/convergence.py --preset small --workdir runs/too_low \
         --scenarios baseline_md --set train.learning_rate=1e-5   # a recipe that fails
 
-For each scenario (``pretrain`` first when ``urn_md_pretrained`` needs it), the job
+For each scenario (``pretrain`` first when one restores pre-trained encoders:
+``urn_md_pretrained``, ``urn_md_finetuned``), the job
 ``configs/<job>.py:<variant>,<preset>`` trains in ``<workdir>/<scenario>`` (an interrupted
 run resumes; a finished one is only read). Then, per model: steps and epochs, training wall
 time, final and best validation loss, and the relative improvement of the best validation
@@ -39,7 +40,8 @@ import numpy as np  # noqa: E402
 from urn_jax.curves import curve_summary, plot_curves  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-SCENARIOS = ("pretrain", "baseline", "baseline_md", "urn_md", "urn_md_pretrained")
+SCENARIOS = ("pretrain", "baseline", "baseline_md", "urn_md", "urn_md_pretrained",
+             "urn_md_finetuned")
 REGIONS = ("WT", "TC", "ET")
 
 
@@ -73,7 +75,8 @@ def apply_overrides(config, overrides):
 def test_dice(workdir: Path, out: Path) -> dict:
   """Mean Dice (%) over the test patients with all four modalities, per region."""
   from urn_jax.evaluate import evaluate_models
-  settings = ml_collections.ConfigDict(dict(chunk=32, max_cases=0, figure_case="",
+  from urn_jax.predict import CHUNK
+  settings = ml_collections.ConfigDict(dict(chunk=CHUNK, max_cases=0, figure_case="",
                                             figures=False, masks="1111"))
   evaluate_models([workdir], out, settings)
   with (out / "cases.csv").open() as f:
@@ -88,10 +91,11 @@ def tumour_outside_brain(workdir: Path, out: Path) -> int:
   """Tumour voxels in ``urn-segment``'s label maps of the test patients (all four
   modalities) where every input modality is 0. Counted from the files themselves, not with
   ``predict.given_brain``, so that a fault in that mask would show here."""
+  from urn_jax.data.meta import CaseMeta
   from urn_jax.evaluate import _test_cases
-  from urn_jax.inference import cases_from_arguments, segment_cases
-  from urn_jax.predict import read_config
-  folders = sorted({Path(json.loads((c / "meta.json").read_text())["reference_path"]).parent
+  from urn_jax.urn_segment import cases_from_arguments, segment_cases
+  from urn_jax.from_config import read_config
+  folders = sorted({Path(CaseMeta.read(c).reference_path).parent
                     for c in _test_cases(read_config(workdir), workdir)})
   cases = [case for folder in folders for case in cases_from_arguments(str(folder))[0]]
   written, problems = segment_cases(workdir, cases, out, overwrite=True, progress=False)
@@ -110,12 +114,14 @@ def resolution_ceiling(workdir: Path) -> dict:
   """Mean Dice (%) over the test patients of the truth itself after a round trip through
   the preset's grid: the label as pre-processing resamples it, one-hot, mapped back to the
   original grid exactly as a prediction is. No model at this resolution can score higher."""
+  from urn_jax.data.meta import CaseMeta
   from urn_jax.evaluate import _test_cases, _truth
   from urn_jax.metrics import segmentation_metrics
-  from urn_jax.predict import read_config, to_original_classes
+  from urn_jax.from_config import read_config
+  from urn_jax.predict import to_original_classes
   rows = []
   for case in _test_cases(read_config(workdir), workdir):
-    meta = json.loads((case / "meta.json").read_text())
+    meta = CaseMeta.read(case)
     one_hot = np.eye(4, dtype=np.float32)[np.load(case / "label.npy")]
     truth, spacing = _truth(meta)
     rows.append(segmentation_metrics(to_original_classes(one_hot, meta), truth, spacing))
@@ -155,11 +161,14 @@ def main(argv=None):
   unknown = [s for s in scenarios if s not in SCENARIOS]
   if unknown:
     parser.error(f"unknown scenario {unknown[0]!r}; known: {', '.join(SCENARIOS)}")
-  if "urn_md_pretrained" in scenarios and "pretrain" not in scenarios:
+  from urn_jax.from_config import pretrained_encoders
+  from urn_jax.train import train_and_evaluate
+  needs_pretraining = [s for s in scenarios
+                       if s != "pretrain" and pretrained_encoders(job_config(s, preset))]
+  if needs_pretraining and "pretrain" not in scenarios:
     scenarios.insert(0, "pretrain")
   scenarios.sort(key=SCENARIOS.index)
 
-  from urn_jax.train import train_and_evaluate
   workdir = Path(args.workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   timings_file = workdir / "timings.json"
@@ -169,7 +178,7 @@ def main(argv=None):
     config = job_config(scenario, preset)
     config.seed = args.seed
     apply_overrides(config, args.set)
-    if scenario == "urn_md_pretrained":
+    if scenario in needs_pretraining:
       config.pretrained_workdir = str(workdir / "pretrain")
     run_dir = workdirs[scenario] = workdir / scenario
     print(f"== {scenario} ({run_dir})", file=sys.stderr)

@@ -468,7 +468,7 @@ STEPS: dict[str, tuple[Callable, Callable]] = {
 
 @torch.inference_mode()
 def infer(model, images, mask, autocast=None):
-  """Inference with the given modalities, as ``urn_jax.train_step.infer``: ``images``
+  """Inference with the given modalities, as ``urn_jax.predict.infer``: ``images``
   ``[N, M, H, W]``, ``mask`` bool ``[N, M]`` or ``[M]`` for all N. Puts ``model`` in eval
   mode; returns ``label`` ``[N, H, W]`` and ``probabilities`` ``[N, classes, H, W]`` where
   the model segments, and ``synthesis`` ``[N, M, H, W]`` where it synthesizes."""

@@ -14,16 +14,18 @@ the values; the runs that chose them are in benchmarks/RESULTS.md).
 
 import ml_collections
 
-PAPER_FEATURES = (64, 128, 256, 512, 1024)
+from urn_jax.unet import PAPER_FEATURES  # the widths of the paper's U-Nets
 
 
 def get_config():
   config = ml_collections.ConfigDict()
   config.job = ""
   config.seed = 0
-  config.pretrained_workdir = ""  # segment: pre-training work directory to take encoders from
-  # segment: "frozen" or "fine-tuned" encoders restored from pretrained_workdir; "": trained
-  # from scratch with the rest of the network
+  # segment: a pre-training work directory; when set, its encoders are restored, fine-tuned
+  # unless pretrained_encoders is "frozen"
+  config.pretrained_workdir = ""
+  # segment: "frozen" or "fine-tuned" encoders (both need pretrained_workdir); "": trained
+  # from scratch with the rest of the network (or fine-tuned if pretrained_workdir is set)
   config.pretrained_encoders = ""
 
   config.data = ml_collections.ConfigDict()
@@ -53,6 +55,7 @@ def get_config():
   config.model.fusion = "mean"    # "mean" (paper), "exp", "learned", "hemis"
   config.model.stacking = "auto"
   config.model.dtype = "float32"  # "bfloat16": mixed precision (f32 parameters)
+  config.model.synthesis = False  # a URN's synthesis decoders (pre-training)
 
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 4     # global, over all devices
@@ -61,7 +64,7 @@ def get_config():
   config.train.warmup_fraction = 0.0  # of the run's steps
   config.train.end_lr_fraction = 0.0  # the final learning rate, a fraction of the peak
   config.train.loss = "ce"            # segmentation: "ce" (paper) or "dice_ce"
-  config.train.theta = 0.5        # modality dropout; a negative value: none (baseline)
+  config.train.theta = 0.5        # modality dropout's decay; None: none (the baseline)
   config.train.min_keep = 1
   config.train.variance_weight = 1e-4
   config.train.reconstruction = "l1"

@@ -18,6 +18,8 @@ chose any model, are evaluated. ``evaluate.masks`` picks combinations, e.g.
 
 import ml_collections
 
+from urn_jax.predict import CHUNK
+
 
 def get_config():
   config = ml_collections.ConfigDict()
@@ -25,7 +27,7 @@ def get_config():
   config.models = ""
   config.names = ""
   config.evaluate = ml_collections.ConfigDict()
-  config.evaluate.chunk = 32           # slices per call of the one compiled inference function
+  config.evaluate.chunk = CHUNK        # slices per call of the one compiled inference function
   config.evaluate.max_cases = 0        # 0: every test patient
   config.evaluate.masks = "all"        # or keys such as "1111,0010" (F, T1, T1c, T2)
   config.evaluate.figure_case = ""     # case of Figures 3-5; default: the largest tumour

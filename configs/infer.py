@@ -6,10 +6,12 @@
         --config.t1c=p1_t1ce.nii.gz --config.flair=p1_flair.nii.gz --config.case_id=p1
 
 The work directory is the output folder: ``<case id>.nii.gz`` per case (BraTS labels on the
-input's grid). See ``urn_jax/inference.py`` for the inputs it accepts and its options.
+input's grid). See ``urn_jax/urn_segment.py`` for the inputs it accepts and its options.
 """
 
 import ml_collections
+
+from urn_jax.predict import CHUNK
 
 
 def get_config():
@@ -23,6 +25,6 @@ def get_config():
   config.synthesis_model = ""  # pre-training run for synthesis (default: the model's own)
   config.probabilities = False
   config.labels = "brats2018"  # or "brats2023" (enhancing tumour = 3)
-  config.chunk = 32
+  config.chunk = CHUNK  # slices per call of the one compiled inference function
   config.overwrite = False
   return config

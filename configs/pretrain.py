@@ -23,7 +23,8 @@ def get_config(arg: str = ""):
   _, preset = default.parse_arg(arg, variants=())
   config = default.apply_preset(default.get_config(), preset)
   config.job = "pretrain"
-  config.model.segmentation_features = ()
+  config.model.segmentation_features = ()  # no segmentation U-Net
+  config.model.synthesis = True
   config.train.theta = 0.8
   config.train.min_keep = 2
   config.train.num_epochs = 1000.0

@@ -27,6 +27,8 @@ import sys
 sys.path.insert(0, os.path.dirname(__file__))
 import default  # noqa: E402
 
+from ml_collections import config_dict  # noqa: E402
+
 VARIANTS = ("baseline", "baseline_md", "urn_md", "urn_md_pretrained", "urn_md_finetuned")
 
 
@@ -42,7 +44,7 @@ def get_config(arg: str = "urn_md"):
     config.model.kind = "baseline"
     config.model.encoder_features = ()
   if variant == "baseline":
-    config.train.theta = -1.0
+    config.train.theta = config_dict.placeholder(float)  # None: no modality dropout
   if variant == "urn_md_pretrained":
     config.pretrained_encoders = "frozen"
     config.train.variance_weight = 0.0  # frozen encoders: the term has no gradient

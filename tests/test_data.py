@@ -292,8 +292,7 @@ def test_hcp_is_resampled_to_1mm_keeping_physical_geometry(tmp_path):
     return (affine @ np.append(np.argwhere(mask).mean(0), 1))[:3]
   before = centre(np.asarray(original.dataobj) > 0, original.affine)
   brain = np.moveaxis(volume[..., 1] != 0, 0, 2)  # [X, Y, Z] on the window
-  after = centre(brain, np.asarray(meta["resampled_affine"])) + np.append(
-      meta["window_start"], 0)
+  after = centre(brain, meta.affine("resampled")) + np.append(meta.window_start, 0)
   np.testing.assert_allclose(after, before, atol=1.0)
   back = to_original_grid(np.moveaxis(brain, 2, 0).astype(np.uint8), meta)
   assert back.shape == original.shape

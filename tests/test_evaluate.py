@@ -17,11 +17,11 @@ from test_data import SHAPE, _save, write_brats_case, write_hcp_subject
 from test_train import ROOT, load_config, tiny
 
 import urn_jax.evaluate
-import urn_jax.inference
-from urn_jax.inference import main as urn_segment
+import urn_jax.urn_segment
+from urn_jax.urn_segment import main as urn_segment
 from urn_jax.modalities import MODALITIES, availability_masks, mask_symbols
 from urn_jax.train import train_and_evaluate
-from urn_jax.train_step import infer
+from urn_jax.predict import infer
 
 NAMES = {"flair": "_flair", "t1": "_t1", "t1c": "_t1ce", "t2": "_t2"}
 
@@ -176,7 +176,7 @@ def test_evaluation_scores_nothing_outside_the_given_modalities_brain(runs, tmp_
 
 def test_urn_segment_labels_nothing_where_every_given_modality_is_0(runs, tmp_path,
                                                                     monkeypatch):
-  monkeypatch.setattr(urn_jax.inference, "predict_volume", _tumour_everywhere)
+  monkeypatch.setattr(urn_jax.urn_segment, "predict_volume", _tumour_everywhere)
   files = _case_files(runs["data"] / "brats" / "Brats18_4")
   assert urn_segment(["--model", str(runs["urn_md"]), "--output", str(tmp_path),
                       f"--t1c={files['t1c']}", f"--t2={files['t2']}", "--probabilities"]) == 0
@@ -313,7 +313,7 @@ def test_urn_segment_interrupted_leaves_no_partial_case_and_finishes_on_rerun(
   def ctrl_c(*args, **kwargs):  # while the probabilities are mapped back
     raise KeyboardInterrupt
   with monkeypatch.context() as patch:
-    patch.setattr(urn_jax.inference, "to_original_grid", ctrl_c)
+    patch.setattr(urn_jax.urn_segment, "to_original_grid", ctrl_c)
     assert urn_segment(arguments) == 130
   err = capsys.readouterr().err
   assert "Traceback" not in err and "case Brats18_2: nothing written" in err
@@ -347,8 +347,8 @@ def test_urn_segment_refuses_a_chunk_below_one(runs, tmp_path, capsys, chunk):
                  "--output", str(tmp_path), f"--chunk={chunk}"])
   assert exit_info.value.code == 2
   assert "--chunk: expected a whole number >= 1" in capsys.readouterr().err
-  with pytest.raises(urn_jax.inference.DataError, match="chunk"):
-    urn_jax.inference.segment_cases(runs["urn_md"], [], tmp_path, chunk=0)
+  with pytest.raises(urn_jax.urn_segment.DataError, match="chunk"):
+    urn_jax.urn_segment.segment_cases(runs["urn_md"], [], tmp_path, chunk=0)
 
 
 def test_urn_segment_errors_for_a_missing_model_or_no_input(runs, tmp_path, capsys):

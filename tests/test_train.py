@@ -5,6 +5,7 @@ import importlib.util
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,13 +13,16 @@ import time
 from pathlib import Path
 
 import jax
+import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 from test_data import write_brats_case, write_hcp_subject
 
+import urn_jax.errors
 import urn_jax.jobs
-from urn_jax.train import CheckpointMismatch, TrainingDiverged, train_and_evaluate
+from urn_jax.errors import CheckpointMismatch, TrainingDiverged
+from urn_jax.train import train_and_evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -136,11 +140,11 @@ def test_frozen_encoders_cannot_resume_an_end_to_end_run(pretrained, data, tmp_p
 def test_pretrained_variants_need_a_pretraining(data, tmp_path):
   for variant in ("urn_md_pretrained", "urn_md_finetuned"):
     config = tiny(load_config("segment", variant), data)
-    with pytest.raises(urn_jax.jobs.ConfigError, match="pretrained_workdir must be"):
+    with pytest.raises(urn_jax.errors.ConfigError, match="pretrained_workdir must be"):
       train_and_evaluate(config, tmp_path / variant)
   config = tiny(load_config("segment", "urn_md"), data)
   config.pretrained_encoders = "thawed"
-  with pytest.raises(urn_jax.jobs.ConfigError, match="pretrained_encoders must be one of"):
+  with pytest.raises(urn_jax.errors.ConfigError, match="pretrained_encoders must be one of"):
     train_and_evaluate(config, tmp_path / "thawed")
 
 
@@ -160,7 +164,7 @@ def test_a_checkpoint_of_another_model_is_a_clear_error(data, tmp_path):
     train_and_evaluate(other, tmp_path)
   bogus = tiny(load_config("segment", "urn_md"), data, steps=4)
   bogus.model.kind = "bogus"
-  with pytest.raises(urn_jax.jobs.ConfigError, match="model.kind must be"):
+  with pytest.raises(urn_jax.errors.ConfigError, match="model.kind must be"):
     train_and_evaluate(bogus, tmp_path)
   assert (tmp_path / "config.json").read_bytes() == trained  # the trained model still loads
 
@@ -286,3 +290,33 @@ def test_a_mistaken_override_is_one_line_naming_it(tmp_path, override, expected)
   assert result.returncode == 2
   assert expected in result.stderr and "Traceback" not in result.stderr
   assert not (tmp_path / "w").exists()  # nothing written
+
+
+def test_a_work_directory_from_before_the_explicit_fields_resumes_and_loads(
+    pretrained, data, tmp_path, capsys):
+  """``model.synthesis`` and ``train.theta = None`` are newer than some work directories:
+  their stored configs and checkpoint signatures are read as they meant it, so a finished
+  run is found finished (not refused), and the fields cannot be changed on a trained run."""
+  from urn_jax.checkpoints import check_signature, signature
+  from urn_jax.from_config import read_config, stored_config
+  workdir = tmp_path / "old"
+  shutil.copytree(pretrained, workdir)
+  stored = json.loads((workdir / "config.json").read_text())
+  del stored["model"]["synthesis"]
+  (workdir / "config.json").write_text(json.dumps(stored))
+  assert read_config(workdir).model.synthesis is True
+  config = tiny(load_config("pretrain"), data)
+  assert train_and_evaluate(config, workdir) == {}
+  assert "nothing to do" in capsys.readouterr().err
+  current = signature(config)
+  old = json.loads(json.dumps(current))
+  del old["model"]["synthesis"]
+  check_signature(old, current, workdir)  # no error
+  with pytest.raises(CheckpointMismatch, match="model"):
+    check_signature(old, {**current, "model": {**current["model"], "synthesis": False}},
+                    workdir)
+  baseline = tiny(load_config("segment", "baseline"), data)
+  assert baseline.train.theta is None
+  old_baseline = ml_collections.ConfigDict(json.loads(baseline.to_json()))
+  old_baseline.train.theta = -1.0  # how "no dropout" was written before None
+  assert stored_config(old_baseline).train.theta is None

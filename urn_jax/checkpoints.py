@@ -1,7 +1,14 @@
-"""Checkpoints: orbax managers for a training run, and finding and restoring a run's state.
+"""Checkpoints: orbax managers for a training run, finding and restoring a run's state,
+whether a checkpoint belongs to a config, and pre-trained encoders copied into a new run.
 
 A work directory holds ``checkpoints/<step>/`` (the latest ``keep_checkpoints``: state,
 data iterator position, loop progress) and ``best/<step>/`` (the best by validation loss).
+
+Belonging: a checkpoint's progress records the ``signature`` of its config (job, variant,
+model, slice size, pre-trained encoders); resuming with another one, or overwriting a
+trained work directory's ``config.json`` with another (``keep_trained_config``), is a
+``CheckpointMismatch`` naming the fields that differ. ``load_pretrained`` copies a
+pre-training run's encoders into a segmentation run's fresh state.
 
 Integrity: orbax writes a step into a temporary folder and renames it when complete, so a
 killed save leaves nothing half-written; but a finished checkpoint can still be damaged
@@ -26,19 +33,18 @@ from pathlib import Path
 
 import grain
 import jax
+import jax.numpy as jnp
+import ml_collections
 import orbax.checkpoint as ocp
 from absl import logging as absl_logging
 
-from urn_jax.config_checks import pretrained_encoders
-from urn_jax.data.cases import DataError
+from urn_jax.errors import CheckpointMismatch, ConfigError, DataError, MissingInput
 from urn_jax.files import write_text_atomically
+from urn_jax.from_config import pretrained_encoders, stored_config
+from urn_jax.urn import PRETRAINED_MODULES
 
 FILE_LIST = "urn_jax_files.json"
 HASHED_BYTES = 1 << 20  # files up to this size are hashed, larger ones only sized
-
-
-class CheckpointMismatch(ValueError):
-  """A checkpoint does not belong to the configured model."""
 
 
 def _file_list(step_dir: Path) -> dict:
@@ -172,9 +178,9 @@ def signature(config) -> dict:
 def check_signature(stored, current, where):
   stored = json.loads(json.dumps(stored))
   current = json.loads(json.dumps(current))
-  if stored is not None and "pretrained_encoders" not in stored:
-    # Written before the field: the variant name said it (config_checks.pretrained_encoders).
+  if stored is not None:  # fields it predates, as it meant them (from_config.stored_config)
     stored["pretrained_encoders"] = pretrained_encoders(stored)
+    stored["model"].setdefault("synthesis", stored["job"] == "pretrain")
   if stored is not None and stored != current:
     differences = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
     raise CheckpointMismatch(
@@ -228,7 +234,7 @@ def _none_usable(workdir, damaged: list[str]):
   if damaged:
     return DataError(f"no readable checkpoint in {workdir}: {'; '.join(damaged)}. Restore "
                      "the work directory from a copy, or train again")
-  return FileNotFoundError(f"no checkpoint in {workdir} (looked in best/ and checkpoints/)")
+  return MissingInput(f"no checkpoint in {workdir} (looked in best/ and checkpoints/)")
 
 
 def find_checkpoint(workdir):
@@ -262,3 +268,55 @@ def restore_state(workdir) -> tuple[dict, int, Path]:
       return restored["state"], step, step_dir.parent
     damaged.append(f"{step_dir} is damaged ({problem})")
   raise _none_usable(workdir, damaged)
+
+
+def keep_trained_config(config, workdir: Path):
+  """Refuses, before anything is written, a config whose model differs from the one already
+  trained in ``workdir`` (its ``config.json`` next to checkpoints): overwriting that file
+  would leave checkpoints that no longer load. ``CheckpointMismatch`` names the fields."""
+  stored = Path(workdir) / "config.json"
+  checkpoints = Path(workdir) / "checkpoints"
+  if stored.is_file() and checkpoints.is_dir() and any(checkpoints.iterdir()):
+    try:
+      trained = ml_collections.ConfigDict(json.loads(stored.read_text()))
+    except ValueError as e:
+      raise ConfigError(f"{stored} is not readable JSON ({e}); restore it or use a new "
+                        "--workdir") from None
+    check_signature(signature(stored_config(trained)), signature(config), workdir)
+
+
+def find_pretrained(pretrained_workdir):
+  """Fails early, with what to do, when a pre-training run has no checkpoint."""
+  try:
+    return find_checkpoint(pretrained_workdir)
+  except MissingInput:
+    raise MissingInput(
+        f"no pre-training checkpoint in {pretrained_workdir} (looked in best/ and "
+        "checkpoints/); run configs/pretrain.py first or fix --config.pretrained_workdir"
+    ) from None
+
+
+def load_pretrained(state, pretrained_workdir):
+  """Copies the encoders (and a learned f) of a pre-training run into ``state``."""
+  find_pretrained(pretrained_workdir)
+  stored, step, directory = restore_state(pretrained_workdir)
+  params, batch_stats = dict(state.params), dict(state.batch_stats)
+  for name in PRETRAINED_MODULES:
+    if name not in params:
+      continue
+    if name not in stored["params"]:
+      raise CheckpointMismatch(f"the pre-training checkpoint in {directory} has no {name!r}; "
+                               "was it trained with the same fusion?")
+    for target, collection in ((params, "params"), (batch_stats, "batch_stats")):
+      if name not in target:
+        continue
+      mine = jax.tree_util.tree_map(jnp.shape, target[name])
+      theirs = jax.tree_util.tree_map(jnp.shape, stored[collection][name])
+      if mine != theirs:
+        raise CheckpointMismatch(
+            f"the pre-trained {name} in {directory} have other shapes than this config's "
+            "(model.encoder_features, model.channels and model.fusion must match the "
+            "pre-training config)")
+      target[name] = jax.tree_util.tree_map(jnp.asarray, stored[collection][name])
+  print(f"encoders restored from {directory} (step {step})", file=sys.stderr)
+  return state.replace(params=params, batch_stats=batch_stats)

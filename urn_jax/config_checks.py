@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import numbers
 
-from urn_jax.jobs import ConfigError
+from urn_jax.errors import ConfigError
+from urn_jax.from_config import DTYPES, pretrained_encoders
 from urn_jax.losses import RECONSTRUCTIONS, SEGMENTATION_LOSSES
 from urn_jax.optimizer import SCHEDULES
 from urn_jax.stacking import STACKINGS
 from urn_jax.urn import FUSIONS
 
 MODEL_KINDS = ("urn", "baseline")
-DTYPES = ("float32", "bfloat16")
 PRETRAINED_ENCODERS = ("", "frozen", "fine-tuned")
 
 
@@ -58,7 +58,7 @@ def _problems(config) -> list[str]:
     need(_is_whole(d[field]) and d[field] >= 0, f"data.{field}", "a whole number >= 0")
   # model
   need(m.kind in MODEL_KINDS, "model.kind", f"one of {MODEL_KINDS}")
-  need(m.dtype in DTYPES, "model.dtype", f"one of {DTYPES}")
+  need(m.dtype in DTYPES, "model.dtype", f"one of {tuple(DTYPES)}")
   need(_widths(m.segmentation_features) and (
       len(m.segmentation_features) >= 1 or config.job == "pretrain"),
       "model.segmentation_features", "a tuple of U-Net widths >= 1, e.g. (8,16,32,64)")
@@ -68,6 +68,9 @@ def _problems(config) -> list[str]:
     need(_is_whole(m.channels) and m.channels >= 1, "model.channels", "a whole number >= 1")
     need(m.fusion in FUSIONS, "model.fusion", f"one of {FUSIONS}")
     need(m.stacking in STACKINGS, "model.stacking", f"one of {STACKINGS}")
+    if config.job == "pretrain":
+      need(m.synthesis is True, "model.synthesis", "True for pre-training: its loss is the "
+           "synthesis of every modality")
   elif config.job == "pretrain" and m.kind in MODEL_KINDS:
     need(False, "model.kind", "'urn' for pre-training: only a URN synthesizes "
          "modalities")
@@ -90,13 +93,13 @@ def _problems(config) -> list[str]:
   need(t.schedule in SCHEDULES, "train.schedule", f"one of {SCHEDULES}")
   for field in ("warmup_fraction", "end_lr_fraction"):
     need(_is_number(t[field]) and 0 <= t[field] <= 1, f"train.{field}", "in [0, 1]")
-  need(_is_number(t.theta) and t.theta < 1, "train.theta",
+  need(t.theta is None or (_is_number(t.theta) and 0 <= t.theta < 1), "train.theta",
        "the modality dropout's decay, in [0, 1) (the paper's 0.5; 0.8 for "
-       "pre-training), or negative for no dropout")
+       "pre-training), or None for no dropout (the baseline variant)")
   need(_is_whole(t.min_keep) and 1 <= t.min_keep <= 4, "train.min_keep",
        "a number of modalities to keep, 1 to 4")
   if config.job == "pretrain" and _is_whole(t.min_keep):
-    need(t.min_keep >= 2 or t.theta < 0, "train.min_keep",
+    need(t.min_keep >= 2 or t.theta is None, "train.min_keep",
          "2 or more for pre-training: the variance term compares at least two "
          "encoders")
   need(_is_number(t.variance_weight) and t.variance_weight >= 0, "train.variance_weight",
@@ -114,20 +117,14 @@ def _problems(config) -> list[str]:
   need(encoders in PRETRAINED_ENCODERS, "pretrained_encoders",
        f"one of {PRETRAINED_ENCODERS} ('': no pre-training)")
   if encoders:
-    need(config.job == "segment" and config.model.kind == "urn", "pretrained_encoders",
-         "'' except for a URN segmentation (job 'segment', model.kind 'urn')")
+    field = "pretrained_encoders" if config.get("pretrained_encoders") else "pretrained_workdir"
+    need(config.job == "segment" and config.model.kind == "urn", field,
+         "empty except for a URN segmentation (job 'segment', model.kind 'urn'): only its "
+         "encoders can be restored from a pre-training")
     need(bool(config.get("pretrained_workdir")), "pretrained_workdir",
          "the work directory of a pre-training run (configs/pretrain.py), whose encoders "
          f"the {encoders} variant restores")
   return problems
-
-
-def pretrained_encoders(config) -> str:
-  """``''`` (encoders trained from scratch), ``'frozen'`` or ``'fine-tuned'`` (restored from
-  ``pretrained_workdir``). Work directories written before the field existed said it with
-  the variant name ``urn_md_pretrained`` alone."""
-  default = "frozen" if config.get("variant") == "urn_md_pretrained" else ""
-  return config.get("pretrained_encoders", default)
 
 
 def check_training_config(config) -> None:

@@ -1,4 +1,4 @@
-"""A short demonstration of the library on a toy problem, until the training job lands.
+"""A short demonstration of the library's mechanics on a toy problem (``configs/demo.py``).
 
 Toy "patients": random 2D shapes made of three tissues and a lesion, seen through four
 contrasts that order the tissues differently (as FLAIR, T1, T1c and T2 do). A small URN is

@@ -34,16 +34,16 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from urn_jax.config_checks import check_evaluation_settings
-from urn_jax.data.cases import DataError, file_role, labels_to_classes
+from urn_jax.data.cases import file_role, labels_to_classes
+from urn_jax.data.meta import CaseMeta
+from urn_jax.errors import DataError
 from urn_jax.files import write_text_atomically
+from urn_jax.from_config import data_from_config, read_config
 from urn_jax.metrics import psnr, segmentation_metrics
-from urn_jax.modalities import MODALITIES, availability_masks, mask_key, mask_name
+from urn_jax.modalities import (FIGURE_MASKS, MODALITIES, availability_masks, mask_key,
+                                mask_name)
 from urn_jax.predict import (given_brain, load_model, nonzero_voxels, predict_volume,
-                             read_config, to_original_classes)
-from urn_jax.train import data_from_config
-
-# Input combinations drawn in Figures 3-5, as in the paper: all, one missing, pairs, single.
-FIGURE_MASKS = ("1111", "0111", "0101", "0010", "1000")
+                             to_original_classes)
 
 
 def _test_cases(config, workdir) -> list[Path]:
@@ -56,26 +56,26 @@ def _test_cases(config, workdir) -> list[Path]:
   return cases
 
 
-def _truth(meta: dict):
+def _truth(meta: CaseMeta):
   """The original label file of a case as classes 0..3, and its voxel spacing in mm."""
-  paths = [p for p in meta["sources"] if file_role(p) == "label"]
+  paths = [p for p in meta.sources if file_role(p) == "label"]
   if not paths:
-    raise DataError(f"case {meta['case_id']} has no label file; it cannot be evaluated")
+    raise DataError(f"case {meta.case_id} has no label file; it cannot be evaluated")
   image = nib.load(paths[0])
-  classes = labels_to_classes(np.asanyarray(image.dataobj), meta["label_convention"],
-                              f"case {meta['case_id']}: label file {paths[0]}")
+  classes = labels_to_classes(np.asanyarray(image.dataobj), meta.label_convention,
+                              f"case {meta.case_id}: label file {paths[0]}")
   return classes, tuple(float(z) for z in image.header.get_zooms()[:3])
 
 
-def _figure_slice(meta: dict, truth: np.ndarray) -> tuple[int, int]:
+def _figure_slice(meta: CaseMeta, truth: np.ndarray) -> tuple[int, int]:
   """The axial slice with the most tumour: its index on the original grid (after turning
   it to RAS, as drawn) and on the pre-processed grid."""
-  ras = nib.orientations.apply_orientation(truth, np.asarray(meta["orientation"]))
+  ras = nib.orientations.apply_orientation(truth, np.asarray(meta.orientation))
   original = int((ras > 0).sum(axis=(0, 1)).argmax())
-  tumour = meta["tumour_slices"] or meta["brain_slices"]
+  tumour = meta.tumour_slices or meta.brain_slices
   # The pre-processed grid is RAS too, resampled along z: the same height in mm.
-  zooms_canonical = np.sqrt((np.asarray(meta["canonical_affine"])[:3, :3] ** 2).sum(0))
-  zooms_resampled = np.sqrt((np.asarray(meta["resampled_affine"])[:3, :3] ** 2).sum(0))
+  zooms_canonical = np.sqrt((meta.affine("canonical")[:3, :3] ** 2).sum(0))
+  zooms_resampled = np.sqrt((meta.affine("resampled")[:3, :3] ** 2).sum(0))
   model = int(round(original * zooms_canonical[2] / zooms_resampled[2]))
   return original, int(np.clip(model, min(tumour), max(tumour)))
 
@@ -83,15 +83,15 @@ def _figure_slice(meta: dict, truth: np.ndarray) -> tuple[int, int]:
 def _evaluate_case(loaded, case_dir: Path, masks, chunk, truth_cache: dict, figure: bool):
   """Rows of metrics for one model and one case; with ``figure``, also the slices drawn.
   ``truth_cache``: kept by the caller for the case, shared by its models."""
-  meta = json.loads((case_dir / "meta.json").read_text())
+  meta = CaseMeta.read(case_dir)
   image = np.load(case_dir / "image.npy", mmap_mode="r")
-  available = np.asarray(meta["available"], bool)
+  available = np.asarray(meta.available, bool)
   segmentation = loaded.job == "segment"
   if not truth_cache:
     truth_cache["classes"], truth_cache["spacing"] = _truth(meta)
     truth_cache["distances"] = {}
     truth_cache["nonzero"] = nonzero_voxels(
-        {file_role(p): p for p in meta["sources"] if file_role(p) in MODALITIES})
+        {file_role(p): p for p in meta.sources if file_role(p) in MODALITIES})
   truth, spacing = truth_cache["classes"], truth_cache["spacing"]
   brain = (np.asarray(image)[..., available] != 0).any(-1)
   rows, drawn = [], {}
@@ -101,14 +101,14 @@ def _evaluate_case(loaded, case_dir: Path, masks, chunk, truth_cache: dict, figu
       continue
     key = mask_key(mask)
     out = predict_volume(loaded, image, mask, chunk)
-    base = {"case_id": meta["case_id"], "mask": key, "combination": mask_name(mask)}
+    base = {"case_id": meta.case_id, "mask": key, "combination": mask_name(mask)}
     if segmentation:
       predicted = to_original_classes(out["probabilities"], meta,
                                       given_brain(truth_cache["nonzero"], mask))
       rows.append({**base, **segmentation_metrics(predicted, truth, spacing,
                                                    truth_cache["distances"])})
       if figure and key in FIGURE_MASKS:
-        ras = nib.orientations.apply_orientation(predicted, np.asarray(meta["orientation"]))
+        ras = nib.orientations.apply_orientation(predicted, np.asarray(meta.orientation))
         drawn[key] = ras[:, :, z_original]
     else:
       for j, modality in enumerate(MODALITIES):
@@ -119,12 +119,12 @@ def _evaluate_case(loaded, case_dir: Path, masks, chunk, truth_cache: dict, figu
         drawn[key] = out["synthesis"][z_model]
   if figure:
     if segmentation:
-      ras = nib.orientations.apply_orientation(truth, np.asarray(meta["orientation"]))
+      ras = nib.orientations.apply_orientation(truth, np.asarray(meta.orientation))
       drawn["truth"] = ras[:, :, z_original]
-      t1c = [p for p in meta["sources"] if file_role(p) == "t1c"]
+      t1c = [p for p in meta.sources if file_role(p) == "t1c"]
       if t1c:
         volume = np.asanyarray(nib.load(t1c[0]).dataobj)
-        ras_image = nib.orientations.apply_orientation(volume, np.asarray(meta["orientation"]))
+        ras_image = nib.orientations.apply_orientation(volume, np.asarray(meta.orientation))
         drawn["t1c"] = np.asarray(ras_image[:, :, z_original], np.float32)
     else:
       drawn["reference"] = np.asarray(image[z_model])

@@ -1,9 +1,11 @@
-"""The jobs ``launch.py`` can run, chosen by ``config.job``."""
+"""The jobs ``launch.py`` can run, chosen by ``config.job``, and how they end for a user."""
 
 from __future__ import annotations
 
 import importlib
 import sys
+
+from urn_jax.errors import Interrupted, UserError
 
 JOBS = {  # job -> "module:function(config, workdir)"
     "demo": "urn_jax.demo:run",
@@ -11,25 +13,20 @@ JOBS = {  # job -> "module:function(config, workdir)"
     "segment": "urn_jax.train:train_and_evaluate",
     "study": "urn_jax.study:run",
     "evaluate": "urn_jax.evaluate:run",
-    "infer": "urn_jax.inference:run",
+    "infer": "urn_jax.urn_segment:run",
 }
 
 
-class ConfigError(ValueError):
-  """A config field has a value the job cannot use; the message names the field."""
-
-
 def run(config, workdir: str):
+  """Runs ``config.job``; a ``UserError`` ends in one line naming what to fix, anything
+  else (a bug) with its traceback."""
   if config.job not in JOBS:
     raise SystemExit(f"error: unknown job {config.job!r} in the config; known jobs: "
                      f"{', '.join(sorted(JOBS))}")
   module, function = JOBS[config.job].split(":")
-  from urn_jax.data.cases import DataError
-  from urn_jax.checkpoints import CheckpointMismatch
-  from urn_jax.train import Interrupted, TrainingDiverged
   try:
     return getattr(importlib.import_module(module), function)(config, workdir)
-  except (ConfigError, DataError, CheckpointMismatch, TrainingDiverged, FileNotFoundError) as e:
+  except UserError as e:
     raise SystemExit(f"error: {e}") from None  # the user's problem: a message, no traceback
   except KeyboardInterrupt as e:
     if not isinstance(e, Interrupted):  # training has said where it stopped

@@ -23,6 +23,10 @@ _PAPER_TABLE1_ROWS = (
 )
 
 
+# Input combinations drawn in Figures 3-5, as in the paper: all, one missing, pairs, single.
+FIGURE_MASKS = ("1111", "0111", "0101", "0010", "1000")
+
+
 def availability_masks(num_modalities: int = len(MODALITIES)) -> np.ndarray:
   """All ``2**M - 1`` non-empty availability masks, as a boolean ``[2**M - 1, M]`` array.
 

@@ -2,7 +2,7 @@
 
 ``load_model(workdir)`` rebuilds the network a training run describes (its ``config.json``)
 and restores its best checkpoint (else its latest). ``predict_volume`` runs a pre-processed
-volume ``[Z, X, Y, M]`` through ``train_step.infer`` in chunks of a fixed number of slices,
+volume ``[Z, X, Y, M]`` through ``infer`` in chunks of a fixed number of slices,
 so a single compilation serves every case, every volume length and every one of the 15
 combinations of modalities (the mask is data). ``to_original_classes`` maps the prediction
 back onto the original file's grid, where every voxel that all the given modalities leave
@@ -13,21 +13,24 @@ model never saw a brain in, or the air around the head, from ever being labelled
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import nibabel as nib
 import numpy as np
 
-from urn_jax.data.cases import DataError
-from urn_jax.data.preprocess import PreprocessConfig, to_original_grid
-from urn_jax.modalities import MODALITIES
 from urn_jax.checkpoints import restore_state
-from urn_jax.config_checks import pretrained_encoders
-from urn_jax.train import build_model
-from urn_jax.train_step import infer
+from urn_jax.data.meta import CaseMeta
+from urn_jax.data.preprocess import PreprocessConfig, to_original_grid
+from urn_jax.from_config import (build_model, preprocess_settings, pretrained_encoders,
+                                 read_config)
+from urn_jax.modalities import MODALITIES
+
+CHUNK = 32  # slices per inference call: one compilation serves every volume and mask
 
 SCENARIO_NAMES = {"baseline": "Baseline", "baseline_md": "Baseline + MD",
                   "urn_md": "URN + MD", "urn_md_pretrained": "URN + MD pre-trained",
@@ -51,8 +54,7 @@ class LoadedModel:
 
   @property
   def preprocess(self) -> PreprocessConfig:
-    d = self.config.data
-    return PreprocessConfig(n4=d.n4, n4_shrink=d.n4_shrink, spacing=d.spacing, size=d.size)
+    return preprocess_settings(self.config)
 
   @property
   def name(self) -> str:
@@ -68,23 +70,6 @@ class LoadedModel:
     return name
 
 
-def read_config(workdir) -> ml_collections.ConfigDict:
-  """The config a training run wrote into its work directory; a clear error otherwise."""
-  config_path = Path(workdir) / "config.json"
-  if not config_path.is_file():
-    raise FileNotFoundError(f"{workdir} is not a training work directory: it has no "
-                            "config.json (expected the --workdir of a pretrain or segment run)")
-  try:
-    config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
-  except ValueError as e:
-    raise DataError(f"{config_path} is damaged ({e}); it records how the model was built: "
-                    "restore it from a copy, or train again") from None
-  if config.get("job") not in ("pretrain", "segment"):
-    raise FileNotFoundError(f"{workdir} holds a {config.get('job')!r} job, not a trained "
-                            "model (expected the --workdir of a pretrain or segment run)")
-  return config
-
-
 def load_model(workdir) -> LoadedModel:
   """The model trained in ``workdir`` (a ``launch.py`` work directory)."""
   config = read_config(workdir)
@@ -94,7 +79,25 @@ def load_model(workdir) -> LoadedModel:
                      step, directory)
 
 
-def predict_volume(loaded: LoadedModel, image: np.ndarray, mask, chunk: int = 32) -> dict:
+@functools.partial(jax.jit, static_argnames="model")
+def infer(model, variables, images, mask):
+  """Inference with the given modalities: ``images [N, H, W, M]``, ``mask`` bool ``[N, M]``
+  (or ``[M]`` for all N). Returns ``label`` (class index 0..3) and ``probabilities`` where
+  the model segments, and ``synthesis`` ``[N, H, W, M]`` where it synthesizes. One
+  compilation serves every mask."""
+  mask = jnp.broadcast_to(jnp.asarray(mask).astype(bool), images.shape[:1] + images.shape[-1:])
+  out = model.apply(variables, images, mask, train=False)
+  result = {}
+  if "segmentation" in out:
+    probabilities = jax.nn.softmax(out["segmentation"].astype(jnp.float32), axis=-1)
+    result["probabilities"] = probabilities
+    result["label"] = probabilities.argmax(-1)
+  if "synthesis" in out:
+    result["synthesis"] = out["synthesis"].astype(jnp.float32)
+  return result
+
+
+def predict_volume(loaded: LoadedModel, image: np.ndarray, mask, chunk: int = CHUNK) -> dict:
   """``image [Z, X, Y, M]`` (pre-processed) with the modalities of ``mask [M]`` ->
   ``probabilities [Z, X, Y, classes]`` for a segmentation model, ``synthesis [Z, X, Y, M]``
   for a pre-training one (numpy, float32).
@@ -132,7 +135,7 @@ def given_brain(nonzero: dict, mask) -> np.ndarray:
   return np.logical_or.reduce([nonzero[m] for m in given])
 
 
-def to_original_classes(probabilities: np.ndarray, meta: dict, brain=None) -> np.ndarray:
+def to_original_classes(probabilities: np.ndarray, meta: CaseMeta, brain=None) -> np.ndarray:
   """Classes on the original file's grid from probabilities on the pre-processed one;
   background wherever ``brain`` (bool, on the original grid, ``given_brain``) is False.
 
@@ -140,7 +143,7 @@ def to_original_classes(probabilities: np.ndarray, meta: dict, brain=None) -> np
   before the argmax (nnU-Net's way: smoother and more faithful boundaries than resampling
   labels); otherwise the argmax is taken first and only the window and orientation undone.
   """
-  if meta["resampled_shape"] == meta["canonical_shape"]:
+  if not meta.resampled:
     classes = to_original_grid(probabilities.argmax(-1).astype(np.uint8), meta, order=0)
   else:
     classes = to_original_grid(probabilities, meta, order=1).argmax(-1).astype(np.uint8)

@@ -183,7 +183,7 @@ def run_probes(models, out_dir) -> dict:
   ``probes_seed<seed>.json`` and reused when the study is run again."""
   from urn_jax.evaluate import _test_cases  # the study's held-out patients
   from urn_jax.predict import load_model
-  from urn_jax.train import data_from_config
+  from urn_jax.from_config import data_from_config
   out_dir = Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
   by_seed = {}

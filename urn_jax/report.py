@@ -34,8 +34,9 @@ import numpy as np  # noqa: E402
 from urn_jax import claims as claims_module  # noqa: E402
 from urn_jax.curves import FLAT, curve_summary, plot_curves  # noqa: E402
 from urn_jax.data.render import COLOURS, intensity_window  # noqa: E402
-from urn_jax.modalities import (MODALITIES, MODALITY_LABELS, availability_masks,  # noqa: E402
-                                mask_key, mask_name, mask_symbols)
+from urn_jax.modalities import (  # noqa: E402
+    FIGURE_MASKS, MODALITIES, MODALITY_LABELS, availability_masks, mask_key, mask_name,
+    mask_symbols)
 
 REGIONS = ("ET", "WT", "TC")  # the paper's column order
 SYMBOL_COLUMNS = ("F", "T1", "T1c", "T2")
@@ -222,7 +223,6 @@ def _panels(rows, columns):
 def figure3(runs, case_id, out_png):
   """Segmentations of ``case_id`` for several input combinations (columns) by each scenario
   (rows), over T1c; the first column is the ground truth."""
-  from urn_jax.evaluate import FIGURE_MASKS
   shown = _first_runs(runs, "segment")
   if not shown or "t1c" not in shown[0]["figure"]:
     return None
@@ -252,7 +252,6 @@ def figure_synthesis(run, case_id, out_png):
   """Every modality (columns) synthesized from several input combinations (rows) by one
   pre-training run; the reconstructed inputs are framed in green, the top row is the real
   pre-processed image."""
-  from urn_jax.evaluate import FIGURE_MASKS
   reference = run["figure"]["reference"]
   rows = ["reference"] + [k for k in FIGURE_MASKS if k in run["figure"]]
   box = _crop(np.abs(reference).sum(-1))

@@ -17,14 +17,10 @@ from pathlib import Path
 
 import ml_collections
 
-from urn_jax.jobs import ConfigError
-from urn_jax.config_checks import (check_evaluation_settings, check_training_config,
-                                    pretrained_encoders)
+from urn_jax.config_checks import check_evaluation_settings, check_training_config
+from urn_jax.errors import ConfigError
+from urn_jax.from_config import pretrained_encoders
 from urn_jax.train import train_and_evaluate
-
-STAGES = ("pretrain", "pretrain_brats", "baseline", "baseline_md", "urn_md",
-          "urn_md_pretrained", "urn_md_finetuned")
-
 
 def plan(config, workdir) -> list[tuple[str, int, ml_collections.ConfigDict, Path]]:
   """``[(stage, seed, job config, work directory)]`` in the order they must run."""

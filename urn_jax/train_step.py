@@ -1,4 +1,4 @@
-"""Pure, jitted train steps and inference for the URN and the baseline.
+"""Pure, jitted train and validation steps for the URN and the baseline, and their objectives.
 
 Every step is ``step(state, batch, key) -> (state, metrics)``. A batch is a dict of arrays:
 
@@ -147,21 +147,3 @@ def eval_step(model, variables, batch, keep, objective):
       counts.append(jnp.stack([(p & t).sum(), p.sum(), t.sum()]))
     metrics["region_counts"] = jnp.stack(counts)
   return loss, metrics
-
-
-@functools.partial(jax.jit, static_argnames="model")
-def infer(model, variables, images, mask):
-  """Inference with the given modalities: ``images [N, H, W, M]``, ``mask`` bool ``[N, M]``
-  (or ``[M]`` for all N). Returns ``label`` (class index 0..3) and ``probabilities`` where
-  the model segments, and ``synthesis`` ``[N, H, W, M]`` where it synthesizes. One
-  compilation serves every mask."""
-  mask = jnp.broadcast_to(jnp.asarray(mask).astype(bool), images.shape[:1] + images.shape[-1:])
-  out = model.apply(variables, images, mask, train=False)
-  result = {}
-  if "segmentation" in out:
-    probabilities = jax.nn.softmax(out["segmentation"].astype(jnp.float32), axis=-1)
-    result["probabilities"] = probabilities
-    result["label"] = probabilities.argmax(-1)
-  if "synthesis" in out:
-    result["synthesis"] = out["synthesis"].astype(jnp.float32)
-  return result

@@ -25,6 +25,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from urn_jax.errors import DataError
 from urn_jax.modalities import MODALITIES
 
 # BraTS label values per convention, in the order of our classes 0..3.
@@ -42,10 +43,6 @@ _BRATS_FILE = re.compile(
     + r")\.nii(\.gz)?$", re.IGNORECASE)
 HCP_FILES = {"t1": "T1w/T1w_acpc_dc_restore_brain.nii.gz",
              "t2": "T1w/T2w_acpc_dc_restore_brain.nii.gz"}
-
-
-class DataError(ValueError):
-  """A problem with the input data; the message names the case and the file."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,7 +15,8 @@ import os
 import sys
 from pathlib import Path
 
-from urn_jax.data.cases import DataError, discover_brats, discover_hcp
+from urn_jax.data.cases import discover_brats, discover_hcp
+from urn_jax.errors import DataError
 from urn_jax.data.preprocess import PreprocessConfig, preprocess_dataset, report
 from urn_jax.data.splits import load_or_create_split
 

@@ -14,14 +14,14 @@ processes, sharded across hosts, infinite by default; the iterator's ``get_state
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import grain
 import numpy as np
 from absl import flags
 
-from urn_jax.data.cases import DataError
+from urn_jax.data.meta import CaseMeta
+from urn_jax.errors import DataError
 
 
 class SliceSource(grain.sources.RandomAccessDataSource):
@@ -38,22 +38,22 @@ class SliceSource(grain.sources.RandomAccessDataSource):
     if not self.case_dirs:
       raise DataError("no case to load slices from")
     self.labels = labels
-    self.metas = [json.loads((Path(d) / "meta.json").read_text()) for d in self.case_dirs]
-    sizes = {m["size"] for m in self.metas}
+    self.metas = [CaseMeta.read(d) for d in self.case_dirs]
+    sizes = {m.size for m in self.metas}
     if len(sizes) != 1:
       raise DataError(f"cached cases have different slice sizes {sorted(sizes)}; "
                       "pre-process them with the same settings")
     if labels:
-      unlabelled = [m["case_id"] for m in self.metas if not m["has_label"]]
+      unlabelled = [m.case_id for m in self.metas if not m.has_label]
       if unlabelled:
         raise DataError(f"{len(unlabelled)} case(s) have no label, e.g. {unlabelled[0]}; "
                         "segmentation needs labelled cases")
     index = []
     for c, meta in enumerate(self.metas):
-      slices = meta["brain_slices"] if skip_empty else range(meta["num_slices"])
+      slices = meta.brain_slices if skip_empty else range(meta.num_slices)
       index.extend((c, z) for z in slices)
     self.index = np.asarray(index, np.int64).reshape(-1, 2)
-    self.available = np.asarray([m["available"] for m in self.metas], bool)
+    self.available = np.asarray([m.available for m in self.metas], bool)
     self._open = {}
 
   def __len__(self):

@@ -2,9 +2,9 @@
 
 Per case: read and check the files (``cases.load_case``); reorient the voxel axes to RAS;
 resample to ``spacing`` mm when the grid is different (HCP's 0.7 mm -> BraTS's 1 mm),
-keeping the physical geometry; N4 bias field correction (SimpleITK) inside the brain mask; z-score of each modality within the
-brain mask, zero outside; and a window of ``size x size`` voxels in-plane centred on the
-brain (crop or zero-pad), all axial slices kept.
+keeping the physical geometry; N4 bias field correction (SimpleITK) inside the brain mask;
+z-score of each modality within the brain mask, zero outside; and a window of ``size x size``
+voxels in-plane centred on the brain (crop or zero-pad), all axial slices kept.
 
 The result is stored per case as ``image.npy`` float32 ``[Z, X, Y, M]`` (axial slices first,
 memory-mappable), ``label.npy`` uint8 ``[Z, X, Y]`` (classes 0..3) and ``meta.json``, which
@@ -32,7 +32,9 @@ import nibabel.processing
 import numpy as np
 from tqdm.auto import tqdm
 
-from urn_jax.data.cases import Case, DataError, load_case
+from urn_jax.data.cases import Case, load_case
+from urn_jax.data.meta import CaseMeta
+from urn_jax.errors import DataError
 from urn_jax.modalities import MODALITIES
 
 FORMAT_VERSION = 2
@@ -163,10 +165,10 @@ def _check_extent(case: Case, original_shape, shape, config: PreprocessConfig):
 
 
 def preprocess_case(case: Case, config: PreprocessConfig):
-  """-> ``(image [Z, X, Y, M] float32, label [Z, X, Y] uint8 or None, meta dict)``.
+  """-> ``(image [Z, X, Y, M] float32, label [Z, X, Y] uint8 or None, CaseMeta)``.
 
-  ``meta["available"]`` says which modalities the image holds: those of the case's files
-  that carry an image (``meta["ignored"]`` names the others and why, ``load_case``)."""
+  ``meta.available`` says which modalities the image holds: those of the case's files
+  that carry an image (``meta.ignored`` names the others and why, ``load_case``)."""
   images, label, reference, ignored = load_case(case)
   # Voxel axes in RAS order first (BraTS files are LPS, HCP's LAS): every data set's slices
   # then look the same way. A flip or transposition is undone exactly by to_original_grid.
@@ -203,38 +205,37 @@ def preprocess_case(case: Case, config: PreprocessConfig):
   brain = _window(mask, starts, config.size).transpose(2, 0, 1)
   if label is not None:
     label = _window(label, starts, config.size).transpose(2, 0, 1)
-  meta = {
-      "case_id": case.case_id, "dataset": case.dataset,
-      "available": [m in images for m in MODALITIES], "ignored": ignored,
-      "label_convention": case.label_convention,
-      "has_label": label is not None, "reference_path": case.reference_path,
-      "original_shape": list(reference.shape[:3]),
-      "original_affine": reference.affine.tolist(),
-      "orientation": orientation.tolist(),
-      "canonical_shape": list(canonical_shape), "canonical_affine": canonical_affine.tolist(),
-      "resampled_shape": list(grid[0]) if grid else list(canonical_shape),
-      "resampled_affine": (grid[1] if grid else canonical_affine).tolist(),
-      "window_start": starts, "size": config.size, "num_slices": int(volume.shape[0]),
-      "brain_slices": np.flatnonzero(brain.any(axis=(1, 2))).tolist(),
-      "tumour_slices": ([] if label is None
-                        else np.flatnonzero(label.any(axis=(1, 2))).tolist()),
-  }
+  meta = CaseMeta.from_dict(dict(
+      case_id=case.case_id, dataset=case.dataset,
+      available=[m in images for m in MODALITIES], ignored=ignored,
+      label_convention=case.label_convention,
+      has_label=label is not None, reference_path=case.reference_path,
+      original_shape=list(reference.shape[:3]), original_affine=reference.affine.tolist(),
+      orientation=orientation.tolist(),
+      canonical_shape=list(canonical_shape), canonical_affine=canonical_affine.tolist(),
+      resampled_shape=list(grid[0]) if grid else list(canonical_shape),
+      resampled_affine=(grid[1] if grid else canonical_affine).tolist(),
+      window_start=[int(s) for s in starts], size=config.size,
+      num_slices=int(volume.shape[0]),
+      brain_slices=np.flatnonzero(brain.any(axis=(1, 2))).tolist(),
+      tumour_slices=([] if label is None else np.flatnonzero(label.any(axis=(1, 2))).tolist()),
+  ))
   return volume, label, meta
 
 
-def to_original_grid(volume: np.ndarray, meta: dict, order: int = 0) -> np.ndarray:
+def to_original_grid(volume: np.ndarray, meta: CaseMeta, order: int = 0) -> np.ndarray:
   """Maps a ``[Z, X, Y]`` (or ``[Z, X, Y, C]``) array on the pre-processed grid back onto
   the original file's grid: undoes the window, the resampling (``order`` 0 for labels, 1
   for intensities or probabilities) and the reorientation. Outside the window it is 0."""
   volume = np.asarray(volume)
-  resampled_shape = tuple(meta["resampled_shape"])
+  resampled_shape = tuple(meta.resampled_shape)
   volume = np.moveaxis(volume, 0, 2)  # [X, Y, Z, ...]
   out = np.zeros(resampled_shape[:2] + volume.shape[2:], volume.dtype)
-  source, window = _window_slices(meta["window_start"], meta["size"], resampled_shape)
+  source, window = _window_slices(meta.window_start, meta.size, resampled_shape)
   out[source] = volume[window]
-  if meta["resampled_shape"] != meta["canonical_shape"]:
-    grid = (tuple(meta["canonical_shape"]), np.asarray(meta["canonical_affine"]))
-    affine = np.asarray(meta["resampled_affine"])
+  if meta.resampled:
+    grid = (tuple(meta.canonical_shape), meta.affine("canonical"))
+    affine = meta.affine("resampled")
     transform = np.linalg.inv(affine) @ grid[1]  # canonical voxel -> resampled voxel
     if order == 1 and np.allclose(transform[:3, :3], np.diag(np.diag(transform[:3, :3]))):
       out = _linear_axis_aligned(out.astype(np.float32), transform, grid[0])
@@ -245,7 +246,7 @@ def to_original_grid(volume: np.ndarray, meta: dict, order: int = 0) -> np.ndarr
       out = back.astype(volume.dtype) if order == 0 else back
   ras = nib.orientations.axcodes2ornt("RAS")
   return nib.orientations.apply_orientation(
-      out, nib.orientations.ornt_transform(ras, np.asarray(meta["orientation"])))
+      out, nib.orientations.ornt_transform(ras, np.asarray(meta.orientation)))
 
 
 def _sources(case: Case) -> dict:
@@ -255,24 +256,24 @@ def _sources(case: Case) -> dict:
 
 def _is_current(out: Path, case: Case) -> bool:
   try:
-    meta = json.loads((out / "meta.json").read_text())
-    return meta.get("sources") == json.loads(json.dumps(_sources(case)))
-  except (OSError, ValueError):
+    meta = CaseMeta.read(out)
+  except DataError:
     return False
+  return json.loads(json.dumps(meta.sources)) == json.loads(json.dumps(_sources(case)))
 
 
 def _process(case: Case, config: PreprocessConfig, out: Path):
   """Worker: pre-processes one case into ``out`` atomically; returns an error or None."""
   try:
     volume, label, meta = preprocess_case(case, config)
-    meta["sources"] = _sources(case)
+    meta = meta.with_sources(_sources(case))
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     np.save(tmp / "image.npy", volume)
     if label is not None:
       np.save(tmp / "label.npy", label)
-    (tmp / "meta.json").write_text(json.dumps(meta))
+    (tmp / "meta.json").write_text(meta.to_json())
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
     return None

@@ -22,6 +22,7 @@ import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
 from urn_jax.data.cases import file_role  # noqa: E402
+from urn_jax.errors import DataError, MissingInput, UserError  # noqa: E402
 from urn_jax.modalities import MODALITIES, MODALITY_LABELS  # noqa: E402
 
 COLOURS = {1: (1.0, 0.0, 0.0), 2: (0.0, 0.8, 0.0), 3: (0.0, 0.3, 1.0), 4: (0.0, 0.3, 1.0)}
@@ -120,16 +121,16 @@ def load_files(paths):
     elif path.exists():
       files.append(path)
     else:
-      raise FileNotFoundError(f"{path} does not exist")
+      raise MissingInput(f"{path} does not exist")
   found = {}
   for path in files:
     role = file_role(path)
     if role in found:
-      raise ValueError(f"two files for {role}: {found[role]} and {path}")
+      raise DataError(f"two files for {role}: {found[role]} and {path}")
     if role:
       found[role] = path
   if not set(found) - {"label"}:
-    raise FileNotFoundError(
+    raise DataError(
         f"no image found in {', '.join(map(str, paths))}: expected BraTS files named like "
         "*_flair.nii.gz, *_t1.nii.gz, *_t1ce.nii.gz, *_t2.nii.gz (2018-2021) or *-t2f, "
         "-t1n, -t1c, -t2w.nii.gz (2023+), or HCP's T1w/T1w_acpc_dc_restore_brain.nii.gz")
@@ -154,7 +155,7 @@ def main(argv=None):
   args = parser.parse_args(argv)
   try:
     images, label, affine = load_files(args.paths)
-  except (FileNotFoundError, ValueError) as e:
+  except UserError as e:
     parser.error(str(e))
   out = render_case(images, label, args.out, title=args.title or Path(args.paths[0]).name,
                     affine=affine)

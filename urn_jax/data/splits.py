@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from urn_jax.data.cases import DataError
+from urn_jax.errors import DataError
 from urn_jax.files import write_text_atomically
 
 SPLIT_FILE = "split.json"

@@ -14,10 +14,11 @@ and written as ``<output>/<case id>.nii.gz``: BraTS labels 0, 1, 2, 4 (``--label
 brats2023``: 0, 1, 2, 3) on the input's grid, with its affine and header, so a folder of
 outputs is a BraTS submission. A voxel where every given modality is 0 is background, as in
 BraTS: nothing outside the (skull-stripped) brain is ever labelled. Optional:
-``<case>_probabilities.nii.gz`` (4D, the classes' probabilities on the input grid) and ``<case>_<modality>_synthesized.nii.gz`` for each
-missing modality (z-scored intensities, from the pre-training run whose encoders the model
-uses, or ``--synthesis-model``). A case that fails is reported and skipped; the others are
-written; an existing output is kept unless ``--overwrite``.
+``<case>_probabilities.nii.gz`` (4D, the classes' probabilities on the input grid) and
+``<case>_<modality>_synthesized.nii.gz`` for each missing modality (z-scored intensities,
+from the pre-training run whose encoders the model uses, or ``--synthesis-model``). A case
+that fails is reported and skipped; the others are written; an existing output is kept
+unless ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -32,11 +33,12 @@ import nibabel as nib
 import numpy as np
 from tqdm.auto import tqdm
 
-from urn_jax.data.cases import (LABEL_VALUES, Case, DataError, case_id_of_file,
+from urn_jax.data.cases import (LABEL_VALUES, Case, case_id_of_file,
                                 classes_to_labels, discover_brats)
 from urn_jax.data.preprocess import preprocess_case, to_original_grid
+from urn_jax.errors import DataError, UserError
 from urn_jax.modalities import MODALITIES, MODALITY_LABELS
-from urn_jax.predict import (given_brain, load_model, nonzero_voxels, predict_volume,
+from urn_jax.predict import (CHUNK, given_brain, load_model, nonzero_voxels, predict_volume,
                              to_original_classes)
 
 KEPT = "kept (use --overwrite)"
@@ -84,7 +86,7 @@ def _stage(data, reference: nib.Nifti1Image, path: Path, dtype, staged: list):
 
 
 def segment_case(case: Case, model, out_dir: Path, *, synthesis_model=None,
-                 probabilities=False, labels="brats2018", chunk=32) -> list[Path]:
+                 probabilities=False, labels="brats2018", chunk=CHUNK) -> list[Path]:
   """Segments one case into ``out_dir``; returns the files written.
 
   All or nothing: every output is written under a temporary name and renamed only when the
@@ -106,18 +108,18 @@ def segment_case(case: Case, model, out_dir: Path, *, synthesis_model=None,
 def _segment_case(case, model, out_dir, staged, *, synthesis_model, probabilities, labels,
                   chunk):
   volume, _, meta = preprocess_case(case, model.preprocess)
-  for why in meta["ignored"].values():
+  for why in meta.ignored.values():
     tqdm.write(f"warning: case {case.case_id}: {why}", file=sys.stderr)
   reference = nib.load(case.reference_path)
-  mask = np.asarray(meta["available"], bool)
+  mask = np.asarray(meta.available, bool)
   out = predict_volume(model, volume, mask, chunk)
   label_path, probabilities_path, *synthesized_paths = _case_outputs(out_dir, case.case_id)
   brain = given_brain(nonzero_voxels({m: p for m, p in case.paths.items()
-                                      if m not in meta["ignored"]}), mask)
+                                      if m not in meta.ignored}), mask)
   classes = to_original_classes(out["probabilities"], meta, brain)
   _stage(classes_to_labels(classes, labels), reference, label_path, np.uint8, staged)
   if probabilities:
-    order = 0 if meta["resampled_shape"] == meta["canonical_shape"] else 1
+    order = 1 if meta.resampled else 0
     probabilities = to_original_grid(out["probabilities"], meta, order)
     # Outside the brain, and outside the slices' window, which the model never saw:
     # background, with certainty, as in the label map.
@@ -163,7 +165,7 @@ def _output_folder(out_dir) -> Path:
 
 
 def segment_cases(model_dir, cases, out_dir, *, synthesis=False, synthesis_model_dir="",
-                  probabilities=False, overwrite=False, labels="brats2018", chunk=32,
+                  probabilities=False, overwrite=False, labels="brats2018", chunk=CHUNK,
                   progress=True) -> tuple[list[Path], list[str]]:
   """Segments ``cases`` with the model trained in ``model_dir``; returns ``(files written,
   problems)``, one problem per case that was skipped."""
@@ -272,7 +274,7 @@ def main(argv=None):
                       help="also write the class probabilities (4D NIfTI)")
   parser.add_argument("--labels", default="brats2018", choices=sorted(LABEL_VALUES),
                       help="label values: brats2018 0,1,2,4 (default); brats2023 0,1,2,3")
-  parser.add_argument("--chunk", type=_positive_int, default=32,
+  parser.add_argument("--chunk", type=_positive_int, default=CHUNK,
                       help="slices per inference call (>= 1)")
   parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
   args = parser.parse_args(argv)
@@ -283,7 +285,7 @@ def main(argv=None):
         args.model, cases, args.output, synthesis=args.synthesis,
         synthesis_model_dir=args.synthesis_model, probabilities=args.probabilities,
         overwrite=args.overwrite, labels=args.labels, chunk=args.chunk)
-  except (DataError, FileNotFoundError) as e:
+  except UserError as e:
     parser.exit(2, f"urn-segment: error: {e}\n")
   except KeyboardInterrupt:
     parser.exit(130, "urn-segment: interrupted (Ctrl-C) before any case was segmented\n")

@@ -1,0 +1,55 @@
+"""Several processes (hosts): only process 0 writes, the others wait for it and read.
+
+Simulated in one process by making ``jax`` report another process index and count."""
+
+from __future__ import annotations
+
+import jax
+import ml_collections
+
+from urn_jax import from_config
+from urn_jax.metrics_log import MetricsLog
+
+
+def test_only_process_0_writes_the_metrics_and_tensorboard(tmp_path, monkeypatch):
+  monkeypatch.setattr(jax, "process_index", lambda: 1)
+  log = MetricsLog(tmp_path)
+  log.write(1, {"loss": 0.5})
+  log.close()
+  assert list(tmp_path.iterdir()) == []
+  monkeypatch.setattr(jax, "process_index", lambda: 0)
+  log = MetricsLog(tmp_path)
+  log.write(1, {"loss": 0.5})
+  log.close()
+  assert (tmp_path / "metrics.jsonl").read_text() == '{"step": 1, "loss": 0.5}\n'
+  assert (tmp_path / "tensorboard").is_dir()
+
+
+def _config():
+  config = ml_collections.ConfigDict()
+  config.data = dict(brats_dir="", hcp_dir="", cache_dir="", use_hcp=False, n4=False,
+                     n4_shrink=4, spacing=6.0, size=16, split_seed=0, train_fraction=0.7,
+                     test_fraction=0.2, workers=1, phantom_brats=2, phantom_hcp=0,
+                     phantom_seed=0)
+  return config
+
+
+def test_processes_other_than_0_prepare_the_data_only_after_process_0_has(tmp_path,
+                                                                         monkeypatch):
+  """Process 0 writes the cache and the split, then meets the others at a barrier; the
+  others pass the barrier first, and then find it all written."""
+  events = []
+  monkeypatch.setattr(from_config, "prepare_data",
+                      lambda *a, **k: events.append("prepare") or {"brats": {}})
+  monkeypatch.setattr(from_config.multihost_utils, "sync_global_devices",
+                      lambda name: events.append("barrier"))
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  for index, order in ((0, ["prepare", "barrier"]), (1, ["barrier", "prepare"])):
+    events.clear()
+    monkeypatch.setattr(jax, "process_index", lambda index=index: index)
+    assert from_config.data_from_config(_config(), tmp_path) == {"brats": {}}
+    assert events == order, index
+  monkeypatch.setattr(jax, "process_count", lambda: 1)  # one process: no barrier
+  events.clear()
+  from_config.data_from_config(_config(), tmp_path)
+  assert events == ["prepare"]

@@ -1,0 +1,39 @@
+"""Stopping a training run cleanly on Ctrl-C (SIGINT) or SIGTERM (a cluster's preemption)."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+
+
+class StopRequest:
+  """Ctrl-C (SIGINT) or SIGTERM (a cluster's preemption) during training: the step in
+  progress finishes, a checkpoint of it is saved and the loop ends, instead of a
+  KeyboardInterrupt landing inside an asynchronous orbax save. A second Ctrl-C stops at
+  once (from the last checkpoint saved)."""
+
+  SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+  def __init__(self):
+    self.requested, self.signal_name, self.previous = False, "Ctrl-C", {}
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():  # only it may set handlers
+      # A signal the process was told to ignore (a background job's SIGINT) stays ignored.
+      self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS
+                       if signal.getsignal(s) is not signal.SIG_IGN}
+    return self
+
+  def _handle(self, signum, frame):
+    if self.requested:
+      raise KeyboardInterrupt
+    self.requested = True
+    self.signal_name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+    print(f"\n{self.signal_name}: stopping after this step, with a checkpoint (Ctrl-C again "
+          "stops at once)", file=sys.stderr)
+
+  def __exit__(self, *exc):
+    for s, handler in self.previous.items():
+      signal.signal(s, handler)
+    self.previous = {}
