@@ -23,7 +23,8 @@ data (phantom or folders) and the patient split are the same for every seed and 
 ``model`` and ``train`` can be overridden, e.g. ``--config.pretrain.train.max_steps=500``.
 
 Sizes. The default is the ``small`` preset of every job, with its training recipe
-(``configs/default.py``, ``RECIPES``): 3 mm slices of 64 x 64 (the paper: 1 mm, 240 x 240),
+(``configs/default.py``, ``RECIPES``), except that pre-training runs 8000 steps instead of
+4000 (the cosine schedule laid over the longer run): 3 mm slices of 64 x 64 (the paper: 1 mm, 240 x 240),
 U-Net widths 8-64 (the paper: 64-1024), seeds 0, 1 and 2, and a phantom of 60 BraTS-like
 cases (34 training, 14 validation, 12 test: the claims' tests need at least 12 test
 patients) and 24 HCP-like subjects (as many as a third of the pooled pre-training's
