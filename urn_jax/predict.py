@@ -1,9 +1,10 @@
 """Trained models applied to whole volumes: the code path of evaluation and of ``urn-segment``.
 
 ``load_model(workdir)`` rebuilds the network a training run describes (its ``config.json``)
-and restores its best checkpoint (else its latest). ``predict_volume`` runs a pre-processed
-volume ``[Z, X, Y, M]`` through ``infer`` in chunks of a fixed number of slices,
-so a single compilation serves every case, every volume length and every one of the 15
+and restores its best checkpoint (else its latest). ``infer`` is the one jitted forward pass
+of inference (probabilities and labels, or synthesis, for any mask); ``predict_volume`` runs
+a pre-processed volume ``[Z, X, Y, M]`` through it in chunks of ``CHUNK`` slices, so a
+single compilation serves every case, every volume length and every one of the 15
 combinations of modalities (the mask is data). ``to_original_classes`` maps the prediction
 back onto the original file's grid, where every voxel that all the given modalities leave
 at 0 is background (``given_brain``): the BraTS convention, and what keeps a slice the
