@@ -141,3 +141,33 @@ def test_a_claim_without_paired_rows_and_a_run_without_curve_do_not_stop_the_rep
   text = (tmp_path / "claims.md").read_text()
   assert "URN + MD (seed 2, no curve)" in text
   assert "Not testable with these runs:\n- 3. URN + MD beats Baseline + MD (WT)" in text
+
+
+def test_the_report_names_runs_whose_pretraining_did_not_flatten(tmp_path):
+  """A frozen-encoder URN with a flat curve of its own is tested, but claims.md says that
+  its encoders come from a pre-training still falling, and which."""
+  import json
+  from urn_jax.report import claims_report, training_report
+  rows = _rows({"URN + MD": lambda k, p: 0.0, "URN + MD w/ HCP": lambda k, p: 8.0}, seeds=1)
+  curves = {"pretrain": [1.0 / s for s in range(1, 11)], "URN + MD": [0.1] * 10,
+            "URN + MD w/ HCP": [0.1] * 10}
+  runs = []
+  for name, losses in curves.items():
+    workdir = tmp_path / name.replace(" ", "").replace("+", "").replace("/", "")
+    workdir.mkdir()
+    (workdir / "metrics.jsonl").write_text("".join(
+        json.dumps({"step": 100 * s, "loss": l, "validation_loss": l}) + "\n"
+        for s, l in zip(range(1, 11), losses)))
+    pretrained = str(tmp_path / "pretrain") if name == "URN + MD w/ HCP" else ""
+    (workdir / "config.json").write_text(json.dumps({"pretrained_workdir": pretrained}))
+    job = "pretrain" if name == "pretrain" else "segment"
+    runs.append({"name": "URN w/ HCP" if job == "pretrain" else name, "job": job, "seed": 0,
+                 "workdir": str(workdir),
+                 "rows": [r for r in rows if r["model"] == name and r["seed"] == 0]})
+  training_report(runs, tmp_path, figures=False)
+  claims_report(runs, tmp_path)
+  text = (tmp_path / "claims.md").read_text()
+  assert ("their encoders come from a pre-training whose curve is not: URN + MD w/ HCP "
+          "(seed 0: URN w/ HCP, 20.0 % better in its last fifth)") in text
+  assert "URN + MD (seed 0" not in text.split("curve is not:")[1].split(";")[0]
+  assert "| 4. pre-training helps ET and TC | TC |" in text  # still tested

@@ -341,12 +341,32 @@ def training_report(runs, out_dir, figures=True) -> list:
   return files
 
 
+def _on_unflat_pretraining(runs, used) -> list[str]:
+  """The runs of ``used`` whose encoders were restored from a pre-training (their
+  ``config.json``'s ``pretrained_workdir``) that is among ``runs`` and whose curve is not
+  flat, each with its pre-training's name and last-fifth improvement."""
+  pretrainings = {Path(r["workdir"]).resolve(): r for r in runs if r["job"] == "pretrain"}
+  named = []
+  for r in used:
+    config = Path(r["workdir"]) / "config.json"
+    source = json.loads(config.read_text()).get("pretrained_workdir") if config.is_file() else ""
+    pre = pretrainings.get(Path(source).resolve()) if source else None
+    curve = (pre or {}).get("curve") or {}
+    if pre is not None and not curve.get("flat"):
+      improvement = curve.get("improvement_last_20pct")
+      named.append(f"{r['name']} (seed {r['seed']}: {pre['name']}" + (
+          f", {100 * improvement:.1f} % better in its last fifth" if improvement is not None
+          and not math.isnan(improvement) else ", no curve") + ")")
+  return named
+
+
 def claims_report(runs, out_dir) -> list:
   """``claims.md`` and ``claims.json``: each of the paper's claims whose scenarios were
   evaluated, tested on the per-case rows (``urn_jax.claims``) of the runs whose curves are
   flat (a run without a curve is left out too). A claim whose two sides share no patient,
   seed and combination (other combinations evaluated, seeds left out) is listed as not
-  testable rather than stopping the report."""
+  testable rather than stopping the report. Runs whose encoders come from a pre-training
+  that is not flat are tested, and named in the note."""
   used = [r for r in runs if r["job"] == "segment" and (r.get("curve") or {}).get("flat")]
   left_out = [f"{r['name']} (seed {r['seed']}{'' if r.get('curve') else ', no curve'})"
               for r in runs if r["job"] == "segment" and r not in used]
@@ -377,6 +397,10 @@ def claims_report(runs, out_dir) -> list:
           "interval below 1 Dice point; else cannot tell at this size.")
   if left_out:
     note += " Left out, their curves not flat: " + ", ".join(left_out) + "."
+  resting = _on_unflat_pretraining(runs, used)
+  if resting:
+    note += (" Their own curves are flat, but their encoders come from a pre-training whose "
+             "curve is not: " + ", ".join(resting) + "; their verdicts rest on it.")
   if untestable:
     note += "\n\nNot testable with these runs:\n" + "\n".join(f"- {u}" for u in untestable)
   path = Path(out_dir) / "claims.md"
