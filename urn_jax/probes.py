@@ -111,6 +111,19 @@ def _brain(images):
   return np.any(images != 0, axis=-1)
 
 
+@functools.partial(jax.jit, static_argnames="learning_rate")
+def _probe_update(params, state, x, y, learning_rate):
+  """One Adam step of the probe's cross-entropy. The voxels are arguments, not constants
+  captured by a closure: XLA would fold a 400000-voxel constant at every compilation, and
+  each probe would compile anew."""
+  def loss(p):
+    return optax.softmax_cross_entropy_with_integer_labels(x @ p["w"] + p["b"], y).mean()
+
+  value, grads = jax.value_and_grad(loss)(params)
+  updates, state = optax.adam(learning_rate).update(grads, state)
+  return optax.apply_updates(params, updates), state, value
+
+
 def fit_probe(z, labels, brain, steps=600, learning_rate=0.05, seed=0):
   """A 1x1 convolution ``(weights [C, K], bias [K])`` fitted by Adam on cross-entropy over
   up to ``PROBE_PIXELS`` brain voxels of ``z [N, H, W, C]`` sampled at random; the features
@@ -125,20 +138,9 @@ def fit_probe(z, labels, brain, steps=600, learning_rate=0.05, seed=0):
   x = jnp.asarray((x - mean) / scale)
   y = jnp.asarray(y)
   params = {"w": jnp.zeros((x.shape[1], NUM_CLASSES)), "b": jnp.zeros(NUM_CLASSES)}
-  optimizer = optax.adam(learning_rate)
-
-  def loss(p):
-    return optax.softmax_cross_entropy_with_integer_labels(x @ p["w"] + p["b"], y).mean()
-
-  @jax.jit
-  def update(p, state):
-    value, grads = jax.value_and_grad(loss)(p)
-    updates, state = optimizer.update(grads, state)
-    return optax.apply_updates(p, updates), state, value
-
-  state = optimizer.init(params)
+  state = optax.adam(learning_rate).init(params)
   for _ in range(steps):
-    params, state, value = update(params, state)
+    params, state, value = _probe_update(params, state, x, y, learning_rate)
   return {"mean": mean, "scale": scale, "w": np.asarray(params["w"]),
           "b": np.asarray(params["b"]), "loss": float(value)}
 
