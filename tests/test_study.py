@@ -8,7 +8,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
+from test_train import load_config
 
+from urn_jax.errors import Interrupted
 from urn_jax.report import _aggregate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +44,10 @@ def test_the_study_runs_every_stage_and_writes_every_output(tmp_path):
       ["URN w/ HCP", "URN", "Baseline", "Baseline + MD", "URN + MD", "URN + MD w/ HCP",
        "URN + MD w/ HCP, fine-tuned"])
   timings = [json.loads(l) for l in (tmp_path / "study" / "timings.jsonl").open()]
-  assert len(timings) == 7
+  # A line per training (from step 0 to its last), then the evaluation and the probes.
+  assert [t["stage"] for t in timings[7:]] == ["evaluate", "probes"]
+  assert [(t["from_step"], t["to_step"]) for t in timings[:7]] == [(0, 2)] * 7
+  assert timings[7]["models"] == 7 and timings[8]["models"] == 4
   # Two steps cannot show a flat curve: every run is listed as not flat.
   training = (results / "training.md").read_text()
   assert training.count("| **no** |") == 7
@@ -61,7 +67,27 @@ def test_the_study_runs_every_stage_and_writes_every_output(tmp_path):
   again = _study(tmp_path / "study", tmp_path / "cache", "--config.stages=evaluate")
   assert again.returncode == 0, again.stderr[-3000:]
   assert (results / "table1.md").read_text() and "== study stage" not in again.stderr
-  assert len((tmp_path / "study" / "timings.jsonl").read_text().splitlines()) == 7
+  again_timings = [json.loads(l) for l in (tmp_path / "study" / "timings.jsonl").open()]
+  assert [t["stage"] for t in again_timings[9:]] == ["evaluate", "probes"]
+
+
+def test_an_interrupted_stage_leaves_its_part_of_the_wall_time(tmp_path, monkeypatch):
+  """Wall time of a study resumed after Ctrl-C or SIGTERM: the interrupted part of a stage
+  is recorded with the steps it covered, so the total can be added up."""
+  from urn_jax import study
+
+  def interrupted(job, job_dir):
+    (Path(job_dir) / "checkpoints" / "300").mkdir(parents=True)
+    raise Interrupted
+
+  monkeypatch.setattr(study, "train_and_evaluate", interrupted)
+  config = load_config("study", "tiny")
+  config.seeds = (0,)
+  with pytest.raises(Interrupted):
+    study.run(config, tmp_path)
+  (record,) = [json.loads(l) for l in (tmp_path / "timings.jsonl").open()]
+  assert record["stage"] == "pretrain" and record["interrupted"] is True
+  assert (record["from_step"], record["to_step"]) == (0, 300) and record["seconds"] >= 0
 
 
 def test_seeds_are_averaged_and_their_spread_reported():

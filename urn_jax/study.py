@@ -4,8 +4,11 @@ Each stage is an ordinary training job (``train_and_evaluate``) in its own work 
 ``<workdir>/seed<seed>/<stage>``, so any of them can be inspected, resumed or re-evaluated
 on its own. After the evaluation, ``urn_jax.probes`` probes the URNs' representations.
 Rerunning the study resumes every stage from its checkpoints; a finished stage costs only
-the data check and a model initialization. Wall time per stage is appended to
-``<workdir>/timings.jsonl``.
+the data check and a model initialization. Wall time is appended to
+``<workdir>/timings.jsonl``, a line per piece of work: each training run (with the step it
+started from and the step it reached, so a stage resumed after an interruption has one line
+per part, the interrupted part marked ``"interrupted": true`` when it stopped by Ctrl-C or
+SIGTERM; a process killed outright writes nothing), the evaluation and the probes.
 """
 
 from __future__ import annotations
@@ -18,9 +21,21 @@ from pathlib import Path
 import ml_collections
 
 from urn_jax.config_checks import check_evaluation_settings, check_training_config
-from urn_jax.errors import ConfigError
+from urn_jax.errors import ConfigError, Interrupted
 from urn_jax.from_config import pretrained_encoders
 from urn_jax.train import train_and_evaluate
+
+def _saved_step(job_dir: Path) -> int:
+  """The newest step saved in ``<job_dir>/checkpoints`` (0 when none)."""
+  folder = Path(job_dir) / "checkpoints"
+  steps = [int(p.name) for p in folder.iterdir() if p.name.isdigit()] if folder.is_dir() else []
+  return max(steps, default=0)
+
+
+def _record_time(workdir: Path, record: dict) -> None:
+  with (workdir / "timings.jsonl").open("a") as f:
+    f.write(json.dumps(record) + "\n")
+
 
 def plan(config, workdir) -> list[tuple[str, int, ml_collections.ConfigDict, Path]]:
   """``[(stage, seed, job config, work directory)]`` in the order they must run."""
@@ -59,21 +74,32 @@ def run(config, workdir):
     for n, (name, seed, job, job_dir) in enumerate(jobs):
       print(f"== study stage {n + 1}/{len(jobs)}: {name}, seed {seed} ({job_dir})",
             file=sys.stderr)
-      start = time.perf_counter()
-      last = train_and_evaluate(job, job_dir)
+      start, from_step = time.perf_counter(), _saved_step(job_dir)
+      record = {"stage": name, "seed": seed, "from_step": from_step}
+      try:
+        last = train_and_evaluate(job, job_dir)
+      except Interrupted:
+        _record_time(workdir, {**record, "to_step": _saved_step(job_dir), "seconds": round(
+            time.perf_counter() - start, 1), "interrupted": True})
+        raise
       if last:  # empty when the stage had already finished
-        with (workdir / "timings.jsonl").open("a") as f:
-          f.write(json.dumps({"stage": name, "seed": seed, "seconds":
-                              round(time.perf_counter() - start, 1), "last": last}) + "\n")
+        _record_time(workdir, {**record, "to_step": _saved_step(job_dir), "seconds": round(
+            time.perf_counter() - start, 1), "last": last})
   if config.stages == "train":
     return {}
   from urn_jax.evaluate import evaluate_models  # matplotlib and friends: only here
   from urn_jax.probes import run_probes
   models = [(name, seed, job_dir) for name, seed, _, job_dir in jobs]
+  start = time.perf_counter()
   summary = evaluate_models(models, workdir / "results", config.evaluate)
+  _record_time(workdir, {"stage": "evaluate", "models": len(models),
+                         "seconds": round(time.perf_counter() - start, 1)})
   # The representations that are their own: a frozen URN's is its pre-training's.
-  run_probes([(name, seed, job_dir) for name, seed, job, job_dir in jobs
-              if job.model.kind == "urn" and pretrained_encoders(job) != "frozen"],
-             workdir / "results")
+  probed = [(name, seed, job_dir) for name, seed, job, job_dir in jobs
+            if job.model.kind == "urn" and pretrained_encoders(job) != "frozen"]
+  start = time.perf_counter()
+  run_probes(probed, workdir / "results")
+  _record_time(workdir, {"stage": "probes", "models": len(probed),
+                         "seconds": round(time.perf_counter() - start, 1)})
   summary["files"] += [str(workdir / "results" / f) for f in ("probes.md", "probes.json")]
   return summary
