@@ -4,7 +4,8 @@ that is there is found, one that is not is not claimed, and the verdict says whi
 import numpy as np
 import pytest
 
-from urn_jax.claims import Comparison, claims, differences, evaluate_claims, paired_test
+from urn_jax.claims import (Comparison, claims, differences, evaluate_claims, holm,
+                             paired_test)
 from urn_jax.modalities import availability_masks, mask_key
 
 KEYS = [mask_key(m) for m in availability_masks()]
@@ -60,7 +61,7 @@ def test_the_five_claims_on_rows_where_each_is_built_in():
   assert [r["verdict"] for r in evaluate_claims(rows, claims()[1:2])] == ["holds"]
   assert verdict("2.", "WT") == "holds"
   assert all(verdict("3.", region, key) == "holds" for region in ("WT", "TC", "ET")
-             for key in ["mean"] + KEYS)
+             for key in ["mean", "most"] + KEYS)
   assert verdict("4.", "TC") == verdict("4.", "ET") == "does not hold"  # built in: no gain
   assert all(verdict("5.", region) == "does not hold" for region in ("WT", "TC", "ET"))
   assert all(results["5.", r, "mean"]["patients"] == 12 for r in ("WT", "TC", "ET"))
@@ -69,6 +70,43 @@ def test_the_five_claims_on_rows_where_each_is_built_in():
                and r["mask"] == "1111"]) * 100
       - np.mean([r["WT/dice"] for r in rows if r["model"] == "Baseline"
                  and r["mask"] == "1111"]) * 100)
+
+
+def test_holm_adjusts_one_family_step_down():
+  np.testing.assert_allclose(holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
+  np.testing.assert_allclose(holm([0.5, 0.9]), [1.0, 1.0])
+
+
+def _claim_3_wt(rows):
+  results = evaluate_claims(rows, [c for c in claims()
+                                   if c.claim.startswith("3.") and c.region == "WT"])
+  return {r["combinations"]: r for r in results}
+
+
+def test_one_combination_of_fifteen_passing_alone_is_not_a_verdict():
+  """Claim 3 is tested on 15 combinations: an effect that one test alone would call real
+  (p 0.013, interval above 0) is not, once adjusted for the 14 others."""
+  rows = _rows({"Baseline + MD": lambda k, p: 0.0,
+                "URN + MD": lambda k, p: 1.0 * (k == "1010")
+                + 8.0 * (k in ("1111", "0111", "0011"))}, seed=3)
+  results = _claim_3_wt(rows)
+  alone = results["1010"]
+  assert alone["p_value"] < 0.05 and alone["ci_low"] > 0  # one test alone: "holds"
+  assert alone["p_holm"] > 0.05 and alone["verdict"] == "cannot tell at this size"
+  assert all(results[k]["verdict"] == "holds" for k in ("1111", "0111", "0011"))
+  assert results["most"]["holds_on"] == 3
+
+
+def test_most_combinations_is_judged_on_the_count():
+  """Better on 3 combinations of 15 and the same (within 1 Dice point, surely) on the
+  other 12: "beats Baseline + MD on most combinations" does not hold, although the mean
+  over the 15 is better."""
+  rows = _rows({"Baseline + MD": lambda k, p: 0.0,
+                "URN + MD": lambda k, p: 8.0 * (k in ("1111", "0111", "0011"))}, noise=0.5)
+  results = _claim_3_wt(rows)
+  assert results["mean"]["verdict"] == "holds"
+  assert (results["most"]["holds_on"], results["most"]["fails_on"]) == (3, 12)
+  assert results["most"]["verdict"] == "does not hold"
 
 
 def test_a_missing_seed_is_an_error_not_a_silent_unpairing():
