@@ -209,3 +209,35 @@ def test_the_report_names_runs_whose_pretraining_did_not_flatten(tmp_path):
           "(seed 0: URN w/ HCP, 20.0 % better in its last fifth)") in text
   assert "URN + MD (seed 0" not in text.split("curve is not:")[1].split(";")[0]
   assert "| 4. pre-training helps ET and TC | TC |" in text  # still tested
+
+
+def test_patients_without_enhancing_tumour_are_named_where_et_is_read(tmp_path):
+  """Table 1 and claims.md name the test patients with no ET: their ET Dice is 100 or 0,
+  and one of 12 moves an ET mean by 8.3 points."""
+  import json
+  from urn_jax.report import claims_report, segmentation_table, training_report
+  rows = _rows({"Baseline + MD": lambda k, p: 0.0, "URN + MD": lambda k, p: 8.0}, seeds=1)
+  runs = []
+  for name in ("Baseline + MD", "URN + MD"):
+    workdir = tmp_path / name.replace(" ", "").replace("+", "")
+    workdir.mkdir()
+    (workdir / "metrics.jsonl").write_text("".join(
+        json.dumps({"step": 100 * s, "loss": 0.1, "validation_loss": 0.1}) + "\n"
+        for s in range(1, 11)))
+    runs.append({"name": name, "job": "segment", "seed": 0, "workdir": str(workdir),
+                 "rows": [r for r in rows if r["model"] == name]})
+  cases = [f"P{p:02d}" for p in range(12)]
+  tumours = {c: {"WT": 50.0, "TC": 20.0, "ET": 0.0 if c in ("P03", "P07") else 5.0}
+             for c in cases}
+  training_report(runs, tmp_path, figures=False)
+  segmentation_table(runs, tmp_path, cases=cases, tumours=tumours)
+  claims_report(runs, tmp_path, cases, tumours)
+  sentence = ("Without ET (2 of 12): P03, P07; their ET Dice is 100 where a model predicts "
+              "no ET voxel and 0 where it predicts any, so each moves a mean over the "
+              "patients by 8.3 points.")
+  assert sentence in (tmp_path / "table1.md").read_text()
+  assert sentence in (tmp_path / "claims.md").read_text()
+  assert "Without WT" not in (tmp_path / "table1.md").read_text()
+  segmentation_table(runs, tmp_path, cases=cases, tumours={c: {**tumours[c], "ET": 5.0}
+                                                           for c in cases})
+  assert "Without" not in (tmp_path / "table1.md").read_text()

@@ -102,6 +102,23 @@ def test_table1_has_the_papers_layout_and_names_the_test_patients(report, runs):
                                               for mask in availability_masks()]
 
 
+def test_the_test_patients_tumour_volumes_are_written(report, runs):
+  """test_patients.csv: each region's volume in the original label file, the volumes that
+  say what a Dice means (an empty ET scores 100 or 0)."""
+  with (report["out"] / "test_patients.csv").open() as f:
+    table = {r["case_id"]: r for r in csv.DictReader(f)}
+  test = json.loads((runs["urn_md"] / "split.json").read_text())["datasets"]["brats"]["test"]
+  assert sorted(table) == sorted(test)
+  for case_id, row in table.items():
+    image = nib.load(runs["data"] / "brats" / case_id / f"{case_id}_seg.nii.gz")
+    labels = np.asanyarray(image.dataobj)
+    ml = np.prod(image.header.get_zooms()[:3]) / 1000
+    for region, values in (("WT", (1, 2, 4)), ("TC", (1, 4)), ("ET", (4,))):
+      assert float(row[f"{region} (cm3)"]) == pytest.approx(
+          np.isin(labels, values).sum() * ml, abs=1e-3), (case_id, region)
+    assert float(row["WT (cm3)"]) > 0
+
+
 def test_table2_marks_inputs_and_scores_only_synthesized_modalities(report):
   _, _, _, rows = _table(report["out"] / "table2.md")
   assert len(rows) == 15  # 14 combinations that miss something, and the mean

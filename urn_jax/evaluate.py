@@ -39,7 +39,7 @@ from urn_jax.data.meta import CaseMeta
 from urn_jax.errors import DataError
 from urn_jax.files import write_text_atomically
 from urn_jax.from_config import data_from_config, read_config
-from urn_jax.metrics import psnr, segmentation_metrics
+from urn_jax.metrics import REGIONS, psnr, region_mask, segmentation_metrics
 from urn_jax.modalities import (FIGURE_MASKS, MODALITIES, availability_masks, mask_key,
                                 mask_name)
 from urn_jax.predict import (given_brain, load_model, nonzero_voxels, predict_volume,
@@ -215,8 +215,17 @@ def evaluate_models(models, out_dir, settings, names=None) -> dict:
         run["figure"] = drawn
       bar.update()
   bar.close()
+  tumours = {case_id: tumour_volumes(runs[0][2][case_id]) for case_id in reference_ids}
   return report.write_report(results, out_dir, figure_case, settings.figures,
-                             cases=reference_ids)
+                             cases=reference_ids, tumours=tumours)
+
+
+def tumour_volumes(case_dir: Path) -> dict:
+  """The volume (cm^3) of each region in a case's original label file: what its scores mean
+  (an empty ET scores Dice 100 or 0, nothing between)."""
+  truth, spacing = _truth(CaseMeta.read(case_dir))
+  voxel = float(np.prod(spacing)) / 1000.0
+  return {region: float(region_mask(truth, region).sum()) * voxel for region in REGIONS}
 
 
 def _largest_tumour(cases, ids) -> str:

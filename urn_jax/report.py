@@ -104,15 +104,32 @@ def _symbols(key):
   return mask_symbols([c == "1" for c in key]).split()
 
 
-def _cases_note(cases) -> str:
-  """The line under a table's title that names the patients it scores."""
+def _cases_note(cases, tumours=None) -> str:
+  """The line under a table's title that names the patients it scores; with ``tumours``
+  (case -> region -> cm^3), also those without enhancing tumour."""
   if not cases:
     return ""
-  return f"Test patients ({len(cases)}), never used for training or selection: " + ", ".join(
+  note = f"Test patients ({len(cases)}), never used for training or selection: " + ", ".join(
       cases)
+  return note + _empty_regions_note(cases, tumours)
 
 
-def segmentation_table(runs, out_dir, metric="dice", scale=100.0, title=None, cases=()):
+def _empty_regions_note(cases, tumours) -> str:
+  """A sentence naming the patients of ``cases`` with an empty region, if any: their Dice
+  for it is 100 or 0 (BraTS), which moves a mean over the patients in steps of 100/n."""
+  notes = []
+  for region in REGIONS:
+    empty = [c for c in cases if tumours and c in tumours and tumours[c][region] == 0]
+    if empty:
+      notes.append(f" Without {region} ({len(empty)} of {len(cases)}): {', '.join(empty)}; "
+                   f"their {region} Dice is 100 where a model predicts no {region} voxel and "
+                   f"0 where it predicts any, so each moves a mean over the patients by "
+                   f"{100 / len(cases):.1f} points.")
+  return "".join(notes)
+
+
+def segmentation_table(runs, out_dir, metric="dice", scale=100.0, title=None, cases=(),
+                       tumours=None):
   """Table 1 for ``metric`` (``dice`` in %, or ``hd95`` in mm with ``scale=1``)."""
   names = _names(runs, "segment")
   counts = {n: sum(r["name"] == n for r in runs) for n in names}
@@ -134,7 +151,7 @@ def segmentation_table(runs, out_dir, metric="dice", scale=100.0, title=None, ca
                     "test patients, mean ± half the range over runs")
   stem = "table1" if metric == "dice" else f"table1_{metric}"
   return _write_table(Path(out_dir) / stem, title, header, rows, csv_header, csv_rows,
-                      _cases_note(cases))
+                      _cases_note(cases, tumours))
 
 
 def psnr_table(runs, out_dir, cases=()):
@@ -360,7 +377,7 @@ def _on_unflat_pretraining(runs, used) -> list[str]:
   return named
 
 
-def claims_report(runs, out_dir) -> list:
+def claims_report(runs, out_dir, cases=(), tumours=None) -> list:
   """``claims.md`` and ``claims.json``: each of the paper's claims whose scenarios were
   evaluated, tested on the per-case rows (``urn_jax.claims``) of the runs whose curves are
   flat (a run without a curve is left out too). A claim whose two sides share no patient,
@@ -410,6 +427,7 @@ def claims_report(runs, out_dir) -> list:
   if resting:
     note += (" Their own curves are flat, but their encoders come from a pre-training whose "
              "curve is not: " + ", ".join(resting) + "; their verdicts rest on it.")
+  note += _empty_regions_note(cases, tumours)
   if untestable:
     note += "\n\nNot testable with these runs:\n" + "\n".join(f"- {u}" for u in untestable)
   path = Path(out_dir) / "claims.md"
@@ -419,23 +437,28 @@ def claims_report(runs, out_dir) -> list:
   return [path, json_path]
 
 
-def write_report(runs, out_dir, figure_case, figures=True, cases=()) -> dict:
+def write_report(runs, out_dir, figure_case, figures=True, cases=(), tumours=None) -> dict:
   """Writes every table, figure and CSV the runs allow; returns the files and mean rows.
-  ``cases``: the test patients scored, named under each table's title."""
+  ``cases``: the test patients scored, named under each table's title; ``tumours``: their
+  region volumes (cm^3; ``test_patients.csv``, and the patients without ET are named)."""
   out_dir = Path(out_dir)
   files, summary = [], {}
   segmentation = [r for r in runs if r["job"] == "segment"]
   pretraining = [r for r in runs if r["job"] == "pretrain"]
   files += training_report(runs, out_dir, figures)
+  if tumours:
+    files.append(_write_rows(out_dir / "test_patients.csv", [
+        {"case_id": c, **{f"{region} (cm3)": round(v, 3) for region, v in tumours[c].items()}}
+        for c in cases if c in tumours]))
   if segmentation:
-    files += segmentation_table(runs, out_dir, "dice", cases=cases)
+    files += segmentation_table(runs, out_dir, "dice", cases=cases, tumours=tumours)
     files += segmentation_table(runs, out_dir, "hd95", scale=1.0, cases=cases)
     files.append(_write_rows(out_dir / "cases.csv", [row for r in segmentation
                                                      for row in r["rows"]]))
     summary["dice_mean"] = {n: {region: _aggregate(runs, n, lambda row, g=region:
                                                    100 * row[f"{g}/dice"])["mean"][:2]
                                 for region in REGIONS} for n in _names(runs, "segment")}
-    files += claims_report(runs, out_dir)
+    files += claims_report(runs, out_dir, cases, tumours)
     if figures:
       files.append(figure2(runs, out_dir / "figure2.png"))
       files.append(figure3(runs, figure_case, out_dir / "figure3.png"))
