@@ -11,7 +11,11 @@
   ``figure3.png``: segmentations of one case for several input combinations over T1c;
   ``figure4.png`` / ``figure5.png``: synthesis from several input combinations by the URN
   pre-trained on BraTS alone / on BraTS + HCP, reconstructed inputs framed in green.
-- ``cases.csv`` and ``psnr_cases.csv``: one row per model, case and combination.
+- ``cases.csv`` and ``psnr_cases.csv``: one row per model, case and combination;
+  ``test_patients.csv``: each test patient's WT / TC / ET volume (cm^3).
+- ``paper.md``: the scenarios and models the paper has, next to its Tables 1 and 2
+  (``urn_jax.paper_numbers``): means over the same combinations, and Spearman's rank
+  correlation over them.
 - ``training.md`` and ``curves_<model>.png``: each run's final and best validation loss and
   whether its curve flattened (``urn_jax.curves``), and its curves, a column per seed.
 - ``claims.md`` / ``claims.json``: the paper's claims as paired tests over patients and
@@ -30,8 +34,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
 import numpy as np  # noqa: E402
+from scipy import stats  # noqa: E402
 
 from urn_jax import claims as claims_module  # noqa: E402
+from urn_jax import paper_numbers  # noqa: E402
 from urn_jax.curves import FLAT, curve_summary, plot_curves  # noqa: E402
 from urn_jax.data.render import COLOURS, intensity_window  # noqa: E402
 from urn_jax.modalities import (  # noqa: E402
@@ -176,6 +182,56 @@ def psnr_table(runs, out_dir, cases=()):
   return _write_table(Path(out_dir) / "table2", "Table 2: PSNR (dB) of synthesized BraTS "
                       "modalities (\"-\": an input), test patients, mean ± half the range "
                       "over runs", header, rows, csv_header, csv_rows, _cases_note(cases))
+
+
+def _spearman(a, b) -> str:
+  """Spearman's rank correlation of two rows of numbers; "-" where it is undefined (fewer
+  than 3, or either constant)."""
+  if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+    return "-"
+  return f"{stats.spearmanr(a, b).statistic:+.2f}"
+
+
+def paper_comparison(runs, out_dir) -> list:
+  """``paper.md``: each of the paper's Table 1 scenarios and Table 2 models that ``runs``
+  has (by name), next to the paper's numbers (``urn_jax.paper_numbers``): the mean over the
+  combinations both have, and Spearman's rank correlation over those combinations, which
+  asks whether the same combinations are hard here as in the paper, whatever the level."""
+  lines = []
+  names = _names(runs, "segment")
+  for name in (n for n in paper_numbers.TABLE1_SCENARIOS if n in names):
+    for region in REGIONS:
+      paper = paper_numbers.TABLE1[name, region]
+      ours = _aggregate(runs, name, lambda row, r=region: 100 * row[f"{r}/dice"])
+      keys = [k for k in paper if k in ours]
+      if keys:
+        a, b = [paper[k] for k in keys], [ours[k][0] for k in keys]
+        lines.append(f"| Table 1, Dice (%) | {name} | {region} | {len(keys)} | "
+                     f"{np.mean(a):.1f} | {np.mean(b):.1f} | {_spearman(a, b)} |")
+  names = _names(runs, "pretrain")
+  for name in (n for n in paper_numbers.TABLE2_MODELS if n in names):
+    for modality in MODALITIES:
+      paper = paper_numbers.TABLE2[name, modality]
+      ours = _aggregate(runs, name, lambda row: row["psnr"],
+                        lambda row, m=modality: row["modality"] == m and not row["given"])
+      keys = [k for k in paper if k in ours]
+      if keys:
+        a, b = [paper[k] for k in keys], [ours[k][0] for k in keys]
+        lines.append(f"| Table 2, PSNR (dB) | {name} | {MODALITY_LABELS[modality]} | "
+                     f"{len(keys)} | {np.mean(a):.1f} | {np.mean(b):.1f} | "
+                     f"{_spearman(a, b)} |")
+  if not lines:
+    return []
+  path = Path(out_dir) / "paper.md"
+  path.write_text(
+      "# Next to the paper's Tables 1 and 2\n\nMeans over the combinations that both the paper"
+      " and these runs have (the paper's Table 1 lacks the baseline's T1-only row); "
+      "Spearman's rho ranks the combinations by each and asks whether the same ones are "
+      "hard here as in the paper. The paper scored BraTS 2018 at 1 mm with its full-size "
+      "networks: levels compare only where the data and sizes do.\n\n"
+      "| table | model | region or modality | combinations | paper | here | Spearman rho |\n"
+      "|---|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n")
+  return [path]
 
 
 def figure2(runs, out_png):
@@ -472,6 +528,7 @@ def write_report(runs, out_dir, figure_case, figures=True, cases=(), tumours=Non
         stem = f"figure{number}" if number else "figure_synthesis_" + "".join(
             c if c.isalnum() else "_" for c in run["name"])
         files.append(figure_synthesis(run, figure_case, out_dir / f"{stem}.png"))
+  files += paper_comparison(runs, out_dir)
   runs_file = out_dir / "runs.json"
   runs_file.write_text(json.dumps([{k: r[k] for k in ("name", "job", "seed", "step",
                                                       "workdir")} for r in runs], indent=1))
