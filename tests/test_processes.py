@@ -4,8 +4,12 @@ Simulated in one process by making ``jax`` report another process index and coun
 
 from __future__ import annotations
 
+import json
+import time
+
 import jax
 import ml_collections
+import pytest
 
 from urn_jax import from_config
 from urn_jax.metrics_log import MetricsLog
@@ -21,7 +25,9 @@ def test_only_process_0_writes_the_metrics_and_tensorboard(tmp_path, monkeypatch
   log = MetricsLog(tmp_path)
   log.write(1, {"loss": 0.5})
   log.close()
-  assert (tmp_path / "metrics.jsonl").read_text() == '{"step": 1, "loss": 0.5}\n'
+  (line,) = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert line.pop("wall_time") == pytest.approx(time.time(), abs=60)
+  assert line == {"step": 1, "loss": 0.5}
   assert (tmp_path / "tensorboard").is_dir()
 
 

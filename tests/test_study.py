@@ -19,7 +19,7 @@ OUTPUTS = ("table1.md", "table1.csv", "table1_hd95.md", "table1_hd95.csv", "tabl
            "table2.csv", "figure2.png", "figure3.png", "figure4.png", "figure5.png",
            "cases.csv", "psnr_cases.csv", "runs.json", "training.md",
            "curves_URN___MD_w__HCP__fine_tuned.png", "probes.md", "probes.json", "paper.md",
-           "test_patients.csv")
+           "test_patients.csv", "timings.md")
 
 
 def _study(workdir, cache, *extra):
@@ -100,3 +100,30 @@ def test_seeds_are_averaged_and_their_spread_reported():
   assert abs(mean - 0.8) < 1e-12
   assert abs(spread - 0.1) < 1e-12
   assert "0111" not in cells and cells["mean"][2] == per_run
+
+
+def test_the_wall_time_table_adds_up_parts_and_names_what_it_could_not_count(tmp_path):
+  from urn_jax.study import write_timings
+  records = [
+      {"stage": "pretrain", "seed": 0, "from_step": 0, "to_step": 8000, "seconds": 1800.0},
+      # seed 1 was killed outright between 4800 and 6510, then SIGTERM'd and resumed
+      {"stage": "pretrain", "seed": 1, "from_step": 0, "to_step": 4800, "seconds": 1000.0,
+       "interrupted": True},
+      {"stage": "pretrain", "seed": 1, "from_step": 6510, "to_step": 8000, "seconds": 400.0},
+      {"stage": "baseline", "seed": 0, "seconds": 300.0},  # an older line, without steps
+      {"stage": "urn_md", "seed": 0, "from_step": 0, "to_step": 6000, "seconds": 60.0,
+       "source": "TensorBoard event times"},
+      {"stage": "evaluate", "models": 7, "seconds": 1500.0},
+      {"stage": "probes", "models": 4, "seconds": 1200.0}]
+  (tmp_path / "timings.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+  text = write_timings(tmp_path).read_text()
+  assert "| pretrain | 0 | 1 | 0-8000 | 1800 | 30.0 min |  |" in text
+  assert ("| pretrain | 1 | 2 | 0-8000 | 1400 | 23.3 min | time of steps 4800-6510 not "
+          "recorded (a process killed outright) |") in text
+  assert "| baseline | 0 | 1 |  | 300 | 5.0 min | recorded without its steps" in text
+  assert "| evaluate |  | 1 |  | 1500 | 25.0 min |  |" in text
+  assert ("| urn_md | 0 | 1 | 0-6000 | 60 | 1.0 min | 1 part(s) reconstructed: see `source` "
+          "in timings.jsonl |") in text
+  assert ("**Total: 6260 s (1.74 h)**, not counting the uncovered steps of pretrain, seed 1: "
+          "steps 4800-6510.") in text
+  assert write_timings(tmp_path / "nothing") is None

@@ -1,10 +1,13 @@
 """A training run's logs: ``metrics.jsonl`` (read back by ``urn_jax.curves``) and TensorBoard
 event files in ``tensorboard/``, written by process 0 only (every process logs the same
-means)."""
+means). Each line of ``metrics.jsonl`` carries its ``wall_time`` (seconds since the epoch,
+as TensorBoard's events do), so the time a run took can be read back even when a process
+was killed before it could say."""
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import jax
@@ -26,7 +29,7 @@ class MetricsLog:
       return
     for name, value in metrics.items():
       self.writer.add_scalar(name, value, step)
-    self.file.write(json.dumps({"step": step, **metrics}) + "\n")
+    self.file.write(json.dumps({"step": step, **metrics, "wall_time": time.time()}) + "\n")
     self.file.flush()
 
   def close(self):

@@ -8,7 +8,9 @@ the data check and a model initialization. Wall time is appended to
 ``<workdir>/timings.jsonl``, a line per piece of work: each training run (with the step it
 started from and the step it reached, so a stage resumed after an interruption has one line
 per part, the interrupted part marked ``"interrupted": true`` when it stopped by Ctrl-C or
-SIGTERM; a process killed outright writes nothing), the evaluation and the probes.
+SIGTERM; a process killed outright writes nothing), the evaluation and the probes; at the
+end, ``results/timings.md`` adds them up per stage and seed and names any steps whose time
+was not recorded. Each training's ``metrics.jsonl`` has the wall time of every line too.
 """
 
 from __future__ import annotations
@@ -35,6 +37,58 @@ def _saved_step(job_dir: Path) -> int:
 def _record_time(workdir: Path, record: dict) -> None:
   with (workdir / "timings.jsonl").open("a") as f:
     f.write(json.dumps(record) + "\n")
+
+
+def _minutes(seconds: float) -> str:
+  return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.2f} h"
+
+
+def write_timings(workdir) -> Path | None:
+  """``<workdir>/results/timings.md`` from ``timings.jsonl``: each stage's wall time per
+  seed (the sum of its parts), the evaluations and the probes, and the total. Where a
+  stage's parts leave steps uncovered (a process killed outright writes no line), those
+  steps are named: their time is not in the total."""
+  workdir = Path(workdir)
+  source = workdir / "timings.jsonl"
+  if not source.is_file():
+    return None
+  groups = {}
+  for line in source.read_text().splitlines():
+    if line.strip():
+      record = json.loads(line)
+      groups.setdefault((record["stage"], record.get("seed")), []).append(record)
+  rows, total, missing = [], 0.0, []
+  for (stage, seed), parts in groups.items():
+    seconds = sum(p["seconds"] for p in parts)
+    total += seconds
+    note, steps = "", ""
+    if all("from_step" in p for p in parts):
+      reached, gaps = 0, []
+      for p in sorted(parts, key=lambda p: p["from_step"]):
+        if p["from_step"] > reached:
+          gaps.append(f"{reached}-{p['from_step']}")
+        reached = max(reached, p["to_step"])
+      steps = f"0-{reached}"
+      if gaps:
+        note = f"time of steps {', '.join(gaps)} not recorded (a process killed outright)"
+        missing.append(f"{stage}, seed {seed}: steps {', '.join(gaps)}")
+    elif seed is not None:
+      note = "recorded without its steps (an older version)"
+    if any("source" in p for p in parts):  # a line added by hand, saying how it was made
+      note = "; ".join(filter(None, [note, f"{sum('source' in p for p in parts)} part(s) "
+                                           "reconstructed: see `source` in timings.jsonl"]))
+    rows.append(f"| {stage} | {'' if seed is None else seed} | {len(parts)} | {steps} | "
+                f"{seconds:.0f} | {_minutes(seconds)} | {note} |")
+  text = ("# Wall time of the study\n\nFrom `timings.jsonl`: a line per piece of work (a "
+          "training part, an evaluation, the probes), summed per stage and seed.\n\n"
+          "| stage | seed | parts | steps | seconds | | note |\n|---|---|---|---|---|---|---|\n"
+          + "\n".join(rows) + f"\n\n**Total: {total:.0f} s ({_minutes(total)})**"
+          + (", not counting the uncovered steps of " + "; ".join(missing) if missing else "")
+          + ".\n")
+  out = workdir / "results" / "timings.md"
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.write_text(text)
+  return out
 
 
 def plan(config, workdir) -> list[tuple[str, int, ml_collections.ConfigDict, Path]]:
@@ -101,5 +155,6 @@ def run(config, workdir):
   run_probes(probed, workdir / "results")
   _record_time(workdir, {"stage": "probes", "models": len(probed),
                          "seconds": round(time.perf_counter() - start, 1)})
+  summary["files"].append(str(write_timings(workdir)))
   summary["files"] += [str(workdir / "results" / f) for f in ("probes.md", "probes.json")]
   return summary
