@@ -146,6 +146,30 @@ def test_an_interrupted_evaluation_resumes_from_the_per_case_results(report, run
   urn_jax.evaluate.evaluate_models(models, report["out"], _settings())
 
 
+def test_a_model_retrained_in_its_folder_is_evaluated_again(runs, tmp_path, monkeypatch):
+  """Kept results belong to one checkpoint: retrained in the same folder to the same step
+  (here: saved again, with a new orbax timestamp), the model is scored again, not read
+  from the old model's results."""
+  from urn_jax.checkpoints import record_files
+  workdir = tmp_path / "urn_md"
+  shutil.copytree(runs["urn_md"], workdir)
+  urn_jax.evaluate.evaluate_models([workdir], tmp_path / "out", _settings(figures=False))
+  calls = []
+  real = urn_jax.evaluate.predict_volume
+  monkeypatch.setattr(urn_jax.evaluate, "predict_volume",
+                      lambda *a, **k: calls.append(1) or real(*a, **k))
+  urn_jax.evaluate.evaluate_models([workdir], tmp_path / "out", _settings(figures=False))
+  assert not calls  # the same checkpoint: every result reused
+  (step_dir,) = [p for p in (workdir / "best").iterdir() if p.name.isdigit()]
+  metadata = step_dir / "_CHECKPOINT_METADATA"
+  metadata.write_text(metadata.read_text().replace('"commit_timestamp_nsecs": ',
+                                                   '"commit_timestamp_nsecs": 1'))
+  record_files(step_dir)
+  urn_jax.evaluate.evaluate_models([workdir], tmp_path / "out", _settings(figures=False))
+  assert len(calls) == 15 * len(json.loads((workdir / "split.json").read_text())[
+      "datasets"]["brats"]["test"])
+
+
 def test_a_perfect_prediction_scores_perfectly_on_the_original_grid(runs, tmp_path,
                                                                      monkeypatch):
   """The mapping back to the original file (window, LPS orientation) is exact: a model

@@ -66,6 +66,18 @@ def record_files(step_dir) -> None:
   write_text_atomically(step_dir / FILE_LIST, json.dumps(_file_list(step_dir), indent=0))
 
 
+def fingerprint(step_dir) -> str:
+  """Names one saved checkpoint: the hash of its file list, which hashes orbax's metadata
+  (with the save's timestamp) and every small file; of orbax's metadata alone where there is
+  no list; "" where there is neither. A model retrained in the same folder, to the same
+  step, has another: results kept for the old one are recognized as stale."""
+  for name in (FILE_LIST, "_CHECKPOINT_METADATA"):
+    path = Path(step_dir) / name
+    if path.is_file():
+      return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+  return ""
+
+
 def damage(step_dir) -> str | None:
   """What is wrong with a checkpoint step folder, by its file list; None when every file is
   as written (or when the step has no file list: an older checkpoint, not checked)."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -33,6 +34,7 @@ import nibabel as nib
 import numpy as np
 from tqdm.auto import tqdm
 
+from urn_jax.checkpoints import fingerprint
 from urn_jax.config_checks import check_evaluation_settings
 from urn_jax.data.cases import file_role, labels_to_classes
 from urn_jax.data.meta import CaseMeta
@@ -153,6 +155,23 @@ def _cache_key(loaded, masks) -> str:
   return hashlib.sha256(f"{loaded.checkpoint}:{loaded.step}:{keys}".encode()).hexdigest()[:12]
 
 
+def _checked_cache(cache: Path, model) -> Path:
+  """``cache``, emptied first if its results were made by another checkpoint than
+  ``model``'s: same folder and step, but retrained (``checkpoints.fingerprint``). A folder
+  from before the fingerprint was kept is trusted, and gets it."""
+  marker = cache / "checkpoint.json"
+  current = fingerprint(Path(model.checkpoint) / str(model.step))
+  if marker.is_file() and json.loads(marker.read_text()).get("fingerprint") != current:
+    print(f"{model.workdir} was retrained since {cache} was written: evaluating it again",
+          file=sys.stderr)
+    shutil.rmtree(cache)
+  if not marker.is_file():
+    cache.mkdir(parents=True, exist_ok=True)
+    write_text_atomically(marker, json.dumps({"checkpoint": str(model.checkpoint),
+                                              "step": model.step, "fingerprint": current}))
+  return cache
+
+
 def evaluate_models(models, out_dir, settings, names=None) -> dict:
   """Evaluates ``models`` (work directories, or ``(stage, seed, workdir)`` tuples) and
   writes the tables and figures into ``out_dir``; returns ``{"files": [...]}`` and the
@@ -189,7 +208,7 @@ def evaluate_models(models, out_dir, settings, names=None) -> dict:
   results = [{"workdir": str(workdir), "name": names[n] if names else model.name,
               "job": model.job, "seed": int(config.seed), "step": model.step, "rows": [],
               "figure": {}} for n, ((workdir, config, _), model) in enumerate(zip(runs, loaded))]
-  caches = [out_dir / "per_case" / f"{n:02d}-{_cache_key(model, masks)}"
+  caches = [_checked_cache(out_dir / "per_case" / f"{n:02d}-{_cache_key(model, masks)}", model)
             for n, model in enumerate(loaded)]
   bar = tqdm(total=len(runs) * len(reference_ids), desc="evaluating", unit="case",
              file=sys.stderr, dynamic_ncols=True)

@@ -38,6 +38,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
+from urn_jax.checkpoints import fingerprint
 from urn_jax.data.loader import SliceSource
 from urn_jax.files import write_text_atomically
 from urn_jax.metrics import REGIONS, dice
@@ -196,8 +197,9 @@ def run_probes(models, out_dir) -> dict:
     cache = out_dir / f"probes_seed{seed}.json"
     loaded_runs = [load_model(workdir) for _, workdir in runs]
     # Reused only for the same checkpoints and the same method.
-    key = {"version": VERSION, "models": [[str(m.workdir), str(m.checkpoint), m.step]
-                                          for m in loaded_runs]}
+    key = {"version": VERSION, "models": [
+        [str(m.workdir), str(m.checkpoint), m.step, fingerprint(Path(m.checkpoint) / str(m.step))]
+        for m in loaded_runs]}
     stored = json.loads(cache.read_text()) if cache.is_file() else {}
     if stored.get("key") == key:
       results[seed] = stored["rows"]
