@@ -63,6 +63,7 @@ def get_config():
   config.train.schedule = "constant"  # "constant" (paper), "warmup_cosine", "poly"
   config.train.warmup_fraction = 0.0  # of the run's steps
   config.train.end_lr_fraction = 0.0  # the final learning rate, a fraction of the peak
+  config.train.hold_fraction = 0.0  # the last fraction of the steps held at the final rate
   config.train.loss = "ce"            # segmentation: "ce" (paper) or "dice_ce"
   config.train.theta = 0.5        # modality dropout's decay; None: none (the baseline)
   config.train.min_keep = 1

@@ -93,6 +93,9 @@ def _problems(config) -> list[str]:
   need(t.schedule in SCHEDULES, "train.schedule", f"one of {SCHEDULES}")
   for field in ("warmup_fraction", "end_lr_fraction"):
     need(_is_number(t[field]) and 0 <= t[field] <= 1, f"train.{field}", "in [0, 1]")
+  hold = t.get("hold_fraction", 0.0)
+  need(_is_number(hold) and 0 <= hold < 1, "train.hold_fraction",
+       "in [0, 1): the last fraction of the steps held at the final learning rate")
   need(t.theta is None or (_is_number(t.theta) and 0 <= t.theta < 1), "train.theta",
        "the modality dropout's decay, in [0, 1) (the paper's 0.5; 0.8 for "
        "pre-training), or None for no dropout (the baseline variant)")

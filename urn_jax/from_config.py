@@ -65,6 +65,8 @@ def stored_config(config) -> ml_collections.ConfigDict:
   config.pretrained_encoders = pretrained_encoders(config)
   config.model.synthesis = synthesis(config)
   config.train.theta = theta(config)
+  if "hold_fraction" not in config.train:  # before the held tail existed: none
+    config.train.hold_fraction = 0.0
   return config
 
 
@@ -158,10 +160,15 @@ def objective(config):
 
 
 def schedule(config, num_steps: int):
-  """The learning-rate schedule of ``config.train`` for a run of ``num_steps`` steps."""
+  """The learning-rate schedule of ``config.train`` for a run of ``num_steps`` steps: the
+  warm-up (``warmup_fraction``) and the decay take the first ``1 - hold_fraction`` of the
+  steps, and the rest is held at the final rate (``end_lr_fraction`` of the peak), which
+  shows whether the model still learns there. A run lengthened only by a held tail keeps
+  its schedule up to where the tail begins, so it resumes from its old checkpoints."""
   t = config.train
-  warmup = int(round(t.warmup_fraction * num_steps))
-  return learning_rate_schedule(t.schedule, t.learning_rate, num_steps, warmup,
+  decay_steps = num_steps - int(round(t.get("hold_fraction", 0.0) * num_steps))
+  warmup = int(round(t.warmup_fraction * decay_steps))
+  return learning_rate_schedule(t.schedule, t.learning_rate, decay_steps, warmup,
                                 t.end_lr_fraction)
 
 
