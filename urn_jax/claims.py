@@ -33,6 +33,9 @@ The claims (``CLAIMS``), in the paper's words where it has them (sections 3.2-3.
    trained end to end, all 15 combinations);
 5. modality dropout also helps with all modalities present (Baseline + MD against Baseline,
    all four).
+Beyond the paper (``beyond_the_paper``), when the rows have the fine-tuned fifth scenario:
+6. fine-tuning the pre-trained encoders beats freezing them; 7. pre-training then
+fine-tuning beats training end to end.
 """
 
 from __future__ import annotations
@@ -182,10 +185,29 @@ def _on_most(results: list[dict]) -> dict:
   return {"holds_on": holds, "fails_on": fails, "of": len(results), "verdict": verdict}
 
 
+def beyond_the_paper(pretrained: str = "URN + MD pre-trained") -> list[Comparison]:
+  """Two questions the paper leaves open, asked of the fifth scenario (the pre-trained
+  encoders fine-tuned with the rest instead of frozen, ``<pretrained>, fine-tuned``), over
+  all 15 combinations: 6. does fine-tuning beat freezing, and 7. does pre-training, then
+  fine-tuning, beat training end to end?"""
+  finetuned = f"{pretrained}, fine-tuned"
+  return [
+      *(Comparison("6. (beyond the paper) fine-tuned beats frozen encoders", region,
+                   finetuned, pretrained, _everything, _everything)
+        for region in ("WT", "TC", "ET")),
+      *(Comparison("7. (beyond the paper) pre-trained and fine-tuned beats end to end",
+                   region, finetuned, "URN + MD", _everything, _everything)
+        for region in ("WT", "TC", "ET")),
+  ]
+
+
 def claims_for(names) -> list[Comparison]:
   """``claims()`` with the pre-trained scenario the model ``names`` have: pooled with HCP
-  ("URN + MD w/ HCP") when present, else "URN + MD pre-trained"."""
-  return claims("URN + MD w/ HCP" if "URN + MD w/ HCP" in names else "URN + MD pre-trained")
+  ("URN + MD w/ HCP") when present, else "URN + MD pre-trained"; and ``beyond_the_paper``
+  when they have its fine-tuned scenario."""
+  pretrained = "URN + MD w/ HCP" if "URN + MD w/ HCP" in names else "URN + MD pre-trained"
+  extra = beyond_the_paper(pretrained) if f"{pretrained}, fine-tuned" in names else []
+  return claims(pretrained) + extra
 
 
 def evaluate_claims(rows, comparisons=None, margin: float = 1.0) -> list[dict]:
