@@ -14,7 +14,8 @@ from urn_jax.data.cases import (Case, DataError, classes_to_labels, discover_bra
                                 discover_hcp, labels_to_classes, load_case)
 from urn_jax.data.loader import SliceSource, make_loader
 from urn_jax.data.preprocess import (PreprocessConfig, n4_correct, preprocess_case,
-                                     preprocess_dataset, to_original_grid, zscore)
+                                     preprocess_dataset, to_original_classes_grid,
+                                     to_original_grid, zscore)
 from urn_jax.data.splits import load_or_create_split, make_split
 
 SHAPE = (40, 36, 12)
@@ -264,6 +265,31 @@ def test_brats_prediction_maps_back_exactly(tmp_path):
   back = to_original_grid(probabilities, meta, order=1)
   assert back.shape == SHAPE + (4,)
   np.testing.assert_array_equal(classes_to_labels(back.argmax(-1)), original)
+
+
+@pytest.mark.parametrize("kind", ["tumour", "specks everywhere", "background only"])
+def test_classes_on_the_original_grid_only_interpolate_where_they_can_differ(tmp_path, kind):
+  """to_original_classes_grid (interpolating around the predicted tumour only) gives the
+  very classes of interpolating the whole volume and taking the argmax, for a resampled
+  case: a tumour-like prediction, scattered specks (an untrained model) and none at all."""
+  write_brats_case(tmp_path, "Brats18_x")
+  case = discover_brats(tmp_path)[0][0]
+  _, label, meta = preprocess_case(case, PreprocessConfig(n4=False, size=24, spacing=1.4))
+  assert meta.resampled
+  rng = np.random.default_rng(0)
+  logits = rng.normal(0, 1, label.shape + (4,)).astype(np.float32)
+  if kind == "tumour":
+    logits += 6 * np.eye(4, dtype=np.float32)[label]
+  elif kind == "specks everywhere":
+    logits[..., 0] += 1.5
+  else:
+    logits[..., 0] += 20
+  probabilities = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+  fast = to_original_classes_grid(probabilities, meta)
+  slow = to_original_grid(probabilities, meta, order=1).argmax(-1)
+  assert fast.dtype == np.uint8 and fast.shape == slow.shape == SHAPE
+  np.testing.assert_array_equal(fast, slow)
+  assert (fast != 0).any() == (kind != "background only")
 
 
 def test_every_orientation_gives_the_same_slices(tmp_path):

@@ -26,7 +26,8 @@ import numpy as np
 
 from urn_jax.checkpoints import restore_state
 from urn_jax.data.meta import CaseMeta
-from urn_jax.data.preprocess import PreprocessConfig, to_original_grid
+from urn_jax.data.preprocess import (PreprocessConfig, to_original_classes_grid,
+                                     to_original_grid)
 from urn_jax.from_config import (build_model, preprocess_settings, pretrained_encoders,
                                  read_config)
 from urn_jax.modalities import MODALITIES
@@ -147,7 +148,7 @@ def to_original_classes(probabilities: np.ndarray, meta: CaseMeta, brain=None) -
   if not meta.resampled:
     classes = to_original_grid(probabilities.argmax(-1).astype(np.uint8), meta, order=0)
   else:
-    classes = to_original_grid(probabilities, meta, order=1).argmax(-1).astype(np.uint8)
+    classes = to_original_classes_grid(probabilities, meta)
   if brain is not None:
     if brain.shape != classes.shape:
       raise ValueError(f"brain mask {brain.shape} is not on the original grid "

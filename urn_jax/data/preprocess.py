@@ -116,18 +116,57 @@ def _linear_axis_aligned(volume: np.ndarray, transform: np.ndarray, shape) -> np
     return np.stack([_linear_axis_aligned(volume[..., c], transform, shape)
                      for c in range(volume.shape[-1])], axis=-1)
   for axis, n_out in enumerate(shape):
-    n_in = volume.shape[axis]
-    x = transform[axis, axis] * np.arange(n_out) + transform[axis, 3]
-    inside = (x > -1e-3) & (x < n_in - 1 + 1e-3)
-    x = np.clip(x, 0, n_in - 1)
-    low = np.minimum(np.floor(x).astype(int), max(n_in - 2, 0))
-    weight = x - low
-    matrix = np.zeros((n_out, n_in), np.float32)
-    rows = np.flatnonzero(inside)
-    matrix[rows, low[rows]] += 1 - weight[rows]
-    matrix[rows, np.minimum(low[rows] + 1, n_in - 1)] += weight[rows]
+    matrix = _axis_matrix(transform, axis, volume.shape[axis], n_out)
     volume = np.moveaxis(np.tensordot(matrix, volume, axes=([1], [axis])), 0, axis)
   return np.ascontiguousarray(volume, np.float32)
+
+
+def _axis_matrix(transform, axis: int, n_in: int, n_out: int) -> np.ndarray:
+  """The linear interpolation along one axis as an ``[n_out, n_in]`` matrix (two nonzeros
+  per row; a zero row where the output lies outside the input)."""
+  x = transform[axis, axis] * np.arange(n_out) + transform[axis, 3]
+  inside = (x > -1e-3) & (x < n_in - 1 + 1e-3)
+  x = np.clip(x, 0, n_in - 1)
+  low = np.minimum(np.floor(x).astype(int), max(n_in - 2, 0))
+  weight = x - low
+  matrix = np.zeros((n_out, n_in), np.float32)
+  rows = np.flatnonzero(inside)
+  matrix[rows, low[rows]] += 1 - weight[rows]
+  matrix[rows, np.minimum(low[rows] + 1, n_in - 1)] += weight[rows]
+  return matrix
+
+
+def _argmax_linear_axis_aligned(probabilities: np.ndarray, transform, shape) -> np.ndarray:
+  """``_linear_axis_aligned(probabilities, ...).argmax(-1)`` as uint8, computed only where it
+  can differ from class 0. An interpolated value is a weighted mean (weights >= 0) of input
+  voxels, so where every input voxel it draws on has class 0 as its argmax (each p_0 >= p_c),
+  the mean's argmax is class 0 too (ties go to the lowest class, as in argmax). Only the
+  output voxels that draw on the box around the input's other classes are interpolated: the
+  tumour's box rather than the whole volume, with the very same products."""
+  foreground = probabilities.argmax(-1) != 0
+  out = np.zeros(shape, np.uint8)
+  if not foreground.any():
+    return out
+  crop_in, crop_out, matrices = [], [], []
+  for axis, n_out in enumerate(shape):
+    matrix = _axis_matrix(transform, axis, probabilities.shape[axis], n_out)
+    other_axes = tuple(a for a in range(3) if a != axis)
+    columns = np.flatnonzero(foreground.any(axis=other_axes))
+    rows = np.flatnonzero(matrix[:, columns[0]:columns[-1] + 1].any(axis=1))
+    if not rows.size:
+      return out
+    used = np.flatnonzero(matrix[rows].any(axis=0))
+    crop_in.append(slice(used[0], used[-1] + 1))
+    crop_out.append(slice(rows[0], rows[-1] + 1))
+    matrices.append(matrix[crop_out[-1], crop_in[-1]])
+  classes = []
+  for c in range(probabilities.shape[-1]):
+    volume = probabilities[tuple(crop_in) + (c,)].astype(np.float32)
+    for axis, matrix in enumerate(matrices):
+      volume = np.moveaxis(np.tensordot(matrix, volume, axes=([1], [axis])), 0, axis)
+    classes.append(np.ascontiguousarray(volume, np.float32))
+  out[tuple(crop_out)] = np.stack(classes, axis=-1).argmax(-1)
+  return out
 
 
 def _window_slices(starts, size: int, shape):
@@ -223,16 +262,44 @@ def preprocess_case(case: Case, config: PreprocessConfig):
   return volume, label, meta
 
 
+def to_original_classes_grid(probabilities: np.ndarray, meta: CaseMeta) -> np.ndarray:
+  """``to_original_grid(probabilities, meta, order=1).argmax(-1)`` as uint8 (the classes a
+  resampled case's probabilities give on its original grid), the same voxel for voxel but
+  interpolating only around the predicted tumour where the grids are axis-aligned (always,
+  between our resampled and canonical grids): several times faster on a brain volume."""
+  if not meta.resampled:
+    return to_original_grid(probabilities, meta, order=1).argmax(-1).astype(np.uint8)
+  out = _undo_window(probabilities, meta)
+  transform = np.linalg.inv(meta.affine("resampled")) @ meta.affine("canonical")
+  if not np.allclose(transform[:3, :3], np.diag(np.diag(transform[:3, :3]))):
+    return to_original_grid(probabilities, meta, order=1).argmax(-1).astype(np.uint8)
+  classes = _argmax_linear_axis_aligned(out, transform, tuple(meta.canonical_shape))
+  return _undo_orientation(classes, meta)
+
+
+def _undo_window(volume: np.ndarray, meta: CaseMeta) -> np.ndarray:
+  """``[Z, X, Y, ...]`` on the pre-processed grid -> ``[X, Y, Z, ...]`` on the resampled
+  one, 0 outside the window."""
+  volume = np.moveaxis(np.asarray(volume), 0, 2)  # [X, Y, Z, ...]
+  resampled_shape = tuple(meta.resampled_shape)
+  out = np.zeros(resampled_shape[:2] + volume.shape[2:], volume.dtype)
+  source, window = _window_slices(meta.window_start, meta.size, resampled_shape)
+  out[source] = volume[window]
+  return out
+
+
+def _undo_orientation(volume: np.ndarray, meta: CaseMeta) -> np.ndarray:
+  ras = nib.orientations.axcodes2ornt("RAS")
+  return nib.orientations.apply_orientation(
+      volume, nib.orientations.ornt_transform(ras, np.asarray(meta.orientation)))
+
+
 def to_original_grid(volume: np.ndarray, meta: CaseMeta, order: int = 0) -> np.ndarray:
   """Maps a ``[Z, X, Y]`` (or ``[Z, X, Y, C]``) array on the pre-processed grid back onto
   the original file's grid: undoes the window, the resampling (``order`` 0 for labels, 1
   for intensities or probabilities) and the reorientation. Outside the window it is 0."""
   volume = np.asarray(volume)
-  resampled_shape = tuple(meta.resampled_shape)
-  volume = np.moveaxis(volume, 0, 2)  # [X, Y, Z, ...]
-  out = np.zeros(resampled_shape[:2] + volume.shape[2:], volume.dtype)
-  source, window = _window_slices(meta.window_start, meta.size, resampled_shape)
-  out[source] = volume[window]
+  out = _undo_window(volume, meta)
   if meta.resampled:
     grid = (tuple(meta.canonical_shape), meta.affine("canonical"))
     affine = meta.affine("resampled")
@@ -244,9 +311,7 @@ def to_original_grid(volume: np.ndarray, meta: CaseMeta, order: int = 0) -> np.n
       back = [_resample(c.astype(np.float32), affine, grid, order) for c in channels]
       back = back[0] if out.ndim == 3 else np.stack(back, axis=-1)
       out = back.astype(volume.dtype) if order == 0 else back
-  ras = nib.orientations.axcodes2ornt("RAS")
-  return nib.orientations.apply_orientation(
-      out, nib.orientations.ornt_transform(ras, np.asarray(meta.orientation)))
+  return _undo_orientation(out, meta)
 
 
 def _sources(case: Case) -> dict:
