@@ -120,7 +120,7 @@ def test_the_wall_time_table_adds_up_parts_and_names_what_it_could_not_count(tmp
   assert "| pretrain | 0 | 1 | 0-8000 | 1800 | 30.0 min |  |" in text
   assert ("| pretrain | 1 | 2 | 0-8000 | 1400 | 23.3 min | time of steps 4800-6510 not "
           "recorded (a process killed outright) |") in text
-  assert "| baseline | 0 | 1 |  | 300 | 5.0 min | recorded without its steps" in text
+  assert "| baseline | 0 | 1 |  | 300 | 5.0 min | 1 part(s) recorded without their steps" in text
   assert "| evaluate |  | 1 |  | 1500 | 25.0 min |  |" in text
   assert ("| urn_md | 0 | 1 | 0-6000 | 60 | 1.0 min | 1 part(s) reconstructed: see `source` "
           "in timings.jsonl |") in text

@@ -27,6 +27,7 @@ from urn_jax.errors import ConfigError, Interrupted
 from urn_jax.from_config import pretrained_encoders
 from urn_jax.train import train_and_evaluate
 
+
 def _saved_step(job_dir: Path) -> int:
   """The newest step saved in ``<job_dir>/checkpoints`` (0 when none)."""
   folder = Path(job_dir) / "checkpoints"
@@ -73,7 +74,10 @@ def write_timings(workdir) -> Path | None:
         note = f"time of steps {', '.join(gaps)} not recorded (a process killed outright)"
         missing.append(f"{stage}, seed {seed}: steps {', '.join(gaps)}")
     elif seed is not None:
-      note = "recorded without its steps (an older version)"
+      older = sum("from_step" not in p for p in parts)
+      note = f"{older} part(s) recorded without their steps (an older version)"
+      steps = (f"to {max(p['to_step'] for p in parts if 'to_step' in p)}"
+               if older < len(parts) else "")
     if any("source" in p for p in parts):  # a line added by hand, saying how it was made
       note = "; ".join(filter(None, [note, f"{sum('source' in p for p in parts)} part(s) "
                                            "reconstructed: see `source` in timings.jsonl"]))
