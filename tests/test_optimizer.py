@@ -70,3 +70,18 @@ def test_a_held_tail_keeps_the_schedule_before_it_and_the_final_rate_after():
   from urn_jax.errors import ConfigError
   with pytest.raises(ConfigError, match="train.hold_fraction must be in"):
     check_training_config(config)
+
+
+def test_the_study_holds_the_final_rate_after_the_same_decay_for_every_scenario():
+  """Every segmentation of the study decays over the shipped `small` recipe's 6000 steps
+  and then holds for the same 1500, so no scenario trains longer than another; the
+  pre-training decays over 8000 and holds 2000."""
+  study = load_config("study")
+  shipped = load_config("segment", "urn_md,small").train.max_steps
+  decays = {v: round(study.segment[v].train.max_steps * (1 - study.segment[v].train.hold_fraction))
+            for v in study.segment}
+  assert set(decays.values()) == {shipped} and len(decays) == 5
+  assert {study.segment[v].train.max_steps for v in study.segment} == {7500}
+  pretrain = study.pretrain.train
+  assert (pretrain.max_steps, round(pretrain.max_steps * (1 - pretrain.hold_fraction))) == (
+      10_000, 8000)
