@@ -235,7 +235,7 @@ def test_patients_without_enhancing_tumour_are_named_where_et_is_read(tmp_path):
   sentence = ("Without ET (2 of 12): P03, P07; their ET Dice is 100 where a model predicts "
               "no ET voxel and 0 where it predicts any, so each moves a mean over the "
               "patients by 8.3 points.")
-  assert sentence in (tmp_path / "table1.md").read_text()
+  assert "P11. " + sentence in (tmp_path / "table1.md").read_text()
   assert sentence in (tmp_path / "claims.md").read_text()
   assert "Without WT" not in (tmp_path / "table1.md").read_text()
   segmentation_table(runs, tmp_path, cases=cases, tumours={c: {**tumours[c], "ET": 5.0}

@@ -117,7 +117,8 @@ def _cases_note(cases, tumours=None) -> str:
     return ""
   note = f"Test patients ({len(cases)}), never used for training or selection: " + ", ".join(
       cases)
-  return note + _empty_regions_note(cases, tumours)
+  extra = _empty_regions_note(cases, tumours)
+  return note + ("." + extra if extra else "")
 
 
 def _empty_regions_note(cases, tumours) -> str:
