@@ -115,8 +115,13 @@ def _linear_axis_aligned(volume: np.ndarray, transform: np.ndarray, shape) -> np
   if volume.ndim == 4:
     return np.stack([_linear_axis_aligned(volume[..., c], transform, shape)
                      for c in range(volume.shape[-1])], axis=-1)
-  for axis, n_out in enumerate(shape):
-    matrix = _axis_matrix(transform, axis, volume.shape[axis], n_out)
+  return _apply_axis_matrices(volume, [_axis_matrix(transform, axis, volume.shape[axis], n)
+                                       for axis, n in enumerate(shape)])
+
+
+def _apply_axis_matrices(volume: np.ndarray, matrices) -> np.ndarray:
+  """``volume`` with ``matrices[a]`` applied along axis ``a``, float32 and contiguous."""
+  for axis, matrix in enumerate(matrices):
     volume = np.moveaxis(np.tensordot(matrix, volume, axes=([1], [axis])), 0, axis)
   return np.ascontiguousarray(volume, np.float32)
 
@@ -159,12 +164,8 @@ def _argmax_linear_axis_aligned(probabilities: np.ndarray, transform, shape) -> 
     crop_in.append(slice(used[0], used[-1] + 1))
     crop_out.append(slice(rows[0], rows[-1] + 1))
     matrices.append(matrix[crop_out[-1], crop_in[-1]])
-  classes = []
-  for c in range(probabilities.shape[-1]):
-    volume = probabilities[tuple(crop_in) + (c,)].astype(np.float32)
-    for axis, matrix in enumerate(matrices):
-      volume = np.moveaxis(np.tensordot(matrix, volume, axes=([1], [axis])), 0, axis)
-    classes.append(np.ascontiguousarray(volume, np.float32))
+  classes = [_apply_axis_matrices(probabilities[tuple(crop_in) + (c,)].astype(np.float32),
+                                  matrices) for c in range(probabilities.shape[-1])]
   out[tuple(crop_out)] = np.stack(classes, axis=-1).argmax(-1)
   return out
 
