@@ -259,3 +259,37 @@ def test_the_fine_tuned_scenario_is_tested_beyond_the_papers_claims():
   assert results["4.", "TC"]["verdict"] == "does not hold"
   without = evaluate_claims([r for r in rows if "fine-tuned" not in r["model"]])
   assert not [r for r in without if r["claim"][:2] in ("6.", "7.")]
+
+
+def test_a_difference_made_by_one_patient_without_et_is_shown_without_that_patient(tmp_path):
+  """A patient with no ET gets ET Dice 100 from a model that predicts none and 0 from one
+  that predicts a voxel: here that patient alone makes URN + MD's ET look 8 points better.
+  claims.md repeats the ET test on the patients with ET, where the difference vanishes."""
+  import json
+  from urn_jax.report import claims_report, training_report
+  rows = _rows({"Baseline + MD": lambda k, p: 0.0, "URN + MD": lambda k, p: 0.0}, seeds=1,
+               noise=0.0)
+  for row in rows:
+    if row["case_id"] == "P03":
+      row["ET/dice"] = 1.0 if row["model"] == "URN + MD" else 0.0
+  runs = []
+  for name in ("Baseline + MD", "URN + MD"):
+    workdir = tmp_path / name.replace(" ", "").replace("+", "")
+    workdir.mkdir()
+    (workdir / "metrics.jsonl").write_text("".join(
+        json.dumps({"step": 100 * s, "loss": 0.1, "validation_loss": 0.1}) + "\n"
+        for s in range(1, 11)))
+    runs.append({"name": name, "job": "segment", "seed": 0, "workdir": str(workdir),
+                 "rows": [r for r in rows if r["model"] == name]})
+  cases = [f"P{p:02d}" for p in range(12)]
+  tumours = {c: {"WT": 50.0, "TC": 20.0, "ET": 0.0 if c == "P03" else 5.0} for c in cases}
+  training_report(runs, tmp_path, figures=False)
+  claims_report(runs, tmp_path, cases, tumours)
+  results = json.loads((tmp_path / "claims.json").read_text())
+  et = [r for r in results if r["region"] == "ET" and r["combinations"] == "mean"]
+  everyone, with_et = (next(r for r in et if ("subset" in r) == only) for only in (False, True))
+  assert everyone["patients"] == 12 and everyone["mean"] == pytest.approx(100 / 12)
+  assert with_et["patients"] == 11 and with_et["subset"] == "patients with ET"
+  assert with_et["mean"] == pytest.approx(0.0) and with_et["verdict"] == "does not hold"
+  assert "| mean, patients with ET only | 11 x 1 |" in (tmp_path / "claims.md").read_text()
+  assert not any("subset" in r for r in results if r["region"] != "ET")

@@ -447,10 +447,19 @@ def claims_report(runs, out_dir, cases=(), tumours=None) -> list:
   rows = [row for r in used for row in r["rows"]]
   names = {row["model"] for row in rows}
   comparisons = [c for c in claims_module.claims_for(names) if {c.better, c.worse} <= names]
+  empty = {region: {c for c in cases if tumours and c in tumours and tumours[c][region] == 0}
+           for region in REGIONS}
   results, untestable = [], []
   for comparison in comparisons:
     try:
       results += claims_module.evaluate_claims(rows, [comparison])
+      if empty.get(comparison.region):
+        # The same test without the patients whose region is empty: their Dice is 100 or
+        # 0, and one of them can make or undo a difference on its own.
+        kept = [row for row in rows if row["case_id"] not in empty[comparison.region]]
+        results += [{**r, "subset": f"patients with {comparison.region}"}
+                    for r in claims_module.evaluate_claims(kept, [comparison])
+                    if r["combinations"] == "mean"]
     except ValueError as e:  # no paired rows for this comparison
       untestable.append(f"{comparison.claim} ({comparison.region}): {e}")
   if not results and not untestable:
@@ -466,6 +475,8 @@ def claims_report(runs, out_dir, cases=(), tumours=None) -> list:
       continue
     combinations = (r["combinations"] if r["combinations"] == "mean"
                     else " ".join(_symbols(r["combinations"])))
+    if "subset" in r:
+      combinations += f", {r['subset']} only"
     p_value = f"{r['p_value']:.3g}" + (f" (Holm {r['p_holm']:.3g})" if "p_holm" in r else "")
     lines.append(f"| {r['claim']} | {r['region']} | {r['comparison']} | {combinations} | "
                  f"{r['patients']} x {r['seeds']} | {r['mean']:+.1f} | "
@@ -485,6 +496,9 @@ def claims_report(runs, out_dir, cases=(), tumours=None) -> list:
     note += (" Their own curves are flat, but their encoders come from a pre-training whose "
              "curve is not: " + ", ".join(resting) + "; their verdicts rest on it.")
   note += _empty_regions_note(cases, tumours)
+  if any(empty.values()):
+    note += (" Each test of such a region is repeated without those patients (\"only\" "
+             "under combinations); the verdict of the claim is the one on every patient.")
   if untestable:
     note += "\n\nNot testable with these runs:\n" + "\n".join(f"- {u}" for u in untestable)
   path = Path(out_dir) / "claims.md"
