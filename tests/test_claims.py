@@ -293,3 +293,51 @@ def test_a_difference_made_by_one_patient_without_et_is_shown_without_that_patie
   assert with_et["mean"] == pytest.approx(0.0) and with_et["verdict"] == "does not hold"
   assert "| mean, patients with ET only | 11 x 1 |" in (tmp_path / "claims.md").read_text()
   assert not any("subset" in r for r in results if r["region"] != "ET")
+
+
+def test_a_run_that_has_not_flattened_is_left_out_of_the_tables(tmp_path):
+  """Issue 14: a model whose validation loss has not flattened is not reported as a result.
+  Two seeds of URN + MD: seed 1's loss still falls by half in its last fifth and its Dice is
+  built 30 points lower; Table 1 is seed 0's alone and names seed 1, claims.md too, and
+  cases.csv keeps both seeds' rows."""
+  import csv
+  import json
+  from urn_jax.report import write_report
+  rows = _rows({"Baseline + MD": lambda k, p: 0.0, "URN + MD": lambda k, p: 8.0,
+                "Baseline": lambda k, p: 0.0}, seeds=2, noise=0.0)
+  for row in rows:
+    row.update({f"{r}/hd95": 5.0 for r in ("WT", "TC", "ET")})
+    if row["model"] == "URN + MD" and row["seed"] == 1:
+      row.update({f"{r}/dice": row[f"{r}/dice"] - 0.3 for r in ("WT", "TC", "ET")})
+  runs = []
+  for name in ("Baseline + MD", "URN + MD", "Baseline"):
+    for seed in ((0,) if name == "Baseline" else (0, 1)):
+      workdir = tmp_path / f"{name.replace(' ', '').replace('+', '')}{seed}"
+      workdir.mkdir()
+      falling = (name, seed) in (("URN + MD", 1), ("Baseline", 0))
+      (workdir / "metrics.jsonl").write_text("".join(
+          json.dumps({"step": 100 * s, "loss": 0.1,
+                      "validation_loss": 0.1 / s if falling else 0.1}) + "\n"
+          for s in range(1, 11)))
+      runs.append({"name": name, "job": "segment", "seed": seed, "workdir": str(workdir),
+                   "step": 1000, "rows": [r for r in rows if r["model"] == name
+                                          and r["seed"] == seed]})
+  cases = [f"P{p:02d}" for p in range(12)]
+  write_report(runs, tmp_path / "out", figure_case=cases[0], figures=False, cases=cases)
+  out = tmp_path / "out"
+  table = list(csv.DictReader(open(out / "table1.csv")))
+  mean = next(r for r in table if r["mask"] == "mean")
+  seed0 = np.mean([100 * r["WT/dice"] for r in rows if r["model"] == "URN + MD"
+                   and r["seed"] == 0])
+  assert float(mean["URN + MD: WT"]) == pytest.approx(seed0, abs=0.01)
+  assert float(mean["URN + MD: WT spread"]) == 0.0  # one run left
+  note = ("P11. Left out, their curves not flat (training.md): URN + MD (seed 1). Not flat, "
+          "and shown only for want of a flat run of their scenario: not results "
+          "(training.md): Baseline (seed 0).")
+  assert note in (out / "table1.md").read_text()
+  assert "Baseline: WT" in mean  # a scenario without any flat run stays, marked
+  assert "URN + MD (seed 1)" in (out / "claims.md").read_text()
+  kept = list(csv.DictReader(open(out / "cases.csv")))
+  assert {(r["model"], r["seed"]) for r in kept} == {(n, str(s)) for n in
+                                                      ("Baseline + MD", "URN + MD")
+                                                      for s in (0, 1)} | {("Baseline", "0")}

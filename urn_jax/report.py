@@ -121,6 +121,13 @@ def _cases_note(cases, tumours=None) -> str:
   return note + ("." + extra if extra else "")
 
 
+def _joined(note: str, sentence: str) -> str:
+  """``note`` followed by ``sentence`` (which starts with a space), a full stop between."""
+  if not sentence:
+    return note
+  return (note if not note or note.endswith(".") else note + ".") + sentence
+
+
 def _empty_regions_note(cases, tumours) -> str:
   """A sentence naming the patients of ``cases`` with an empty region, if any: their Dice
   for it is 100 or 0 (BraTS), which moves a mean over the patients in steps of 100/n."""
@@ -136,8 +143,9 @@ def _empty_regions_note(cases, tumours) -> str:
 
 
 def segmentation_table(runs, out_dir, metric="dice", scale=100.0, title=None, cases=(),
-                       tumours=None):
-  """Table 1 for ``metric`` (``dice`` in %, or ``hd95`` in mm with ``scale=1``)."""
+                       tumours=None, left_out=""):
+  """Table 1 for ``metric`` (``dice`` in %, or ``hd95`` in mm with ``scale=1``);
+  ``left_out``: a sentence naming runs left out of it."""
   names = _names(runs, "segment")
   counts = {n: sum(r["name"] == n for r in runs) for n in names}
   cells = {(n, region): _aggregate(runs, n, lambda row, r=region: scale * row[f"{r}/{metric}"])
@@ -158,11 +166,12 @@ def segmentation_table(runs, out_dir, metric="dice", scale=100.0, title=None, ca
                     "test patients, mean ± half the range over runs")
   stem = "table1" if metric == "dice" else f"table1_{metric}"
   return _write_table(Path(out_dir) / stem, title, header, rows, csv_header, csv_rows,
-                      _cases_note(cases, tumours))
+                      _joined(_cases_note(cases, tumours), left_out))
 
 
-def psnr_table(runs, out_dir, cases=()):
-  """Table 2: PSNR of the synthesized (not given) modalities."""
+def psnr_table(runs, out_dir, cases=(), left_out=""):
+  """Table 2: PSNR of the synthesized (not given) modalities; ``left_out``: a sentence
+  naming runs left out of it."""
   names = _names(runs, "pretrain")
   counts = {n: sum(r["name"] == n for r in runs) for n in names}
   cells = {(n, j): _aggregate(runs, n, lambda row: row["psnr"],
@@ -182,7 +191,8 @@ def psnr_table(runs, out_dir, cases=()):
                     + [v for e in entries for v in ((e[0], e[1]) if e else ("", ""))])
   return _write_table(Path(out_dir) / "table2", "Table 2: PSNR (dB) of synthesized BraTS "
                       "modalities (\"-\": an input), test patients, mean ± half the range "
-                      "over runs", header, rows, csv_header, csv_rows, _cases_note(cases))
+                      "over runs", header, rows, csv_header, csv_rows,
+                      _joined(_cases_note(cases), left_out))
 
 
 def _spearman(a, b) -> str:
@@ -513,28 +523,46 @@ def write_report(runs, out_dir, figure_case, figures=True, cases=(), tumours=Non
   ``cases``: the test patients scored, named under each table's title; ``tumours``: their
   region volumes (cm^3; ``test_patients.csv``, and the patients without ET are named)."""
   out_dir = Path(out_dir)
+  out_dir.mkdir(parents=True, exist_ok=True)
   files, summary = [], {}
   segmentation = [r for r in runs if r["job"] == "segment"]
   pretraining = [r for r in runs if r["job"] == "pretrain"]
   files += training_report(runs, out_dir, figures)
+  # A run whose curve has not flattened is not a result: where its scenario has flat runs,
+  # the tables, the figures and the comparison with the paper leave it out. A scenario
+  # with no flat run at all (a smoke test's few steps) stays, and the note says it is not
+  # a result. training.md shows every run, cases.csv keeps its rows and claims.md names
+  # it (claims_report filters on its own).
+  unflat = [r for r in runs if (r.get("curve") or {}).get("flat") is False]
+  has_flat = {r["name"] for r in runs if r not in unflat}
+  dropped = [r for r in unflat if r["name"] in has_flat]
+  shown = [r for r in unflat if r["name"] not in has_flat]
+  left_out = "".join(f" {sentence}: " + ", ".join(
+      f"{r['name']} (seed {r['seed']})" for r in chosen) + "." for sentence, chosen in (
+          ("Left out, their curves not flat (training.md)", dropped),
+          ("Not flat, and shown only for want of a flat run of their scenario: not "
+           "results (training.md)", shown)) if chosen)
+  every_run, runs = runs, [r for r in runs if r not in dropped]
   if tumours:
     files.append(_write_rows(out_dir / "test_patients.csv", [
         {"case_id": c, **{f"{region} (cm3)": round(v, 3) for region, v in tumours[c].items()}}
         for c in cases if c in tumours]))
   if segmentation:
-    files += segmentation_table(runs, out_dir, "dice", cases=cases, tumours=tumours)
-    files += segmentation_table(runs, out_dir, "hd95", scale=1.0, cases=cases)
+    files += segmentation_table(runs, out_dir, "dice", cases=cases, tumours=tumours,
+                                left_out=left_out)
+    files += segmentation_table(runs, out_dir, "hd95", scale=1.0, cases=cases,
+                                left_out=left_out)
     files.append(_write_rows(out_dir / "cases.csv", [row for r in segmentation
                                                      for row in r["rows"]]))
     summary["dice_mean"] = {n: {region: _aggregate(runs, n, lambda row, g=region:
                                                    100 * row[f"{g}/dice"])["mean"][:2]
                                 for region in REGIONS} for n in _names(runs, "segment")}
-    files += claims_report(runs, out_dir, cases, tumours)
+    files += claims_report(every_run, out_dir, cases, tumours)
     if figures:
       files.append(figure2(runs, out_dir / "figure2.png"))
       files.append(figure3(runs, figure_case, out_dir / "figure3.png"))
   if pretraining:
-    files += psnr_table(runs, out_dir, cases)
+    files += psnr_table(runs, out_dir, cases, left_out)
     files.append(_write_rows(out_dir / "psnr_cases.csv", [row for r in pretraining
                                                           for row in r["rows"]]))
     if figures:
@@ -546,7 +574,7 @@ def write_report(runs, out_dir, figure_case, figures=True, cases=(), tumours=Non
   files += paper_comparison(runs, out_dir)
   runs_file = out_dir / "runs.json"
   runs_file.write_text(json.dumps([{k: r[k] for k in ("name", "job", "seed", "step",
-                                                      "workdir")} for r in runs], indent=1))
+                                                      "workdir")} for r in every_run], indent=1))
   files.append(runs_file)
   summary["files"] = [str(f) for f in files if f]
   return summary
