@@ -27,6 +27,26 @@ def _rows(effects, patients=12, seeds=3, noise=2.0, seed=0):
   return rows
 
 
+def _segment_runs(tmp_path, rows, names, seeds=(0,), falling=lambda name, seed: False):
+  """Segmentation runs as the report reads them: a work directory per model and seed whose
+  metrics.jsonl has a flat validation loss (0.1 throughout) or, where ``falling``, one
+  still falling (1 / n at the n-th evaluation), and the rows of that model and seed."""
+  import json
+  runs = []
+  for name in names:
+    for seed in seeds:
+      workdir = tmp_path / f"{name}-{seed}".replace(" ", "").replace("+", "")
+      workdir.mkdir()
+      losses = [1.0 / s for s in range(1, 11)] if falling(name, seed) else [0.1] * 10
+      (workdir / "metrics.jsonl").write_text("".join(
+          json.dumps({"step": 100 * s, "loss": l, "validation_loss": l}) + "\n"
+          for s, l in zip(range(1, 11), losses)))
+      runs.append({"name": name, "job": "segment", "seed": seed, "workdir": str(workdir),
+                   "step": 1000,
+                   "rows": [r for r in rows if r["model"] == name and r["seed"] == seed]})
+  return runs
+
+
 def test_differences_are_paired_by_patient_and_seed():
   rows = _rows({"A": lambda k, p: 10 + p, "B": lambda k, p: 0}, noise=0.0)
   both = lambda key: True
@@ -124,18 +144,8 @@ def test_the_report_tests_the_claims_on_flat_runs_only(tmp_path):
   import json
   from urn_jax.report import claims_report, training_report
   rows = _rows({"Baseline + MD": lambda k, p: 0.0, "URN + MD": lambda k, p: 8.0}, seeds=2)
-  runs = []
-  for name in ("Baseline + MD", "URN + MD"):
-    for seed in (0, 1):
-      workdir = tmp_path / f"{name}-{seed}".replace(" ", "").replace("+", "")
-      workdir.mkdir()
-      falling = name == "URN + MD" and seed == 1
-      losses = [1.0 / (1 + s) if falling else 0.1 for s in range(1, 11)]
-      (workdir / "metrics.jsonl").write_text("".join(
-          json.dumps({"step": 100 * s, "loss": l, "validation_loss": l}) + "\n"
-          for s, l in zip(range(1, 11), losses)))
-      runs.append({"name": name, "job": "segment", "seed": seed, "workdir": str(workdir),
-                   "rows": [r for r in rows if r["model"] == name and r["seed"] == seed]})
+  runs = _segment_runs(tmp_path, rows, ("Baseline + MD", "URN + MD"), seeds=(0, 1),
+                       falling=lambda name, seed: (name, seed) == ("URN + MD", 1))
   training_report(runs, tmp_path, figures=True)
   assert (tmp_path / "training.md").read_text().count("| **no** |") == 1
   assert (tmp_path / "curves_URN___MD.png").stat().st_size > 10_000
@@ -153,20 +163,11 @@ def test_a_claim_without_paired_rows_and_a_run_without_curve_do_not_stop_the_rep
   """Baseline + MD flat only on seed 0, URN + MD only on seed 1: claim 3 has no pair and is
   listed as not testable; a run whose metrics.jsonl holds no evaluation (and a line cut
   short by a killed process) is 'unknown', left out, and the report goes on."""
-  import json
   from urn_jax.report import claims_report, training_report
   rows = _rows({"Baseline + MD": lambda k, p: 0.0, "URN + MD": lambda k, p: 8.0}, seeds=2)
-  runs = []
-  for name, flat_seed in (("Baseline + MD", 0), ("URN + MD", 1)):
-    for seed in (0, 1):
-      workdir = tmp_path / f"{name}-{seed}".replace(" ", "").replace("+", "")
-      workdir.mkdir()
-      losses = [0.1] * 10 if seed == flat_seed else [1.0 / s for s in range(1, 11)]
-      (workdir / "metrics.jsonl").write_text("".join(
-          json.dumps({"step": 100 * s, "loss": l, "validation_loss": l}) + "\n"
-          for s, l in zip(range(1, 11), losses)))
-      runs.append({"name": name, "job": "segment", "seed": seed, "workdir": str(workdir),
-                   "rows": [r for r in rows if r["model"] == name and r["seed"] == seed]})
+  flat_seed = {"Baseline + MD": 0, "URN + MD": 1}
+  runs = _segment_runs(tmp_path, rows, flat_seed, seeds=(0, 1),
+                       falling=lambda name, seed: seed != flat_seed[name])
   broken = tmp_path / "broken"
   broken.mkdir()
   (broken / "metrics.jsonl").write_text('{"step": 10, "loss": 1.0}\n{"step": 20, "lo')
@@ -214,18 +215,9 @@ def test_the_report_names_runs_whose_pretraining_did_not_flatten(tmp_path):
 def test_patients_without_enhancing_tumour_are_named_where_et_is_read(tmp_path):
   """Table 1 and claims.md name the test patients with no ET: their ET Dice is 100 or 0,
   and one of 12 moves an ET mean by 8.3 points."""
-  import json
   from urn_jax.report import claims_report, segmentation_table, training_report
   rows = _rows({"Baseline + MD": lambda k, p: 0.0, "URN + MD": lambda k, p: 8.0}, seeds=1)
-  runs = []
-  for name in ("Baseline + MD", "URN + MD"):
-    workdir = tmp_path / name.replace(" ", "").replace("+", "")
-    workdir.mkdir()
-    (workdir / "metrics.jsonl").write_text("".join(
-        json.dumps({"step": 100 * s, "loss": 0.1, "validation_loss": 0.1}) + "\n"
-        for s in range(1, 11)))
-    runs.append({"name": name, "job": "segment", "seed": 0, "workdir": str(workdir),
-                 "rows": [r for r in rows if r["model"] == name]})
+  runs = _segment_runs(tmp_path, rows, ("Baseline + MD", "URN + MD"))
   cases = [f"P{p:02d}" for p in range(12)]
   tumours = {c: {"WT": 50.0, "TC": 20.0, "ET": 0.0 if c in ("P03", "P07") else 5.0}
              for c in cases}
@@ -272,15 +264,7 @@ def test_a_difference_made_by_one_patient_without_et_is_shown_without_that_patie
   for row in rows:
     if row["case_id"] == "P03":
       row["ET/dice"] = 1.0 if row["model"] == "URN + MD" else 0.0
-  runs = []
-  for name in ("Baseline + MD", "URN + MD"):
-    workdir = tmp_path / name.replace(" ", "").replace("+", "")
-    workdir.mkdir()
-    (workdir / "metrics.jsonl").write_text("".join(
-        json.dumps({"step": 100 * s, "loss": 0.1, "validation_loss": 0.1}) + "\n"
-        for s in range(1, 11)))
-    runs.append({"name": name, "job": "segment", "seed": 0, "workdir": str(workdir),
-                 "rows": [r for r in rows if r["model"] == name]})
+  runs = _segment_runs(tmp_path, rows, ("Baseline + MD", "URN + MD"))
   cases = [f"P{p:02d}" for p in range(12)]
   tumours = {c: {"WT": 50.0, "TC": 20.0, "ET": 0.0 if c == "P03" else 5.0} for c in cases}
   training_report(runs, tmp_path, figures=False)
@@ -301,7 +285,6 @@ def test_a_run_that_has_not_flattened_is_left_out_of_the_tables(tmp_path):
   built 30 points lower; Table 1 is seed 0's alone and names seed 1, claims.md too, and
   cases.csv keeps both seeds' rows."""
   import csv
-  import json
   from urn_jax.report import write_report
   rows = _rows({"Baseline + MD": lambda k, p: 0.0, "URN + MD": lambda k, p: 8.0,
                 "Baseline": lambda k, p: 0.0}, seeds=2, noise=0.0)
@@ -309,19 +292,10 @@ def test_a_run_that_has_not_flattened_is_left_out_of_the_tables(tmp_path):
     row.update({f"{r}/hd95": 5.0 for r in ("WT", "TC", "ET")})
     if row["model"] == "URN + MD" and row["seed"] == 1:
       row.update({f"{r}/dice": row[f"{r}/dice"] - 0.3 for r in ("WT", "TC", "ET")})
-  runs = []
-  for name in ("Baseline + MD", "URN + MD", "Baseline"):
-    for seed in ((0,) if name == "Baseline" else (0, 1)):
-      workdir = tmp_path / f"{name.replace(' ', '').replace('+', '')}{seed}"
-      workdir.mkdir()
-      falling = (name, seed) in (("URN + MD", 1), ("Baseline", 0))
-      (workdir / "metrics.jsonl").write_text("".join(
-          json.dumps({"step": 100 * s, "loss": 0.1,
-                      "validation_loss": 0.1 / s if falling else 0.1}) + "\n"
-          for s in range(1, 11)))
-      runs.append({"name": name, "job": "segment", "seed": seed, "workdir": str(workdir),
-                   "step": 1000, "rows": [r for r in rows if r["model"] == name
-                                          and r["seed"] == seed]})
+  falling = lambda name, seed: (name, seed) in (("URN + MD", 1), ("Baseline", 0))
+  runs = (_segment_runs(tmp_path, rows, ("Baseline + MD", "URN + MD"), seeds=(0, 1),
+                        falling=falling)
+          + _segment_runs(tmp_path, rows, ("Baseline",), falling=falling))
   cases = [f"P{p:02d}" for p in range(12)]
   write_report(runs, tmp_path / "out", figure_case=cases[0], figures=False, cases=cases)
   out = tmp_path / "out"
