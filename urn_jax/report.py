@@ -536,12 +536,18 @@ def write_report(runs, out_dir, figure_case, figures=True, cases=(), tumours=Non
   unflat = [r for r in runs if (r.get("curve") or {}).get("flat") is False]
   has_flat = {r["name"] for r in runs if r not in unflat}
   dropped = [r for r in unflat if r["name"] in has_flat]
-  shown = [r for r in unflat if r["name"] not in has_flat]
-  left_out = "".join(f" {sentence}: " + ", ".join(
-      f"{r['name']} (seed {r['seed']})" for r in chosen) + "." for sentence, chosen in (
-          ("Left out, their curves not flat (training.md)", dropped),
-          ("Not flat, and shown only for want of a flat run of their scenario: not "
-           "results (training.md)", shown)) if chosen)
+
+  def left_out(job):  # the sentences under a table of ``job``'s runs
+    groups = (("Left out, their curves not flat (training.md)", dropped),
+              ("Not flat, and shown only for want of a flat run of their scenario: not "
+               "results (training.md)", [r for r in unflat if r not in dropped]))
+    text = ""
+    for sentence, group in groups:
+      named = [f"{r['name']} (seed {r['seed']})" for r in group if r["job"] == job]
+      if named:
+        text += f" {sentence}: " + ", ".join(named) + "."
+    return text
+
   every_run, runs = runs, [r for r in runs if r not in dropped]
   if tumours:
     files.append(_write_rows(out_dir / "test_patients.csv", [
@@ -549,9 +555,9 @@ def write_report(runs, out_dir, figure_case, figures=True, cases=(), tumours=Non
         for c in cases if c in tumours]))
   if segmentation:
     files += segmentation_table(runs, out_dir, "dice", cases=cases, tumours=tumours,
-                                left_out=left_out)
+                                left_out=left_out("segment"))
     files += segmentation_table(runs, out_dir, "hd95", scale=1.0, cases=cases,
-                                left_out=left_out)
+                                left_out=left_out("segment"))
     files.append(_write_rows(out_dir / "cases.csv", [row for r in segmentation
                                                      for row in r["rows"]]))
     summary["dice_mean"] = {n: {region: _aggregate(runs, n, lambda row, g=region:
@@ -562,7 +568,7 @@ def write_report(runs, out_dir, figure_case, figures=True, cases=(), tumours=Non
       files.append(figure2(runs, out_dir / "figure2.png"))
       files.append(figure3(runs, figure_case, out_dir / "figure3.png"))
   if pretraining:
-    files += psnr_table(runs, out_dir, cases, left_out)
+    files += psnr_table(runs, out_dir, cases, left_out("pretrain"))
     files.append(_write_rows(out_dir / "psnr_cases.csv", [row for r in pretraining
                                                           for row in r["rows"]]))
     if figures:
