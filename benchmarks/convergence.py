@@ -13,7 +13,7 @@ run resumes; a finished one is only read). Then, per model: steps and epochs, tr
 time, final and best validation loss, and the relative improvement of the best validation
 loss during the last 20 % of the steps (below a few per cent: the curve has flattened). For
 segmentation models also the test patients' Dice of WT, TC and ET with all four modalities
-(mean over patients; ``urn_jax.evaluate`` on the original grid), the resolution ceiling
+(mean over patients; ``urn_jax.evaluation.evaluate`` on the original grid), the resolution ceiling
 (the same Dice for the truth itself after a round trip through the preset's grid: what no
 model at that resolution can beat), and the number of voxels that ``urn-segment``'s label
 maps of those patients call tumour where every modality is 0 (must be 0). Writes
@@ -37,12 +37,12 @@ import ml_collections  # noqa: E402
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
-from urn_jax.curves import curve_summary, plot_curves  # noqa: E402
+from urn_jax.evaluation.curves import curve_summary, plot_curves  # noqa: E402
+from urn_jax.labels import REGIONS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = ("pretrain", "baseline", "baseline_md", "urn_md", "urn_md_pretrained",
              "urn_md_finetuned")
-REGIONS = ("WT", "TC", "ET")
 
 
 def job_config(scenario: str, preset: str) -> ml_collections.ConfigDict:
@@ -74,8 +74,8 @@ def apply_overrides(config, overrides):
 
 def test_dice(workdir: Path, out: Path) -> dict:
   """Mean Dice (%) over the test patients with all four modalities, per region."""
-  from urn_jax.evaluate import evaluate_models
-  from urn_jax.predict import CHUNK
+  from urn_jax.evaluation.evaluate import evaluate_models
+  from urn_jax.inference.predict import CHUNK
   settings = ml_collections.ConfigDict(dict(chunk=CHUNK, max_cases=0, figure_case="",
                                             figures=False, masks="1111"))
   evaluate_models([workdir], out, settings)
@@ -91,14 +91,15 @@ def tumour_outside_brain(workdir: Path, out: Path) -> int:
   """Tumour voxels in ``urn-segment``'s label maps of the test patients (all four
   modalities) where every input modality is 0. Counted from the files themselves, not with
   ``predict.given_brain``, so that a fault in that mask would show here."""
+  from urn_jax.data.datasets import held_out_patients
   from urn_jax.data.meta import CaseMeta
-  from urn_jax.evaluate import _test_cases
-  from urn_jax.urn_segment import cases_from_arguments, segment_cases
-  from urn_jax.from_config import read_config
+  from urn_jax.inference.segment import cases_from_arguments, segment_cases
+  from urn_jax.job_config import read_config
   folders = sorted({Path(CaseMeta.read(c).reference_path).parent
-                    for c in _test_cases(read_config(workdir), workdir)})
+                    for c in held_out_patients(read_config(workdir), workdir)})
   cases = [case for folder in folders for case in cases_from_arguments(str(folder))[0]]
-  written, problems = segment_cases(workdir, cases, out, overwrite=True, progress=False)
+  outcomes = segment_cases(workdir, cases, out, overwrite=True, progress=False)
+  problems = [o.message for o in outcomes if o.status != "segmented"]
   if problems:
     raise RuntimeError(f"urn-segment failed: {problems}")
   count = 0
@@ -114,16 +115,17 @@ def resolution_ceiling(workdir: Path) -> dict:
   """Mean Dice (%) over the test patients of the truth itself after a round trip through
   the preset's grid: the label as pre-processing resamples it, one-hot, mapped back to the
   original grid exactly as a prediction is. No model at this resolution can score higher."""
+  from urn_jax.data.datasets import held_out_patients
   from urn_jax.data.meta import CaseMeta
-  from urn_jax.evaluate import _test_cases, _truth
+  from urn_jax.evaluation.evaluate import original_label
+  from urn_jax.inference.predict import to_original_classes
+  from urn_jax.job_config import read_config
   from urn_jax.metrics import segmentation_metrics
-  from urn_jax.from_config import read_config
-  from urn_jax.predict import to_original_classes
   rows = []
-  for case in _test_cases(read_config(workdir), workdir):
+  for case in held_out_patients(read_config(workdir), workdir):
     meta = CaseMeta.read(case)
     one_hot = np.eye(4, dtype=np.float32)[np.load(case / "label.npy")]
-    truth, spacing = _truth(meta)
+    truth, spacing = original_label(meta)
     rows.append(segmentation_metrics(to_original_classes(one_hot, meta), truth, spacing))
   return {f"ceiling_dice_{r}": 100 * float(np.mean([row[f"{r}/dice"] for row in rows]))
           for r in REGIONS}
@@ -161,8 +163,8 @@ def main(argv=None):
   unknown = [s for s in scenarios if s not in SCENARIOS]
   if unknown:
     parser.error(f"unknown scenario {unknown[0]!r}; known: {', '.join(SCENARIOS)}")
-  from urn_jax.from_config import pretrained_encoders
-  from urn_jax.train import train_and_evaluate
+  from urn_jax.job_config import pretrained_encoders
+  from urn_jax.training.loop import train_and_evaluate
   needs_pretraining = [s for s in scenarios
                        if s != "pretrain" and pretrained_encoders(job_config(s, preset))]
   if needs_pretraining and "pretrain" not in scenarios:

@@ -1,5 +1,5 @@
 """Per-layer forward + backward time of Flax's layers against urn_jax's rewritten ones
-(``urn_jax/unet.py``), and PyTorch's, at the sizes of the CPU throughput benchmark.
+(``urn_jax/model/unet.py``), and PyTorch's, at the sizes of the CPU throughput benchmark.
 
     python benchmarks/cpu_layers.py                   # all threads
     python benchmarks/cpu_layers.py --torch           # and PyTorch's layer (needs '.[bench]')
@@ -7,10 +7,11 @@
 Each measurement is the median of ``--repeats`` calls of a jitted function returning the
 gradients of ``sum(layer(x) * g)`` with respect to the input and the kernel, after a warm-up
 call: the work one layer does in a training step. A layer's variants are called in turns,
-so that a shared machine's slow spells slow them all alike. For the 3x3 convolution both of
-``unet.conv3x3``'s ways are timed; urn_jax's column is the one the U-Net picks. This is how the U-Net's max
-pool, 3x3 convolution with few input channels (and ``unet.PATCH_CHANNELS``) and 2x2
-transposed convolution were chosen; see ``benchmarks/RESULTS.md``.
+so that a shared machine's slow spells slow them all alike. For the 3x3 convolution both
+of ``unet.conv3x3``'s ways are timed; urn_jax's column is the one the U-Net picks. This is
+how the U-Net's max pool, 3x3 convolution with few input channels (and
+``unet.PATCH_CHANNELS``) and 2x2 transposed convolution were chosen; see
+``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from urn_jax import unet
+from urn_jax.model import unet
 
 BATCH = 4
 # (name, input [H, W, C], output channels)

@@ -2,7 +2,7 @@
 
     python benchmarks/stacking.py [--size 32] [--features 8,16,32] [--batch 4] [--repeats 10]
 
-Both strategies share one parameter tree (``urn_jax/stacking.py``); this measures which one
+Both strategies share one parameter tree (``urn_jax/model/stacking.py``); this measures which one
 the current backend runs faster. Prints one JSON line: median seconds per step after a
 warm-up call, device synchronized.
 """

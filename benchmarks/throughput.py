@@ -239,7 +239,8 @@ def _progress(row, result, out):
 def _row(name, value, unit, entry, modes, higher_is_better):
   text = f"{name:28s} jax {value:10.4g} {unit}"
   if "roofline_fraction" in entry:
-    text += (f"  compile {entry['compile_s']:.1f} s  roofline {100 * entry['roofline_fraction']:.0f}%")
+    text += (f"  compile {entry['compile_s']:.1f} s  "
+             f"roofline {100 * entry['roofline_fraction']:.0f}%")
   else:
     text += f"  compilations {entry['compilations']}"
   for mode in modes:

@@ -3,11 +3,12 @@
     python benchmarks/torch_twin.py --kind baseline --size 64 --features 8,16,32,64 --batch 4
 
 A throughput comparison means something only if both frameworks do the same work, so the
-twin copies urn_jax layer for layer: the U-Net of ``urn_jax.unet``, the encoders with their
-fixed-parameter batch norm (``urn_jax.encoder``), the mean fusion and its variance
-regularizer (``urn_jax.fusion``), the residual synthesis decoders (``urn_jax.decoder``), the
-URN and the baseline (``urn_jax.urn``), and steps that do what ``urn_jax.train_step``'s do:
-modality dropout on the mask, forward, loss, backward, gradient norm, Adam.
+twin copies urn_jax layer for layer: the U-Net of ``urn_jax.model.unet``, the encoders with
+their fixed-parameter batch norm (``urn_jax.model.encoder``), the mean fusion and its
+variance regularizer (``urn_jax.model.fusion``), the residual synthesis decoders
+(``urn_jax.model.decoder``), the URN and the baseline (``urn_jax.model.urn``), and steps
+that do what ``urn_jax.training.steps``'s do: modality dropout on the mask, forward, loss,
+backward, gradient norm, Adam.
 ``tests/test_torch_twin.py`` checks that every twin has exactly as many trainable parameters
 as its JAX model and, with the JAX weights copied in, computes the same outputs.
 
@@ -60,7 +61,7 @@ PAPER_FEATURES = (64, 128, 256, 512, 1024)
 REPRESENTATION_CHANNELS = 16
 NUM_CLASSES = 4
 LEAKY_SLOPE = 0.2
-# urn_jax.unet.BatchNorm uses Keras's momentum 0.99 (weight of the old running value) and
+# urn_jax.model.unet.BatchNorm uses Keras's momentum 0.99 (weight of the old running value) and
 # epsilon 1e-3; PyTorch's momentum weighs the new batch instead.
 BN_MOMENTUM = 1 - 0.99
 BN_EPS = 1e-3
@@ -78,7 +79,7 @@ class BatchNorm2d(nn.BatchNorm2d):
   ``sample_mask`` ``[B, G]`` the channels are split into G equal consecutive groups (one
   per encoder when the encoders run as grouped convolutions, else G = 1), and a channel's
   statistics come only from the samples whose mask entry for its group is on: the semantics
-  of ``urn_jax.unet.BatchNorm``, down to its biased running variance and to leaving the
+  of ``urn_jax.model.unet.BatchNorm``, down to its biased running variance and to leaving the
   running averages alone for a group that no sample has.
   """
 
@@ -124,7 +125,7 @@ class ConvBlock(nn.Module):
 
 
 class UNet(nn.Module):
-  """The U-Net of ``urn_jax.unet.UNet``: a ``ConvBlock`` and a 2x2 max pooling per level
+  """The U-Net of ``urn_jax.model.unet.UNet``: a ``ConvBlock`` and a 2x2 max pooling per level
   down, a 2x2 transposed convolution (with bias), concatenation ``[skip, up]`` and a
   ``ConvBlock`` per level up, then a 1x1 convolution (with bias) and no activation.
 
@@ -190,7 +191,7 @@ class Encoder(nn.Module):
 
 class Encoders(nn.Module):
   """``images [B, M, H, W], mask [B, M] -> z_tilde [B, M, C, H, W]``, as
-  ``urn_jax.encoder.Encoders``: missing modalities are zeroed first (``torch.where``, so a
+  ``urn_jax.model.encoder.Encoders``: missing modalities are zeroed first (``torch.where``, so a
   NaN in a missing slot cannot leak), then every encoder sees every sample."""
 
   def __init__(self, num_modalities: int, features: Sequence[int], channels: int,
@@ -217,7 +218,7 @@ class Encoders(nn.Module):
 
 class ResidualBlock(nn.Module):
   """conv3x3-BN-leaky ReLU-conv3x3-BN, added to the input, leaky ReLU
-  (``urn_jax.decoder.ResidualBlock``); ``groups`` copies as grouped convolutions."""
+  (``urn_jax.model.decoder.ResidualBlock``); ``groups`` copies as grouped convolutions."""
 
   def __init__(self, channels: int, groups: int = 1):
     super().__init__()
@@ -234,7 +235,7 @@ class ResidualBlock(nn.Module):
 
 class SynthesisDecoder(nn.Module):
   """Two residual blocks and a 1x1 convolution to one channel, no activation
-  (``urn_jax.decoder``); ``groups`` decoders side by side, one output channel each."""
+  (``urn_jax.model.decoder``); ``groups`` decoders side by side, one output channel each."""
 
   def __init__(self, channels: int, groups: int = 1):
     super().__init__()
@@ -265,7 +266,7 @@ class SynthesisDecoders(nn.Module):
 
 def fuse(z, mask):
   """Mean over axis 1 of ``z`` ``[B, M, ...]`` where ``mask`` ``[B, M]`` is on; zeros for a
-  sample with an empty mask (``urn_jax.fusion.fuse`` with the paper's f(x) = x)."""
+  sample with an empty mask (``urn_jax.model.fusion.fuse`` with the paper's f(x) = x)."""
   m = mask.reshape(mask.shape + (1,) * (z.ndim - 2))
   count = m.sum(1).clamp(min=1).to(z.dtype)
   return torch.where(m, z, 0).sum(1) / count
@@ -273,14 +274,14 @@ def fuse(z, mask):
 
 def fusion_variance(z, mask):
   """Voxel-wise population variance across the available encoders' outputs, averaged over
-  everything else (``urn_jax.fusion.fusion_variance``)."""
+  everything else (``urn_jax.model.fusion.fusion_variance``)."""
   m = mask.reshape(mask.shape + (1,) * (z.ndim - 2))
   deviation = torch.where(m, z, 0) - fuse(z, mask)[:, None]
   return fuse(deviation.square(), mask).mean()
 
 
 class URN(nn.Module):
-  """Unified Representation Network with mean fusion (``urn_jax.urn.URN``, fusion='mean').
+  """Unified Representation Network with mean fusion (``urn_jax.model.urn.URN``, fusion='mean').
 
   ``forward(images [B, M, H, W], mask [B, M])`` returns ``z_tilde`` ``[B, M, C, H, W]``,
   ``z`` ``[B, C, H, W]``, and ``synthesis`` ``[B, M, H, W]`` and/or ``segmentation`` logits
@@ -311,7 +312,7 @@ class URN(nn.Module):
 
 
 class Baseline(nn.Module):
-  """The paper's baseline (``urn_jax.urn.Baseline``): one U-Net on the M modalities as
+  """The paper's baseline (``urn_jax.model.urn.Baseline``): one U-Net on the M modalities as
   channels, missing ones zeroed."""
 
   def __init__(self, num_modalities: int = 4, features: Sequence[int] = PAPER_FEATURES,
@@ -357,13 +358,13 @@ def make(kind: str, features: Sequence[int], *, channels: int = REPRESENTATION_C
 
 
 def cross_entropy(logits, labels):
-  """Mean softmax cross-entropy over all voxels, in float32 (``urn_jax.losses``)."""
+  """Mean softmax cross-entropy over all voxels, in float32 (``urn_jax.training.losses``)."""
   return F.cross_entropy(logits.to(torch.float32), labels)
 
 
 def synthesis_loss(prediction, target, available):
   """L1 error of every modality the sample has, dropped ones included, averaged over voxels
-  per (sample, modality) and then over the existing pairs (``urn_jax.losses``)."""
+  per (sample, modality) and then over the existing pairs (``urn_jax.training.losses``)."""
   present = available[:, :, None, None]
   error = torch.where(present, prediction.to(torch.float32) - torch.where(present, target, 0),
                       0).abs()
@@ -371,8 +372,8 @@ def synthesis_loss(prediction, target, available):
 
 
 def modality_dropout(available, theta: float, min_keep: int, generator=None):
-  """The keep-mask distribution of ``urn_jax.modality_dropout``: per sample, k drawn from the
-  truncated geometric distribution of the paper's equation (1) with
+  """The keep-mask distribution of ``urn_jax.training.modality_dropout``: per sample, k
+  drawn from the truncated geometric distribution of the paper's equation (1) with
   ``n_max = n_available - min_keep``, then k of the available modalities dropped uniformly
   at random. Drawn by inverse CDF on the device, so a step never waits for the host."""
   batch, num_modalities = available.shape
@@ -391,7 +392,7 @@ def modality_dropout(available, theta: float, min_keep: int, generator=None):
 
 def pretrain_loss(model, batch, keep, variance_weight):
   """Synthesis of every available modality from the kept ones, plus ``variance_weight``
-  times the fusion variance of the kept encoders (``urn_jax.train_step.pretrain_step``)."""
+  times the fusion variance of the kept encoders (``urn_jax.training.steps.pretrain_step``)."""
   out = model(batch["image"], keep)
   recon = synthesis_loss(out["synthesis"], batch["image"], batch["available"])
   variance = fusion_variance(out["z_tilde"], keep)
@@ -402,7 +403,7 @@ def pretrain_loss(model, batch, keep, variance_weight):
 
 def segment_loss(model, batch, keep, variance_weight):
   """Cross-entropy, plus ``variance_weight`` times the fusion variance for a URN, which is
-  computed (as a metric) even at weight 0 like ``urn_jax.train_step.segment_step`` does."""
+  computed (as a metric) even at weight 0 like ``urn_jax.training.steps.segment_step`` does."""
   out = model(batch["image"], keep)
   logits = out["segmentation"]
   ce = cross_entropy(logits, batch["label"])
@@ -418,7 +419,7 @@ def segment_loss(model, batch, keep, variance_weight):
 
 
 def make_optimizer(model: nn.Module, learning_rate: float = 1e-4):
-  """Adam with default settings, as ``urn_jax.optimizer.make_optimizer``. On GPU the fused
+  """Adam with default settings, as ``urn_jax.training.optimizer.make_optimizer``. On GPU the fused
   implementation, PyTorch's fastest, since XLA fuses optax's update into the step too."""
   device = next(model.parameters()).device
   return torch.optim.Adam(model.parameters(), learning_rate, fused=device.type == "cuda")
@@ -468,7 +469,7 @@ STEPS: dict[str, tuple[Callable, Callable]] = {
 
 @torch.inference_mode()
 def infer(model, images, mask, autocast=None):
-  """Inference with the given modalities, as ``urn_jax.predict.infer``: ``images``
+  """Inference with the given modalities, as ``urn_jax.inference.predict.infer``: ``images``
   ``[N, M, H, W]``, ``mask`` bool ``[N, M]`` or ``[M]`` for all N. Puts ``model`` in eval
   mode; returns ``label`` ``[N, H, W]`` and ``probabilities`` ``[N, classes, H, W]`` where
   the model segments, and ``synthesis`` ``[N, M, H, W]`` where it synthesizes."""

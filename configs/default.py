@@ -14,7 +14,7 @@ the values; the runs that chose them are in benchmarks/RESULTS.md).
 
 import ml_collections
 
-from urn_jax.unet import PAPER_FEATURES  # the widths of the paper's U-Nets
+from urn_jax.model.unet import PAPER_FEATURES  # the widths of the paper's U-Nets
 
 
 def get_config():

@@ -18,7 +18,7 @@ chose any model, are evaluated. ``evaluate.masks`` picks combinations, e.g.
 
 import ml_collections
 
-from urn_jax.predict import CHUNK
+from urn_jax.inference.predict import CHUNK
 
 
 def get_config():

@@ -6,12 +6,12 @@
         --config.t1c=p1_t1ce.nii.gz --config.flair=p1_flair.nii.gz --config.case_id=p1
 
 The work directory is the output folder: ``<case id>.nii.gz`` per case (BraTS labels on the
-input's grid). See ``urn_jax/urn_segment.py`` for the inputs it accepts and its options.
+input's grid). See ``urn_jax/inference/segment.py`` for the inputs it accepts and its options.
 """
 
 import ml_collections
 
-from urn_jax.predict import CHUNK
+from urn_jax.inference.predict import CHUNK
 
 
 def get_config():

@@ -26,10 +26,10 @@ from test_data import LPS, SHAPE, _save, _volume, write_brats_case
 from test_train import _state, load_config, tiny
 
 import urn_jax.jobs
-import urn_jax.from_config
-from urn_jax.checkpoints import FILE_LIST
-from urn_jax.urn_segment import main as urn_segment
-from urn_jax.train import train_and_evaluate
+import urn_jax.training.recipe
+from urn_jax.training.checkpoints import FILE_LIST
+from urn_jax.inference.segment import main as urn_segment
+from urn_jax.training.loop import train_and_evaluate
 
 
 def _flair(case_dir):
@@ -340,7 +340,7 @@ def test_a_damaged_best_checkpoint_falls_back_to_an_intact_one(model, tmp_path, 
   arguments = ["--model", str(workdir), "--output", str(tmp_path / "out"),
                f"--t1={case / 'Brats18_1_t1.nii.gz'}"]
   if damaged == "array":  # in a process of its own: TensorStore's threads print late
-    result = subprocess.run([sys.executable, "-m", "urn_jax.urn_segment", *arguments],
+    result = subprocess.run([sys.executable, "-m", "urn_jax.inference.segment", *arguments],
                             capture_output=True, text=True, timeout=300)
     status, err = result.returncode, result.stderr
   else:
@@ -387,7 +387,7 @@ def test_ctrl_c_in_training_saves_the_step_says_so_and_the_same_command_resumes(
   shutil.copytree(model["workdir"], workdir)  # trained to step 2
   config = ml_collections.ConfigDict(model["config"].to_dict())
   config.train.max_steps = 8
-  real = urn_jax.from_config.train_step
+  real = urn_jax.training.recipe.train_step
 
   def ctrl_c_during_the_third_step(config):
     step, calls = real(config), []
@@ -402,7 +402,7 @@ def test_ctrl_c_in_training_saves_the_step_says_so_and_the_same_command_resumes(
   interactive = signal.signal(signal.SIGINT, signal.default_int_handler)
   try:
     with monkeypatch.context() as patch:
-      patch.setattr(urn_jax.from_config, "train_step", ctrl_c_during_the_third_step)
+      patch.setattr(urn_jax.training.recipe, "train_step", ctrl_c_during_the_third_step)
       with pytest.raises(SystemExit) as exit_info:
         urn_jax.jobs.run(config, workdir)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back

@@ -4,7 +4,7 @@ that is there is found, one that is not is not claimed, and the verdict says whi
 import numpy as np
 import pytest
 
-from urn_jax.claims import (Comparison, claims, differences, evaluate_claims, holm,
+from urn_jax.evaluation.claims import (Comparison, claims, differences, evaluate_claims, holm,
                              paired_test)
 from urn_jax.modalities import availability_masks, mask_key
 
@@ -142,14 +142,17 @@ def test_the_report_tests_the_claims_on_flat_runs_only(tmp_path):
   """claims.md comes from the runs whose curves flattened; the others are named as left out.
   Baseline + MD and URN + MD (seed 0) have flat curves; URN + MD seed 1's is still falling."""
   import json
-  from urn_jax.report import claims_report, training_report
+  from urn_jax.evaluation.claims_report import claims_report
+  from urn_jax.evaluation.curves import training_report
+  from urn_jax.evaluation.runs import count_runs
   rows = _rows({"Baseline + MD": lambda k, p: 0.0, "URN + MD": lambda k, p: 8.0}, seeds=2)
   runs = _segment_runs(tmp_path, rows, ("Baseline + MD", "URN + MD"), seeds=(0, 1),
                        falling=lambda name, seed: (name, seed) == ("URN + MD", 1))
-  training_report(runs, tmp_path, figures=True)
+  counted = count_runs(runs)
+  training_report(counted.every, tmp_path, figures=True)
   assert (tmp_path / "training.md").read_text().count("| **no** |") == 1
   assert (tmp_path / "curves_URN___MD.png").stat().st_size > 10_000
-  claims_report(runs, tmp_path)
+  claims_report(counted, tmp_path)
   text = (tmp_path / "claims.md").read_text()
   assert "Left out, their curves not flat: URN + MD (seed 1)." in text
   results = json.loads((tmp_path / "claims.json").read_text())
@@ -163,7 +166,9 @@ def test_a_claim_without_paired_rows_and_a_run_without_curve_do_not_stop_the_rep
   """Baseline + MD flat only on seed 0, URN + MD only on seed 1: claim 3 has no pair and is
   listed as not testable; a run whose metrics.jsonl holds no evaluation (and a line cut
   short by a killed process) is 'unknown', left out, and the report goes on."""
-  from urn_jax.report import claims_report, training_report
+  from urn_jax.evaluation.claims_report import claims_report
+  from urn_jax.evaluation.curves import training_report
+  from urn_jax.evaluation.runs import count_runs
   rows = _rows({"Baseline + MD": lambda k, p: 0.0, "URN + MD": lambda k, p: 8.0}, seeds=2)
   flat_seed = {"Baseline + MD": 0, "URN + MD": 1}
   runs = _segment_runs(tmp_path, rows, flat_seed, seeds=(0, 1),
@@ -173,10 +178,11 @@ def test_a_claim_without_paired_rows_and_a_run_without_curve_do_not_stop_the_rep
   (broken / "metrics.jsonl").write_text('{"step": 10, "loss": 1.0}\n{"step": 20, "lo')
   runs.append({"name": "URN + MD", "job": "segment", "seed": 2, "workdir": str(broken),
                "rows": []})
-  training_report(runs, tmp_path, figures=True)
+  counted = count_runs(runs)
+  training_report(counted.every, tmp_path, figures=True)
   assert "| URN + MD | 2 | no evaluation in metrics.jsonl | | | | unknown |" in (
       tmp_path / "training.md").read_text()
-  claims_report(runs, tmp_path)
+  claims_report(counted, tmp_path)
   text = (tmp_path / "claims.md").read_text()
   assert "URN + MD (seed 2, no curve)" in text
   assert "Not testable with these runs:\n- 3. URN + MD beats Baseline + MD (WT)" in text
@@ -186,7 +192,9 @@ def test_the_report_names_runs_whose_pretraining_did_not_flatten(tmp_path):
   """A frozen-encoder URN with a flat curve of its own is tested, but claims.md says that
   its encoders come from a pre-training still falling, and which."""
   import json
-  from urn_jax.report import claims_report, training_report
+  from urn_jax.evaluation.claims_report import claims_report
+  from urn_jax.evaluation.curves import training_report
+  from urn_jax.evaluation.runs import count_runs
   rows = _rows({"URN + MD": lambda k, p: 0.0, "URN + MD w/ HCP": lambda k, p: 8.0}, seeds=1)
   curves = {"pretrain": [1.0 / s for s in range(1, 11)], "URN + MD": [0.1] * 10,
             "URN + MD w/ HCP": [0.1] * 10}
@@ -203,8 +211,9 @@ def test_the_report_names_runs_whose_pretraining_did_not_flatten(tmp_path):
     runs.append({"name": "URN w/ HCP" if job == "pretrain" else name, "job": job, "seed": 0,
                  "workdir": str(workdir),
                  "rows": [r for r in rows if r["model"] == name and r["seed"] == 0]})
-  training_report(runs, tmp_path, figures=False)
-  claims_report(runs, tmp_path)
+  counted = count_runs(runs)
+  training_report(counted.every, tmp_path, figures=False)
+  claims_report(counted, tmp_path)
   text = (tmp_path / "claims.md").read_text()
   assert ("their encoders come from a pre-training whose curve is not: URN + MD w/ HCP "
           "(seed 0: URN w/ HCP, 20.0 % better in its last fifth)") in text
@@ -215,15 +224,19 @@ def test_the_report_names_runs_whose_pretraining_did_not_flatten(tmp_path):
 def test_patients_without_enhancing_tumour_are_named_where_et_is_read(tmp_path):
   """Table 1 and claims.md name the test patients with no ET: their ET Dice is 100 or 0,
   and one of 12 moves an ET mean by 8.3 points."""
-  from urn_jax.report import claims_report, segmentation_table, training_report
+  from urn_jax.evaluation.claims_report import claims_report
+  from urn_jax.evaluation.curves import training_report
+  from urn_jax.evaluation.runs import count_runs
+  from urn_jax.evaluation.tables import segmentation_table
   rows = _rows({"Baseline + MD": lambda k, p: 0.0, "URN + MD": lambda k, p: 8.0}, seeds=1)
   runs = _segment_runs(tmp_path, rows, ("Baseline + MD", "URN + MD"))
   cases = [f"P{p:02d}" for p in range(12)]
   tumours = {c: {"WT": 50.0, "TC": 20.0, "ET": 0.0 if c in ("P03", "P07") else 5.0}
              for c in cases}
-  training_report(runs, tmp_path, figures=False)
+  counted = count_runs(runs)
+  training_report(counted.every, tmp_path, figures=False)
   segmentation_table(runs, tmp_path, cases=cases, tumours=tumours)
-  claims_report(runs, tmp_path, cases, tumours)
+  claims_report(counted, tmp_path, cases, tumours)
   sentence = ("Without ET (2 of 12): P03, P07; their ET Dice is 100 where a model predicts "
               "no ET voxel and 0 where it predicts any, so each moves a mean over the "
               "patients by 8.3 points.")
@@ -258,7 +271,9 @@ def test_a_difference_made_by_one_patient_without_et_is_shown_without_that_patie
   that predicts a voxel: here that patient alone makes URN + MD's ET look 8 points better.
   claims.md repeats the ET test on the patients with ET, where the difference vanishes."""
   import json
-  from urn_jax.report import claims_report, training_report
+  from urn_jax.evaluation.claims_report import claims_report
+  from urn_jax.evaluation.curves import training_report
+  from urn_jax.evaluation.runs import count_runs
   rows = _rows({"Baseline + MD": lambda k, p: 0.0, "URN + MD": lambda k, p: 0.0}, seeds=1,
                noise=0.0)
   for row in rows:
@@ -267,8 +282,9 @@ def test_a_difference_made_by_one_patient_without_et_is_shown_without_that_patie
   runs = _segment_runs(tmp_path, rows, ("Baseline + MD", "URN + MD"))
   cases = [f"P{p:02d}" for p in range(12)]
   tumours = {c: {"WT": 50.0, "TC": 20.0, "ET": 0.0 if c == "P03" else 5.0} for c in cases}
-  training_report(runs, tmp_path, figures=False)
-  claims_report(runs, tmp_path, cases, tumours)
+  counted = count_runs(runs)
+  training_report(counted.every, tmp_path, figures=False)
+  claims_report(counted, tmp_path, cases, tumours)
   results = json.loads((tmp_path / "claims.json").read_text())
   et = [r for r in results if r["region"] == "ET" and r["combinations"] == "mean"]
   everyone, with_et = (next(r for r in et if ("subset" in r) == only) for only in (False, True))
@@ -285,7 +301,7 @@ def test_a_run_that_has_not_flattened_is_left_out_of_the_tables(tmp_path):
   built 30 points lower; Table 1 is seed 0's alone and names seed 1, claims.md too, and
   cases.csv keeps both seeds' rows."""
   import csv
-  from urn_jax.report import write_report
+  from urn_jax.evaluation.report import write_report
   rows = _rows({"Baseline + MD": lambda k, p: 0.0, "URN + MD": lambda k, p: 8.0,
                 "Baseline": lambda k, p: 0.0}, seeds=2, noise=0.0)
   for row in rows:

@@ -10,13 +10,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from urn_jax.data.cases import (Case, DataError, classes_to_labels, discover_brats,
-                                discover_hcp, labels_to_classes, load_case)
+from urn_jax.data.cases import Case, DataError, discover_brats, discover_hcp, load_case
+from urn_jax.data.grids import to_original_classes_grid, to_original_grid
 from urn_jax.data.loader import SliceSource, make_loader
 from urn_jax.data.preprocess import (PreprocessConfig, n4_correct, preprocess_case,
-                                     preprocess_dataset, to_original_classes_grid,
-                                     to_original_grid, zscore)
+                                     preprocess_dataset, zscore)
 from urn_jax.data.splits import load_or_create_split, make_split
+from urn_jax.labels import classes_to_labels, labels_to_classes
 
 SHAPE = (40, 36, 12)
 FAST = PreprocessConfig(n4=False, size=48)
@@ -500,14 +500,15 @@ def test_every_epoch_is_a_new_permutation(pooled_cache):
 
 
 def test_prepare_data_caches_splits_and_reports(tmp_path, capsys):
-  from urn_jax.data.datasets import prepare_data
+  from urn_jax.data.datasets import DataSettings, prepare_data
   for i in range(5):
     write_brats_case(tmp_path / "brats", f"Brats18_{i}", seed=i)
   _corrupt(write_brats_case(tmp_path / "brats", "Brats18_bad"), "Brats18_bad", "nan")
   for i in range(3):
     write_hcp_subject(tmp_path / "hcp", f"10030{i}", seed=i)
-  kwargs = dict(brats_dir=str(tmp_path / "brats"), hcp_dir=str(tmp_path / "hcp"),
-                preprocess=FAST, progress=False)
+  kwargs = dict(settings=DataSettings(brats_dir=str(tmp_path / "brats"),
+                                      hcp_dir=str(tmp_path / "hcp"), preprocess=FAST),
+                progress=False)
   data = prepare_data(tmp_path / "run", **kwargs)
   err = capsys.readouterr().err
   assert "1 case(s) skipped" in err and "Brats18_bad" in err

@@ -16,12 +16,12 @@ import pytest
 from test_data import SHAPE, _save, write_brats_case, write_hcp_subject
 from test_train import ROOT, load_config, tiny
 
-import urn_jax.evaluate
-import urn_jax.urn_segment
-from urn_jax.urn_segment import main as urn_segment
+import urn_jax.evaluation.evaluate
+import urn_jax.inference.segment
+from urn_jax.inference.segment import main as urn_segment
 from urn_jax.modalities import MODALITIES, availability_masks, mask_symbols
-from urn_jax.train import train_and_evaluate
-from urn_jax.predict import infer
+from urn_jax.training.loop import train_and_evaluate
+from urn_jax.inference.predict import infer
 
 NAMES = {"flair": "_flair", "t1": "_t1", "t1c": "_t1ce", "t2": "_t2"}
 
@@ -57,7 +57,7 @@ def report(runs, tmp_path_factory):
   out = tmp_path_factory.mktemp("report")
   compiled = infer._cache_size()
   models = [runs["baseline_md"], runs["urn_md"], runs["urn_md_pretrained"], runs["pretrain"]]
-  summary = urn_jax.evaluate.evaluate_models(models, out, _settings())
+  summary = urn_jax.evaluation.evaluate.evaluate_models(models, out, _settings())
   return {"out": out, "summary": summary, "compilations": infer._cache_size() - compiled}
 
 
@@ -146,31 +146,31 @@ def test_an_interrupted_evaluation_resumes_from_the_per_case_results(report, run
                                                                       monkeypatch):
   def fail(*args, **kwargs):
     raise AssertionError("recomputed a case that was already evaluated")
-  monkeypatch.setattr(urn_jax.evaluate, "predict_volume", fail)
+  monkeypatch.setattr(urn_jax.evaluation.evaluate, "predict_volume", fail)
   models = [runs["baseline_md"], runs["urn_md"], runs["urn_md_pretrained"], runs["pretrain"]]
-  urn_jax.evaluate.evaluate_models(models, report["out"], _settings())
+  urn_jax.evaluation.evaluate.evaluate_models(models, report["out"], _settings())
 
 
 def test_a_model_retrained_in_its_folder_is_evaluated_again(runs, tmp_path, monkeypatch):
   """Kept results belong to one checkpoint: retrained in the same folder to the same step
   (here: saved again, with a new orbax timestamp), the model is scored again, not read
   from the old model's results."""
-  from urn_jax.checkpoints import record_files
+  from urn_jax.training.checkpoints import record_files
   workdir = tmp_path / "urn_md"
   shutil.copytree(runs["urn_md"], workdir)
-  urn_jax.evaluate.evaluate_models([workdir], tmp_path / "out", _settings(figures=False))
+  urn_jax.evaluation.evaluate.evaluate_models([workdir], tmp_path / "out", _settings(figures=False))
   calls = []
-  real = urn_jax.evaluate.predict_volume
-  monkeypatch.setattr(urn_jax.evaluate, "predict_volume",
+  real = urn_jax.evaluation.evaluate.predict_volume
+  monkeypatch.setattr(urn_jax.evaluation.evaluate, "predict_volume",
                       lambda *a, **k: calls.append(1) or real(*a, **k))
-  urn_jax.evaluate.evaluate_models([workdir], tmp_path / "out", _settings(figures=False))
+  urn_jax.evaluation.evaluate.evaluate_models([workdir], tmp_path / "out", _settings(figures=False))
   assert not calls  # the same checkpoint: every result reused
   (step_dir,) = [p for p in (workdir / "best").iterdir() if p.name.isdigit()]
   metadata = step_dir / "_CHECKPOINT_METADATA"
   metadata.write_text(metadata.read_text().replace('"commit_timestamp_nsecs": ',
                                                    '"commit_timestamp_nsecs": 1'))
   record_files(step_dir)
-  urn_jax.evaluate.evaluate_models([workdir], tmp_path / "out", _settings(figures=False))
+  urn_jax.evaluation.evaluate.evaluate_models([workdir], tmp_path / "out", _settings(figures=False))
   assert len(calls) == 15 * len(json.loads((workdir / "split.json").read_text())[
       "datasets"]["brats"]["test"])
 
@@ -184,8 +184,8 @@ def test_a_perfect_prediction_scores_perfectly_on_the_original_grid(runs, tmp_pa
                 if np.array_equal(np.load(d / "image.npy"), image))
     label = np.load(case / "label.npy")
     return {"probabilities": np.eye(4, dtype=np.float32)[label]}
-  monkeypatch.setattr(urn_jax.evaluate, "predict_volume", oracle)
-  urn_jax.evaluate.evaluate_models([runs["urn_md"]], tmp_path, _settings(figures=False))
+  monkeypatch.setattr(urn_jax.evaluation.evaluate, "predict_volume", oracle)
+  urn_jax.evaluation.evaluate.evaluate_models([runs["urn_md"]], tmp_path, _settings(figures=False))
   with (tmp_path / "cases.csv").open() as f:
     rows = list(csv.DictReader(f))
   for region in ("ET", "WT", "TC"):
@@ -203,8 +203,8 @@ def test_evaluation_scores_nothing_outside_the_given_modalities_brain(runs, tmp_
                                                                       monkeypatch):
   """Voxels where every given modality is 0 are background (BraTS): a model that says
   "tumour" everywhere scores exactly as if it had said so only inside the brain."""
-  monkeypatch.setattr(urn_jax.evaluate, "predict_volume", _tumour_everywhere)
-  urn_jax.evaluate.evaluate_models([runs["urn_md"]], tmp_path, _settings(
+  monkeypatch.setattr(urn_jax.evaluation.evaluate, "predict_volume", _tumour_everywhere)
+  urn_jax.evaluation.evaluate.evaluate_models([runs["urn_md"]], tmp_path, _settings(
       figures=False, masks="0010,1001"))
   with (tmp_path / "cases.csv").open() as f:
     rows = list(csv.DictReader(f))
@@ -222,7 +222,7 @@ def test_evaluation_scores_nothing_outside_the_given_modalities_brain(runs, tmp_
 
 def test_urn_segment_labels_nothing_where_every_given_modality_is_0(runs, tmp_path,
                                                                     monkeypatch):
-  monkeypatch.setattr(urn_jax.urn_segment, "predict_volume", _tumour_everywhere)
+  monkeypatch.setattr(urn_jax.inference.segment, "predict_volume", _tumour_everywhere)
   files = _case_files(runs["data"] / "brats" / "Brats18_4")
   assert urn_segment(["--model", str(runs["urn_md"]), "--output", str(tmp_path),
                       f"--t1c={files['t1c']}", f"--t2={files['t2']}", "--probabilities"]) == 0
@@ -246,7 +246,7 @@ def test_models_with_different_splits_are_not_compared(runs, tmp_path):
   brats["train"], brats["test"] = brats["test"], brats["train"]
   (other / "split.json").write_text(json.dumps(split))
   with pytest.raises(ValueError, match="has other test patients than"):
-    urn_jax.evaluate.evaluate_models([runs["urn_md"], other], tmp_path / "out", _settings())
+    urn_jax.evaluation.evaluate.evaluate_models([runs["urn_md"], other], tmp_path / "out", _settings())
 
 
 def test_a_run_from_before_the_test_split_is_refused_with_a_message(runs, tmp_path):
@@ -262,7 +262,7 @@ def test_a_run_from_before_the_test_split_is_refused_with_a_message(runs, tmp_pa
   brats["validation"] += brats.pop("test")
   (old / "split.json").write_text(json.dumps(split))
   with pytest.raises(ValueError, match="only training and validation patients"):
-    urn_jax.evaluate.evaluate_models([old], tmp_path / "out", _settings())
+    urn_jax.evaluation.evaluate.evaluate_models([old], tmp_path / "out", _settings())
 
 
 # urn-segment
@@ -359,7 +359,7 @@ def test_urn_segment_interrupted_leaves_no_partial_case_and_finishes_on_rerun(
   def ctrl_c(*args, **kwargs):  # while the probabilities are mapped back
     raise KeyboardInterrupt
   with monkeypatch.context() as patch:
-    patch.setattr(urn_jax.urn_segment, "to_original_grid", ctrl_c)
+    patch.setattr(urn_jax.inference.segment, "to_original_grid", ctrl_c)
     assert urn_segment(arguments) == 130
   err = capsys.readouterr().err
   assert "Traceback" not in err and "case Brats18_2: nothing written" in err
@@ -393,8 +393,8 @@ def test_urn_segment_refuses_a_chunk_below_one(runs, tmp_path, capsys, chunk):
                  "--output", str(tmp_path), f"--chunk={chunk}"])
   assert exit_info.value.code == 2
   assert "--chunk: expected a whole number >= 1" in capsys.readouterr().err
-  with pytest.raises(urn_jax.urn_segment.DataError, match="chunk"):
-    urn_jax.urn_segment.segment_cases(runs["urn_md"], [], tmp_path, chunk=0)
+  with pytest.raises(urn_jax.inference.segment.DataError, match="chunk"):
+    urn_jax.inference.segment.segment_cases(runs["urn_md"], [], tmp_path, chunk=0)
 
 
 def test_urn_segment_errors_for_a_missing_model_or_no_input(runs, tmp_path, capsys):

@@ -7,7 +7,7 @@ import json
 import pytest
 from test_train import load_config
 
-from urn_jax.train import train_and_evaluate
+from urn_jax.training.loop import train_and_evaluate
 
 # Reached in the recipe's 400 steps, with margin (measured when this test was written: see
 # benchmarks/RESULTS.md, "The learning test").

@@ -6,7 +6,7 @@ import optax
 import pytest
 
 from urn_jax import cross_entropy, synthesis_loss
-from urn_jax.losses import segmentation_loss, soft_dice_loss
+from urn_jax.training.losses import segmentation_loss, soft_dice_loss
 
 
 def test_synthesis_loss_targets_every_available_modality_and_ignores_missing_ones():

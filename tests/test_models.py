@@ -8,8 +8,8 @@ import pytest
 from conftest import SIZE, TINY, make_batch
 
 import urn_jax as U
-from urn_jax import unet
-from urn_jax.encoder import Encoders
+from urn_jax.model import unet
+from urn_jax.model.encoder import Encoders
 
 
 def _init(module, images, mask, train=False):

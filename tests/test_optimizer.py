@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from test_train import load_config
 
-from urn_jax.optimizer import learning_rate_schedule
+from urn_jax.training.optimizer import learning_rate_schedule
 
 
 def test_warmup_cosine_rises_to_the_peak_then_decays_to_the_end_fraction():
@@ -54,19 +54,19 @@ def test_a_held_tail_keeps_the_schedule_before_it_and_the_final_rate_after():
   """The study's pre-training: 8000 steps of warm-up and cosine, then 2000 held at the final
   rate. Up to step 8000 it is the 8000-step schedule exactly, so a finished 8000-step run
   resumes into the tail from its checkpoint."""
-  from urn_jax import from_config
+  from urn_jax.training import recipe
   config = load_config("pretrain", "small")
   config.train.max_steps = 8000
-  plain = from_config.schedule(config, 8000)
+  plain = recipe.schedule(config, 8000)
   config.train.hold_fraction = 0.2
-  held = from_config.schedule(config, 10_000)
+  held = recipe.schedule(config, 10_000)
   steps = np.arange(0, 8001, 50)
   np.testing.assert_array_equal([float(held(s)) for s in steps],
                                 [float(plain(s)) for s in steps])
   final = config.train.end_lr_fraction * config.train.learning_rate
   assert [float(held(s)) for s in (8000, 9000, 10_000)] == [pytest.approx(final)] * 3
   config.train.hold_fraction = 1.0
-  from urn_jax.config_checks import check_training_config
+  from urn_jax.training.config_checks import check_training_config
   from urn_jax.errors import ConfigError
   with pytest.raises(ConfigError, match="train.hold_fraction must be in"):
     check_training_config(config)

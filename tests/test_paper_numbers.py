@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 
-from urn_jax import paper_numbers
+from urn_jax.evaluation import paper_numbers
 from urn_jax.modalities import availability_masks, mask_key
-from urn_jax.report import paper_comparison
+from urn_jax.evaluation.tables import paper_comparison
 
-# ../shared/CONTEXT.md: "Averages over the 15 rows of Table 1 (ET / WT / TC)".
+# The means of the columns of the paper's Table 1 (ET / WT / TC), over its 15 rows (14 for
+# the baseline, whose T1-only row the paper could not retrieve).
 CONTEXT_MEANS = {"Baseline": (21.4, 44.1, 24.6), "Baseline + MD": (44.0, 76.8, 59.3),
                  "URN + MD": (46.9, 79.3, 58.9), "URN + MD w/ HCP": (54.1, 79.4, 66.2)}
 

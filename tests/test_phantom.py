@@ -9,6 +9,7 @@ import pytest
 from scipy import ndimage
 
 from urn_jax.data import phantom, render
+from urn_jax.data.phantom_cases import BRATS_SHAPE, HCP_SHAPE
 from urn_jax.data.cases import discover_brats, discover_hcp
 
 SEED, INDEX = 0, 2  # a case with necrosis, enhancing tumour and edema
@@ -27,7 +28,7 @@ def written(tmp_path_factory):
 
 def test_labels_have_brats_values_and_glioma_structure(case):
   images, label, _, _ = case
-  assert label.dtype == np.uint8 and label.shape == phantom.BRATS_SHAPE
+  assert label.dtype == np.uint8 and label.shape == BRATS_SHAPE
   assert set(np.unique(label).tolist()) == {0, 1, 2, 4}
   necrosis, edema, enhancing = label == 1, label == 2, label == 4
   # The enhancing rim closes around the necrosis: every neighbour of necrosis is tumour.
@@ -113,7 +114,7 @@ def test_write_phantom_layout_headers_and_resume(written):
   assert files == sorted(expected)
   for name in ("T1w", "T2w"):
     image = nib.load(out / f"HCP/phantom100000/T1w/{name}_acpc_dc_restore_brain.nii.gz")
-    assert image.shape == phantom.HCP_SHAPE
+    assert image.shape == HCP_SHAPE
     assert np.allclose(image.header.get_zooms(), 0.7)
     assert image.get_data_dtype() == np.int16
   # The project's readers find every case.

@@ -3,7 +3,7 @@ classes that are a linear function of z are found, classes unrelated to z are no
 
 import numpy as np
 
-from urn_jax.probes import fit_probe, probe_dice
+from urn_jax.experiments.probes import fit_probe, probe_dice
 
 
 def _data(informative, seed=0):

@@ -11,8 +11,8 @@ import jax
 import ml_collections
 import pytest
 
-from urn_jax import from_config
-from urn_jax.metrics_log import MetricsLog
+from urn_jax.data import datasets
+from urn_jax.training.metrics_log import MetricsLog
 
 
 def test_only_process_0_writes_the_metrics_and_tensorboard(tmp_path, monkeypatch):
@@ -45,17 +45,17 @@ def test_processes_other_than_0_prepare_the_data_only_after_process_0_has(tmp_pa
   """Process 0 writes the cache and the split, then meets the others at a barrier; the
   others pass the barrier first, and then find it all written."""
   events = []
-  monkeypatch.setattr(from_config, "prepare_data",
+  monkeypatch.setattr(datasets, "prepare_data",
                       lambda *a, **k: events.append("prepare") or {"brats": {}})
-  monkeypatch.setattr(from_config.multihost_utils, "sync_global_devices",
+  monkeypatch.setattr(datasets.multihost_utils, "sync_global_devices",
                       lambda name: events.append("barrier"))
   monkeypatch.setattr(jax, "process_count", lambda: 2)
   for index, order in ((0, ["prepare", "barrier"]), (1, ["barrier", "prepare"])):
     events.clear()
     monkeypatch.setattr(jax, "process_index", lambda index=index: index)
-    assert from_config.data_from_config(_config(), tmp_path) == {"brats": {}}
+    assert datasets.data_from_config(_config(), tmp_path) == {"brats": {}}
     assert events == order, index
   monkeypatch.setattr(jax, "process_count", lambda: 1)  # one process: no barrier
   events.clear()
-  from_config.data_from_config(_config(), tmp_path)
+  datasets.data_from_config(_config(), tmp_path)
   assert events == ["prepare"]

@@ -12,7 +12,7 @@ import pytest
 from test_train import load_config
 
 from urn_jax.errors import Interrupted
-from urn_jax.report import _aggregate
+from urn_jax.evaluation.runs import aggregate as _aggregate
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUTS = ("table1.md", "table1.csv", "table1_hd95.md", "table1_hd95.csv", "table2.md",
@@ -75,7 +75,7 @@ def test_the_study_runs_every_stage_and_writes_every_output(tmp_path):
 def test_an_interrupted_stage_leaves_its_part_of_the_wall_time(tmp_path, monkeypatch):
   """Wall time of a study resumed after Ctrl-C or SIGTERM: the interrupted part of a stage
   is recorded with the steps it covered, so the total can be added up."""
-  from urn_jax import study
+  from urn_jax.experiments import study
 
   def interrupted(job, job_dir):
     (Path(job_dir) / "checkpoints" / "300").mkdir(parents=True)
@@ -103,7 +103,7 @@ def test_seeds_are_averaged_and_their_spread_reported():
 
 
 def test_the_wall_time_table_adds_up_parts_and_names_what_it_could_not_count(tmp_path):
-  from urn_jax.study import write_timings
+  from urn_jax.experiments.study import write_timings
   records = [
       {"stage": "pretrain", "seed": 0, "from_step": 0, "to_step": 8000, "seconds": 1800.0},
       # seed 1 was killed outright between 4800 and 6510, then SIGTERM'd and resumed

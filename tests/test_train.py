@@ -22,7 +22,7 @@ from test_data import write_brats_case, write_hcp_subject
 import urn_jax.errors
 import urn_jax.jobs
 from urn_jax.errors import CheckpointMismatch, TrainingDiverged
-from urn_jax.train import train_and_evaluate
+from urn_jax.training.loop import train_and_evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -124,7 +124,7 @@ def test_frozen_encoders_cannot_resume_an_end_to_end_run(pretrained, data, tmp_p
   """Freezing changes the optimizer state's tree: it is part of the checkpoint signature,
   so it is refused by name, not met as an orbax error. A signature stored before the field
   existed is read from its variant name, so old runs still resume."""
-  from urn_jax.checkpoints import check_signature, signature
+  from urn_jax.training.checkpoints import check_signature, signature
   train_and_evaluate(tiny(load_config("segment", "urn_md"), data), tmp_path)
   frozen = tiny(load_config("segment", "urn_md"), data, steps=4)
   frozen.pretrained_encoders, frozen.pretrained_workdir = "frozen", str(pretrained)
@@ -297,8 +297,8 @@ def test_a_work_directory_from_before_the_explicit_fields_resumes_and_loads(
   """``model.synthesis`` and ``train.theta = None`` are newer than some work directories:
   their stored configs and checkpoint signatures are read as they meant it, so a finished
   run is found finished (not refused), and the fields cannot be changed on a trained run."""
-  from urn_jax.checkpoints import check_signature, signature
-  from urn_jax.from_config import read_config, stored_config
+  from urn_jax.training.checkpoints import check_signature, signature
+  from urn_jax.job_config import read_config, stored_config
   workdir = tmp_path / "old"
   shutil.copytree(pretrained, workdir)
   stored = json.loads((workdir / "config.json").read_text())

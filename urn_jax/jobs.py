@@ -8,12 +8,12 @@ import sys
 from urn_jax.errors import Interrupted, UserError
 
 JOBS = {  # job -> "module:function(config, workdir)"
-    "demo": "urn_jax.demo:run",
-    "pretrain": "urn_jax.train:train_and_evaluate",
-    "segment": "urn_jax.train:train_and_evaluate",
-    "study": "urn_jax.study:run",
-    "evaluate": "urn_jax.evaluate:run",
-    "infer": "urn_jax.urn_segment:run",
+    "demo": "urn_jax.experiments.demo:run",
+    "pretrain": "urn_jax.training.loop:train_and_evaluate",
+    "segment": "urn_jax.training.loop:train_and_evaluate",
+    "study": "urn_jax.experiments.study:run",
+    "evaluate": "urn_jax.evaluation.evaluate:run",
+    "infer": "urn_jax.inference.segment:run",
 }
 
 

@@ -1,22 +1,24 @@
 """Evaluation metrics on whole 3D volumes: Dice, HD95, sensitivity, specificity and PSNR.
 
 Pure numpy/scipy, so evaluation needs no accelerator and the numbers do not depend on the
-JAX backend. Segmentations are volumes of class indices 0..3 (``urn_jax.data.cases``):
+JAX backend. Training's validation pools its Dice with ``dice_from_counts`` too.
+Segmentations are volumes of class indices 0..3 (``urn_jax.labels``):
 
   class 0 = background                          (BraTS label 0)
   class 1 = necrotic / non-enhancing core       (BraTS label 1)
   class 2 = peritumoural edema                  (BraTS label 2)
   class 3 = enhancing tumour                    (BraTS label 4; label 3 from BraTS 2023 on)
 
-and are scored on the three nested regions of the BraTS challenge:
+and are scored on the three nested regions of the BraTS challenge (``labels.REGIONS``):
 
   ET, enhancing tumour = BraTS labels {4}       = classes {3}
   TC, tumour core      = BraTS labels {1, 4}    = classes {1, 3}
   WT, whole tumour     = BraTS labels {1, 2, 4} = classes {1, 2, 3}
 
 The conventions, in one place (each function's docstring repeats its own), follow the
-BraTS evaluation (CONTEXT.md; the BraTS 2023 "legacy" metrics), so that a case without
-enhancing tumour neither breaks the means (no NaN) nor is silently dropped:
+BraTS evaluation (Menze et al., 2015, and the BraTS 2023 "legacy" metrics of the challenge's
+evaluation code), so that a case without enhancing tumour neither breaks the means (no NaN)
+nor is silently dropped:
 
   both prediction and truth empty:  Dice 1, sensitivity 1, HD95 0
   exactly one of them empty:        Dice 0, sensitivity 0, HD95 = the volume's diagonal
@@ -34,7 +36,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage, spatial
 
-REGIONS = {"ET": (3,), "TC": (1, 3), "WT": (1, 2, 3)}
+from urn_jax.labels import REGIONS, region_mask
+
 SEGMENTATION_METRICS = ("dice", "hd95", "sensitivity", "specificity")
 
 
@@ -66,19 +69,18 @@ def _spacing(spacing, ndim: int) -> np.ndarray:
   return spacing
 
 
-def region_mask(classes, region: str) -> np.ndarray:
-  """The voxels of ``classes`` (indices 0..3) that belong to ``region`` (ET, TC or WT)."""
-  return np.isin(np.asarray(classes), REGIONS[region])
+def dice_from_counts(both, predicted, true) -> float:
+  """2|A∩B| / (|A| + |B|) from the counts of voxels in both, predicted and true; 1.0 when
+  both are empty (nothing to find, nothing found, as in BraTS), 0.0 when exactly one is."""
+  total = predicted + true
+  return float(2.0 * both / total) if total else 1.0
 
 
 def dice(pred, truth) -> float:
-  """2|A∩B| / (|A| + |B|); 1.0 when both are empty (nothing to find, nothing found, as
-  in BraTS), 0.0 when exactly one is."""
+  """``dice_from_counts`` of two boolean masks."""
   pred, truth = _masks(pred, truth, names=("pred", "truth"))
-  total = np.count_nonzero(pred) + np.count_nonzero(truth)
-  if total == 0:
-    return 1.0
-  return 2.0 * np.count_nonzero(pred & truth) / total
+  return dice_from_counts(np.count_nonzero(pred & truth), np.count_nonzero(pred),
+                          np.count_nonzero(truth))
 
 
 def sensitivity(pred, truth) -> float:
@@ -236,7 +238,7 @@ def _check_classes(classes, name):
     raise ValueError(
         f"{name} holds values {bad.tolist()} outside the classes 0..3 (0 background, 1 core, "
         "2 edema, 3 enhancing); convert BraTS labels (0, 1, 2, 4) with "
-        "urn_jax.data.cases.labels_to_classes first")
+        "urn_jax.labels.labels_to_classes first")
 
 
 def _box(*masks):
@@ -252,16 +254,18 @@ def _box(*masks):
   return tuple(box)
 
 
-def psnr(synthesized, reference, mask) -> float:
+def psnr(synthesized, reference, mask, data_range: float | None = None) -> float:
   """Peak signal-to-noise ratio, in dB, of ``synthesized`` against ``reference`` within
   ``mask`` (the brain): 10 log10(range**2 / MSE), with the MSE over the mask's voxels.
 
   The images are the pre-processed, z-scored intensities the network works with; they
   have no fixed peak value, so the data range is max - min of the reference inside the
-  mask. It is taken from the reference, not from both images, because the synthesized
-  image can overshoot: a prediction with spurious extremes would otherwise widen the range
-  and be rewarded with a higher PSNR. Returns inf when the MSE is 0; an empty mask raises
-  ValueError, as there is nothing to compare.
+  mask, unless ``data_range`` gives it (to compare parts of one image, e.g. its tumour
+  and its healthy voxels, against the range of the whole). It is taken from the reference,
+  not from both images, because the synthesized image can overshoot: a prediction with
+  spurious extremes would otherwise widen the range and be rewarded with a higher PSNR.
+  Returns inf when the MSE is 0; an empty mask raises ValueError, as there is nothing to
+  compare.
   """
   synthesized, reference = np.asarray(synthesized), np.asarray(reference)
   mask = np.asarray(mask)
@@ -274,5 +278,6 @@ def psnr(synthesized, reference, mask) -> float:
   mse = np.mean((synthesized[mask].astype(np.float64) - reference)**2)
   if mse == 0:
     return float("inf")
-  data_range = reference.max() - reference.min()
+  if data_range is None:
+    data_range = reference.max() - reference.min()
   return float(10 * np.log10(data_range**2 / mse))

@@ -26,10 +26,8 @@ import nibabel as nib
 import numpy as np
 
 from urn_jax.errors import DataError
+from urn_jax.labels import labels_to_classes
 from urn_jax.modalities import MODALITIES
-
-# BraTS label values per convention, in the order of our classes 0..3.
-LABEL_VALUES = {"brats2018": (0, 1, 2, 4), "brats2023": (0, 1, 2, 3)}
 
 _SUFFIXES = {  # file suffix -> (modality or "label", label convention)
     "flair": ("flair", "brats2018"), "t1": ("t1", "brats2018"),
@@ -172,25 +170,31 @@ def case_id_of_file(path) -> str:
   return match.group("case") if match else re.sub(r"\.nii(\.gz)?$", "", name)
 
 
-def _load(case: Case, path: str, what: str) -> tuple[nib.Nifti1Image, np.ndarray]:
+def read_volume(path, what: str, case_id: str = "") -> tuple[nib.Nifti1Image, np.ndarray]:
+  """Reads the NIfTI file at ``path`` (``what`` it holds: a modality, "label") as a 3D
+  volume: ``(image, data)``. The one reader of urn_jax's input files, so every one of them
+  meets the same checks: a missing, unreadable or damaged file, or one that is not a
+  volume, is a ``DataError`` naming the case and the file; a 4D file with a single volume
+  (``X x Y x Z x 1``, as some converters write) is read as that volume."""
+  where = f"case {case_id}: " if case_id else ""
   # Access first: nibabel reports an unreadable file as one it cannot make sense of.
   if not os.path.isfile(path):
-    raise DataError(f"case {case.case_id}: cannot open {what} file {path}: it does not exist"
-                    " or is not a file (a link to a file that is gone?)")
+    raise DataError(f"{where}cannot open {what} file {path}: it does not exist or is not a "
+                    "file (a link to a file that is gone?)")
   if not os.access(path, os.R_OK):
-    raise DataError(f"case {case.case_id}: cannot open {what} file {path}: permission "
-                    "denied (the file is not readable by this user)")
+    raise DataError(f"{where}cannot open {what} file {path}: permission denied (the file is "
+                    "not readable by this user)")
   try:
     image = nib.load(path)
     data = np.asanyarray(image.dataobj)
   except (OSError, EOFError, zlib.error, ValueError, nib.filebasedimages.ImageFileError) as e:
-    raise DataError(f"case {case.case_id}: cannot read {what} file {path} ({e}); it may "
-                    "be truncated or not a NIfTI file") from None
+    raise DataError(f"{where}cannot read {what} file {path} ({e}); it may be truncated or "
+                    "not a NIfTI file") from None
   if data.ndim == 4 and data.shape[-1] == 1:
     data = data[..., 0]
   if data.ndim != 3:
-    raise DataError(f"case {case.case_id}: {what} file {path} has shape {data.shape}; "
-                    "expected a 3D volume")
+    raise DataError(f"{where}{what} file {path} has shape {data.shape}; expected a 3D "
+                    "volume")
   return image, data
 
 
@@ -223,7 +227,7 @@ def load_case(case: Case):
   images, reference, ignored = {}, None, {}
   for modality in (m for m in MODALITIES if m in case.paths):
     path = case.paths[modality]
-    image, data = _load(case, path, modality)
+    image, data = read_volume(path, modality, case.case_id)
     if reference is None:
       reference = image
     elif data.shape != reference.shape[:3]:
@@ -247,7 +251,7 @@ def load_case(case: Case):
                     + "; ".join(v.replace("; treated as missing", "") for v in ignored.values()))
   label = None
   if case.label_path:
-    image, data = _load(case, case.label_path, "label")
+    image, data = read_volume(case.label_path, "label", case.case_id)
     if data.shape != reference.shape[:3]:
       raise DataError(f"case {case.case_id}: label file {case.label_path} has shape "
                       f"{data.shape} but the images have {reference.shape[:3]}")
@@ -258,24 +262,3 @@ def load_case(case: Case):
     label = labels_to_classes(np.asarray(data), case.label_convention,
                               f"case {case.case_id}: label file {case.label_path}")
   return images, label, reference, ignored
-
-
-def labels_to_classes(label, convention: str = "brats2018", where: str = "label"):
-  """BraTS label values (0, 1, 2, 4; or 0, 1, 2, 3 from 2023 on) -> classes 0..3."""
-  values = LABEL_VALUES[convention]
-  if not np.all(np.isfinite(label)) or np.any(label != np.round(label)):
-    raise DataError(f"{where} holds non-integer values; expected {values}")
-  label = label.astype(np.int64)
-  found = np.unique(label)
-  unexpected = sorted(set(found.tolist()) - set(values))
-  if unexpected:
-    raise DataError(f"{where} holds values {unexpected}; expected only {values} "
-                    f"({convention} convention)")
-  lookup = np.zeros(max(values) + 1, np.uint8)
-  lookup[list(values)] = np.arange(len(values))
-  return lookup[label]
-
-
-def classes_to_labels(classes, convention: str = "brats2018"):
-  """Classes 0..3 -> BraTS label values of the given convention."""
-  return np.asarray(LABEL_VALUES[convention], np.uint8)[np.asarray(classes)]

@@ -9,32 +9,31 @@ voxels in-plane centred on the brain (crop or zero-pad), all axial slices kept.
 The result is stored per case as ``image.npy`` float32 ``[Z, X, Y, M]`` (axial slices first,
 memory-mappable), ``label.npy`` uint8 ``[Z, X, Y]`` (classes 0..3) and ``meta.json``, which
 holds everything needed to map a prediction back onto the original file's grid
-(``to_original_grid``). The cache lives in ``<cache_dir>/<settings hash>/``: a rerun reuses
-it, an interrupted run resumes (each case is written atomically), a changed setting or a
-changed input file rebuilds. Bad cases are reported and skipped; the others are processed.
+(``urn_jax.data.grids.to_original_grid``). The cache lives in
+``<cache_dir>/<settings hash>/``: a rerun reuses it, an interrupted run resumes (each case
+is written atomically), a changed setting or a changed input file rebuilds. Bad cases are reported and skipped; the others are processed.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
-import multiprocessing
 import dataclasses
 import hashlib
 import json
 import os
-import shutil
-import sys
 import traceback
 from pathlib import Path
 
 import nibabel as nib
-import nibabel.processing
 import numpy as np
-from tqdm.auto import tqdm
 
+from urn_jax.console import progress as progress_bar
+from urn_jax.console import say
 from urn_jax.data.cases import Case, load_case
+from urn_jax.data.grids import resample, resampled_grid, window
 from urn_jax.data.meta import CaseMeta
+from urn_jax.data.workers import in_processes
 from urn_jax.errors import DataError
+from urn_jax.files import replaced_atomically, write_text_atomically
 from urn_jax.modalities import MODALITIES
 
 FORMAT_VERSION = 2
@@ -88,107 +87,6 @@ def zscore(data: np.ndarray, mask: np.ndarray) -> np.ndarray:
   return out
 
 
-def _resampled_grid(shape, affine, spacing: float):
-  """The grid ``(shape, affine)`` with ``spacing`` mm voxels, same orientation and origin;
-  None when the voxels already have that size."""
-  zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
-  if np.allclose(zooms, spacing, atol=1e-3):
-    return None
-  resampled = affine.copy()
-  resampled[:3, :3] = affine[:3, :3] / zooms * spacing
-  return tuple(int(np.ceil(n * z / spacing)) for n, z in zip(shape, zooms)), resampled
-
-
-def _resample(data, affine, grid, order):
-  image = nib.Nifti1Image(data, affine)
-  return np.asarray(nibabel.processing.resample_from_to(image, grid, order=order).dataobj)
-
-
-def _linear_axis_aligned(volume: np.ndarray, transform: np.ndarray, shape) -> np.ndarray:
-  """Trilinear resampling onto ``shape`` when ``transform`` (output voxel -> input voxel)
-  only scales and shifts each axis, as between our resampled and canonical grids: three
-  1D interpolations, each a matrix product with two nonzeros per row, several times faster
-  than a general 3D ``map_coordinates`` (where evaluating 15 combinations per case would
-  otherwise spend most of its time). Outside the input (by more than rounding) the value is
-  0, as with nibabel's ``resample_from_to``. A trailing channel axis is done one channel at
-  a time, which keeps every product contiguous (4x faster than carrying the axis along)."""
-  if volume.ndim == 4:
-    return np.stack([_linear_axis_aligned(volume[..., c], transform, shape)
-                     for c in range(volume.shape[-1])], axis=-1)
-  return _apply_axis_matrices(volume, [_axis_matrix(transform, axis, volume.shape[axis], n)
-                                       for axis, n in enumerate(shape)])
-
-
-def _apply_axis_matrices(volume: np.ndarray, matrices) -> np.ndarray:
-  """``volume`` with ``matrices[a]`` applied along axis ``a``, float32 and contiguous."""
-  for axis, matrix in enumerate(matrices):
-    volume = np.moveaxis(np.tensordot(matrix, volume, axes=([1], [axis])), 0, axis)
-  return np.ascontiguousarray(volume, np.float32)
-
-
-def _axis_matrix(transform, axis: int, n_in: int, n_out: int) -> np.ndarray:
-  """The linear interpolation along one axis as an ``[n_out, n_in]`` matrix (two nonzeros
-  per row; a zero row where the output lies outside the input)."""
-  x = transform[axis, axis] * np.arange(n_out) + transform[axis, 3]
-  inside = (x > -1e-3) & (x < n_in - 1 + 1e-3)
-  x = np.clip(x, 0, n_in - 1)
-  low = np.minimum(np.floor(x).astype(int), max(n_in - 2, 0))
-  weight = x - low
-  matrix = np.zeros((n_out, n_in), np.float32)
-  rows = np.flatnonzero(inside)
-  matrix[rows, low[rows]] += 1 - weight[rows]
-  matrix[rows, np.minimum(low[rows] + 1, n_in - 1)] += weight[rows]
-  return matrix
-
-
-def _argmax_linear_axis_aligned(probabilities: np.ndarray, transform, shape) -> np.ndarray:
-  """``_linear_axis_aligned(probabilities, ...).argmax(-1)`` as uint8, computed only where it
-  can differ from class 0. An interpolated value is a weighted mean (weights >= 0) of input
-  voxels, so where every input voxel it draws on has class 0 as its argmax (each p_0 >= p_c),
-  the mean's argmax is class 0 too (ties go to the lowest class, as in argmax). Only the
-  output voxels that draw on the box around the input's other classes are interpolated: the
-  tumour's box rather than the whole volume, with the very same products."""
-  foreground = probabilities.argmax(-1) != 0
-  out = np.zeros(shape, np.uint8)
-  if not foreground.any():
-    return out
-  crop_in, crop_out, matrices = [], [], []
-  for axis, n_out in enumerate(shape):
-    matrix = _axis_matrix(transform, axis, probabilities.shape[axis], n_out)
-    other_axes = tuple(a for a in range(3) if a != axis)
-    columns = np.flatnonzero(foreground.any(axis=other_axes))
-    rows = np.flatnonzero(matrix[:, columns[0]:columns[-1] + 1].any(axis=1))
-    if not rows.size:
-      return out
-    used = np.flatnonzero(matrix[rows].any(axis=0))
-    crop_in.append(slice(used[0], used[-1] + 1))
-    crop_out.append(slice(rows[0], rows[-1] + 1))
-    matrices.append(matrix[crop_out[-1], crop_in[-1]])
-  classes = [_apply_axis_matrices(probabilities[tuple(crop_in) + (c,)].astype(np.float32),
-                                  matrices) for c in range(probabilities.shape[-1])]
-  out[tuple(crop_out)] = np.stack(classes, axis=-1).argmax(-1)
-  return out
-
-
-def _window_slices(starts, size: int, shape):
-  """Slices pairing a volume's in-plane region (``source``) with the part of a
-  ``size x size`` window at ``starts`` it fills (``window``); the window may overhang."""
-  source, window = [], []
-  for start, n in zip(starts, shape[:2]):
-    lo, hi = max(start, 0), min(start + size, n)
-    source.append(slice(lo, hi))
-    window.append(slice(lo - start, hi - start))
-  return tuple(source), tuple(window)
-
-
-def _window(volume: np.ndarray, starts, size: int) -> np.ndarray:
-  """``volume[starts[0]:+size, starts[1]:+size, ...]``, zero where it leaves the volume."""
-  out = np.zeros((size, size) + volume.shape[2:], volume.dtype)
-  source, window = _window_slices(starts, size, volume.shape)
-  out[window] = volume[source]
-  return out
-
-
 # Fewest voxels along any axis of the working grid: a 3D brain volume, not a slice or a
 # thumbnail (and N4 needs at least two voxels per axis after shrinking).
 MIN_AXIS_VOXELS = 8
@@ -219,11 +117,11 @@ def preprocess_case(case: Case, config: PreprocessConfig):
   canonical_shape = next(iter(images.values())).shape
   canonical_affine = reference.affine @ nib.orientations.inv_ornt_aff(
       orientation, reference.shape[:3])
-  grid = _resampled_grid(canonical_shape, canonical_affine, config.spacing)
+  grid = resampled_grid(canonical_shape, canonical_affine, config.spacing)
   if grid is not None:
-    images = {m: _resample(v, canonical_affine, grid, order=1) for m, v in images.items()}
+    images = {m: resample(v, canonical_affine, grid, order=1) for m, v in images.items()}
     if label is not None:
-      label = _resample(label, canonical_affine, grid, order=0).astype(np.uint8)
+      label = resample(label, canonical_affine, grid, order=0).astype(np.uint8)
   shape = next(iter(images.values())).shape
   _check_extent(case, canonical_shape, shape, config)
   mask = np.zeros(shape, bool)
@@ -241,10 +139,10 @@ def preprocess_case(case: Case, config: PreprocessConfig):
   in_plane = np.argwhere(mask.any(axis=2))
   centre = (in_plane.min(axis=0) + in_plane.max(axis=0)) // 2
   starts = [int(c) - config.size // 2 for c in centre]
-  volume = _window(volume, starts, config.size).transpose(2, 0, 1, 3)
-  brain = _window(mask, starts, config.size).transpose(2, 0, 1)
+  volume = window(volume, starts, config.size).transpose(2, 0, 1, 3)
+  brain = window(mask, starts, config.size).transpose(2, 0, 1)
   if label is not None:
-    label = _window(label, starts, config.size).transpose(2, 0, 1)
+    label = window(label, starts, config.size).transpose(2, 0, 1)
   meta = CaseMeta.from_dict(dict(
       case_id=case.case_id, dataset=case.dataset,
       available=[m in images for m in MODALITIES], ignored=ignored,
@@ -261,58 +159,6 @@ def preprocess_case(case: Case, config: PreprocessConfig):
       tumour_slices=([] if label is None else np.flatnonzero(label.any(axis=(1, 2))).tolist()),
   ))
   return volume, label, meta
-
-
-def to_original_classes_grid(probabilities: np.ndarray, meta: CaseMeta) -> np.ndarray:
-  """``to_original_grid(probabilities, meta, order=1).argmax(-1)`` as uint8 (the classes a
-  resampled case's probabilities give on its original grid), the same voxel for voxel but
-  interpolating only around the predicted tumour where the grids are axis-aligned (always,
-  between our resampled and canonical grids): several times faster on a brain volume."""
-  if not meta.resampled:
-    return to_original_grid(probabilities, meta, order=1).argmax(-1).astype(np.uint8)
-  out = _undo_window(probabilities, meta)
-  transform = np.linalg.inv(meta.affine("resampled")) @ meta.affine("canonical")
-  if not np.allclose(transform[:3, :3], np.diag(np.diag(transform[:3, :3]))):
-    return to_original_grid(probabilities, meta, order=1).argmax(-1).astype(np.uint8)
-  classes = _argmax_linear_axis_aligned(out, transform, tuple(meta.canonical_shape))
-  return _undo_orientation(classes, meta)
-
-
-def _undo_window(volume: np.ndarray, meta: CaseMeta) -> np.ndarray:
-  """``[Z, X, Y, ...]`` on the pre-processed grid -> ``[X, Y, Z, ...]`` on the resampled
-  one, 0 outside the window."""
-  volume = np.moveaxis(np.asarray(volume), 0, 2)  # [X, Y, Z, ...]
-  resampled_shape = tuple(meta.resampled_shape)
-  out = np.zeros(resampled_shape[:2] + volume.shape[2:], volume.dtype)
-  source, window = _window_slices(meta.window_start, meta.size, resampled_shape)
-  out[source] = volume[window]
-  return out
-
-
-def _undo_orientation(volume: np.ndarray, meta: CaseMeta) -> np.ndarray:
-  ras = nib.orientations.axcodes2ornt("RAS")
-  return nib.orientations.apply_orientation(
-      volume, nib.orientations.ornt_transform(ras, np.asarray(meta.orientation)))
-
-
-def to_original_grid(volume: np.ndarray, meta: CaseMeta, order: int = 0) -> np.ndarray:
-  """Maps a ``[Z, X, Y]`` (or ``[Z, X, Y, C]``) array on the pre-processed grid back onto
-  the original file's grid: undoes the window, the resampling (``order`` 0 for labels, 1
-  for intensities or probabilities) and the reorientation. Outside the window it is 0."""
-  volume = np.asarray(volume)
-  out = _undo_window(volume, meta)
-  if meta.resampled:
-    grid = (tuple(meta.canonical_shape), meta.affine("canonical"))
-    affine = meta.affine("resampled")
-    transform = np.linalg.inv(affine) @ grid[1]  # canonical voxel -> resampled voxel
-    if order == 1 and np.allclose(transform[:3, :3], np.diag(np.diag(transform[:3, :3]))):
-      out = _linear_axis_aligned(out.astype(np.float32), transform, grid[0])
-    else:
-      channels = [out] if out.ndim == 3 else [out[..., c] for c in range(out.shape[-1])]
-      back = [_resample(c.astype(np.float32), affine, grid, order) for c in channels]
-      back = back[0] if out.ndim == 3 else np.stack(back, axis=-1)
-      out = back.astype(volume.dtype) if order == 0 else back
-  return _undo_orientation(out, meta)
 
 
 def _sources(case: Case) -> dict:
@@ -333,15 +179,13 @@ def _process(case: Case, config: PreprocessConfig, out: Path):
   try:
     volume, label, meta = preprocess_case(case, config)
     meta = meta.with_sources(_sources(case))
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    np.save(tmp / "image.npy", volume)
-    if label is not None:
-      np.save(tmp / "label.npy", label)
-    (tmp / "meta.json").write_text(meta.to_json())
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with replaced_atomically(out, unique=True) as folder:
+      folder.mkdir()
+      np.save(folder / "image.npy", volume)
+      if label is not None:
+        np.save(folder / "label.npy", label)
+      (folder / "meta.json").write_text(meta.to_json())
     return None
   except DataError as e:
     return str(e)
@@ -360,41 +204,25 @@ def preprocess_dataset(cases, cache_dir, config: PreprocessConfig = PreprocessCo
   """
   root = Path(cache_dir) / config.key()
   root.mkdir(parents=True, exist_ok=True)
-  (root / "settings.json").write_text(json.dumps(dataclasses.asdict(config), default=list))
+  write_text_atomically(root / "settings.json",
+                        json.dumps(dataclasses.asdict(config), default=list))
   outputs = [root / case.dataset / case.case_id for case in cases]
   todo = [i for i, case in enumerate(cases) if not _is_current(outputs[i], case)]
-  problems = {}
-  bar = tqdm(total=len(todo), desc="pre-processing", unit="case", disable=not progress or
-             not todo, file=sys.stderr)
-  if workers > 1 and len(todo) > 1:
-    # "spawn": forking a process that has started JAX's threads can deadlock.
-    with concurrent.futures.ProcessPoolExecutor(
-        min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn")) as pool:
-      futures = {pool.submit(_process, cases[i], config, outputs[i]): i for i in todo}
-      for future in concurrent.futures.as_completed(futures):
-        error = future.result()
-        if error:
-          problems[futures[future]] = error
-        bar.update()
-  else:
-    for i in todo:
-      error = _process(cases[i], config, outputs[i])
-      if error:
-        problems[i] = error
-      bar.update()
+  bar = progress_bar(total=len(todo), desc="pre-processing", unit="case",
+                     disable=not progress or not todo)
+  jobs = [(cases[i], config, outputs[i]) for i in todo]
+  problems = {todo[n]: error for n, error in in_processes(_process, jobs, workers, bar)
+              if error}
   bar.close()
   done = [out for i, out in enumerate(outputs) if i not in problems]
   for i, out in enumerate(outputs):
     if i not in problems:
       for why in json.loads((out / "meta.json").read_text()).get("ignored", {}).values():
-        print(f"warning: case {cases[i].case_id}: {why}", file=sys.stderr)
+        say(f"warning: case {cases[i].case_id}: {why}")
   return done, [problems[i] for i in sorted(problems)]
 
 
-def report(problems, stream=None):
-  """Prints the summary of skipped cases (to stderr by default)."""
-  stream = stream or sys.stderr
+def report(problems) -> None:
+  """Says which cases were skipped, and why."""
   if problems:
-    print(f"{len(problems)} case(s) skipped:", file=stream)
-    for problem in problems:
-      print(f"  - {problem}", file=stream)
+    say(f"{len(problems)} case(s) skipped:\n" + "\n".join(f"  - {p}" for p in problems))

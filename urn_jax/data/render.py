@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
-from urn_jax.data.cases import file_role  # noqa: E402
+from urn_jax.data.cases import file_role, read_volume  # noqa: E402
 from urn_jax.errors import DataError, MissingInput, UserError  # noqa: E402
 from urn_jax.modalities import MODALITIES, MODALITY_LABELS  # noqa: E402
 
@@ -136,9 +136,8 @@ def load_files(paths):
         "-t1n, -t1c, -t2w.nii.gz (2023+), or HCP's T1w/T1w_acpc_dc_restore_brain.nii.gz")
   images, label, affine = {}, None, None
   for role, path in found.items():
-    image = nib.load(path)
+    image, data = read_volume(path, role)
     affine = image.affine if affine is None else affine
-    data = np.asanyarray(image.dataobj)
     if role == "label":
       label = data
     else:

@@ -5,7 +5,7 @@ tuning", 3.1) and reports on BraTS's own validation set, scored by the challenge
 system: patients that chose nothing. We have no such outside set, so a ``test_fraction`` of
 the BraTS patients is held out first, and the paper's 70/30 is drawn from the rest. The
 validation patients choose the checkpoint (``best/``), stop training early and tune every
-recipe; the test patients are only scored (``urn_jax.evaluate``). HCP subjects have no
+recipe; the test patients are only scored (``urn_jax.evaluation.evaluate``). HCP subjects have no
 labels and are never scored, so HCP is split 70/30 with no test part.
 
 The split is drawn from a seed, written to ``<workdir>/split.json`` and read back whenever

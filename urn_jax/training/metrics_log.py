@@ -1,5 +1,5 @@
-"""A training run's logs: ``metrics.jsonl`` (read back by ``urn_jax.curves``) and TensorBoard
-event files in ``tensorboard/``, written by process 0 only (every process logs the same
+"""A training run's logs: ``metrics.jsonl`` (read back by ``urn_jax.evaluation.curves``) and
+TensorBoard event files in ``tensorboard/``, written by process 0 only (every process logs the same
 means). Each line of ``metrics.jsonl`` carries its ``wall_time`` (seconds since the epoch,
 as TensorBoard's events do), so the time a run took can be read back even when a process
 was killed before it could say."""

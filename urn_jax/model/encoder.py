@@ -4,7 +4,7 @@ One U-Net per modality maps that modality's slice to ``channels`` (16 in the pap
 maps of the same height and width, followed by a batch norm with fixed parameters that
 standardizes each channel to zero mean and unit variance before fusion. The M encoders have
 the same architecture, so their parameters are stacked on a leading modality axis and they
-run inside one program (``urn_jax.stacking``: vectorized on GPU, unrolled on CPU).
+run inside one program (``urn_jax.model.stacking``: vectorized on GPU, unrolled on CPU).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from urn_jax.stacking import stack
-from urn_jax.unet import PAPER_FEATURES, BatchNorm, UNet
+from urn_jax.model.stacking import stack
+from urn_jax.model.unet import PAPER_FEATURES, BatchNorm, UNet
 
 REPRESENTATION_CHANNELS = 16  # "We use 16 channels in the unified representation" (2.3.1)
 

@@ -1,21 +1,22 @@
-"""The paper's Tables 1 and 2, as printed, for side-by-side comparison (``urn_jax.report``).
+"""The paper's Tables 1 and 2, as printed, for side-by-side comparison
+(``urn_jax.evaluation.tables.paper_comparison``).
 
 Rows are availability masks (FLAIR, T1, T1c, T2; 1 = given) in the paper's order, which is
 Table 1's order here too. Table 1 is Dice (%) on BraTS 2018 (scored through the challenge's
 leaderboard, by the paper's note on the baseline's T1-only row), columns ET, WT, TC for
 Baseline, Baseline + MD, URN + MD and URN + MD w/ HCP ("-": the row the paper could not
 retrieve). Table 2 is PSNR (dB) of synthesized BraTS images, columns FLAIR, T1, T1c, T2 for
-the URN pre-trained on BraTS alone, then on BraTS + HCP ("-": an input). The means of
-Table 1's columns are the ones ../shared/CONTEXT.md quotes (Baseline 21.4 / 44.1 / 24.6
-over its 14 rows, ...); tests/test_paper_numbers.py checks them.
+the URN pre-trained on BraTS alone, then on BraTS + HCP ("-": an input).
+tests/test_paper_numbers.py checks the transcription against the means of Table 1's
+columns (Baseline ET 21.4, WT 44.1, TC 24.6 over its 14 rows, ...) and the rows each table
+has.
 """
 
 from __future__ import annotations
 
-TABLE1_SCENARIOS = ("Baseline", "Baseline + MD", "URN + MD", "URN + MD w/ HCP")
-TABLE1_REGIONS = ("ET", "WT", "TC")
-TABLE2_MODELS = ("URN", "URN w/ HCP")
-TABLE2_MODALITIES = ("flair", "t1", "t1c", "t2")
+from urn_jax.labels import TABLE_REGIONS as TABLE1_REGIONS
+from urn_jax.modalities import MODALITIES as TABLE2_MODALITIES
+from urn_jax.scenarios import TABLE1_SCENARIOS, TABLE2_MODELS
 
 _TABLE1 = """
 1111   74.2  86.2  75.9  63.9  84.1  73.9  69.9  86.3  71.8  71.3  86.1  78.0

@@ -1,14 +1,16 @@
 """Validation during training: the training objective, and for segmentation the Dice of
-WT, TC and ET, on the validation patients' slices (the test patients are never touched)."""
+each region, on the validation patients' slices (the test patients are never touched)."""
 
 from __future__ import annotations
 
 import jax
 import numpy as np
 
-from urn_jax import from_config
 from urn_jax.data.loader import SliceSource
-from urn_jax.train_step import eval_step, keep_mask
+from urn_jax.labels import REGIONS
+from urn_jax.metrics import dice_from_counts
+from urn_jax.training import recipe
+from urn_jax.training.steps import eval_step, keep_mask
 
 
 def validate(config, model, state, source: SliceSource, to_device) -> dict:
@@ -20,8 +22,8 @@ def validate(config, model, state, source: SliceSource, to_device) -> dict:
   indices = np.linspace(0, len(source) - 1, count).astype(int)
   batch_size = config.train.batch_size
   variables = {"params": state.params, "batch_stats": state.batch_stats}
-  objective = from_config.objective(config)
-  theta, losses, counts = from_config.theta(config), [], []
+  objective = recipe.objective(config)
+  theta, losses, counts = recipe.theta(config), [], []
   for n, start in enumerate(range(0, count - batch_size + 1, batch_size)):
     records = [source[int(i)] for i in indices[start:start + batch_size]]
     batch = to_device({k: np.stack([r[k] for r in records]) for k in records[0]})
@@ -36,7 +38,7 @@ def validate(config, model, state, source: SliceSource, to_device) -> dict:
       counts.append(metrics["region_counts"])
   result = {"validation_loss": float(np.mean(jax.device_get(losses)))}
   if counts:
-    both, predicted, true = np.sum(jax.device_get(counts), axis=0).T.astype(np.float64)
-    for region, i, p, t in zip(("WT", "TC", "ET"), both, predicted, true):
-      result[f"validation_dice_{region}"] = float(2 * i / (p + t)) if p + t else 1.0
+    pooled = np.sum(jax.device_get(counts), axis=0)  # [region, (both, predicted, true)]
+    for region, (both, predicted, true) in zip(REGIONS, pooled.tolist()):
+      result[f"validation_dice_{region}"] = dice_from_counts(both, predicted, true)
   return result

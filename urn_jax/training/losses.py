@@ -3,7 +3,7 @@
 ``segmentation_loss`` is what the segmentation stage minimizes: the paper's cross-entropy
 (``'ce'``), or, beyond the paper, cross-entropy plus a soft Dice loss (``'dice_ce'``,
 nnU-Net's choice), which weighs the small enhancing tumour and core as much as the edema.
-The variance regularizer lives with the fusion: ``urn_jax.fusion.fusion_variance``.
+The variance regularizer lives with the fusion: ``urn_jax.model.fusion.fusion_variance``.
 """
 
 from __future__ import annotations
@@ -12,11 +12,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from urn_jax.labels import REGIONS
+
 RECONSTRUCTIONS = ("l1", "l2")
 SEGMENTATION_LOSSES = ("ce", "dice_ce")
-# The BraTS regions as sets of our classes (0 background, 1 core, 2 edema, 3 enhancing):
-# WT, TC, ET, as urn_jax.metrics scores them.
-REGION_CLASSES = ((1, 2, 3), (1, 3), (3,))
 
 
 def cross_entropy(logits, labels):
@@ -39,7 +38,7 @@ def soft_dice_loss(logits, labels, smooth: float = 1e-5):
   probabilities = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
   one_hot = jax.nn.one_hot(labels, logits.shape[-1], dtype=jnp.float32)
   losses, present = [], []
-  for classes in REGION_CLASSES:
+  for classes in REGIONS.values():
     p = probabilities[..., list(classes)].sum(-1)
     t = one_hot[..., list(classes)].sum(-1)
     losses.append(1.0 - (2 * (p * t).sum() + smooth) / (p.sum() + t.sum() + smooth))

@@ -28,27 +28,26 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 import grain
 import jax
 import jax.numpy as jnp
-import ml_collections
 import orbax.checkpoint as ocp
 from absl import logging as absl_logging
 
-from urn_jax.errors import CheckpointMismatch, ConfigError, DataError, MissingInput
-from urn_jax.files import write_text_atomically
-from urn_jax.from_config import pretrained_encoders, stored_config
-from urn_jax.urn import PRETRAINED_MODULES
+from urn_jax.console import say
+from urn_jax.errors import CheckpointMismatch, DataError, MissingInput
+from urn_jax.files import temporary_path, write_text_atomically
+from urn_jax.job_config import CONFIG_FILE, migrate, pretrained_encoders, read_config
+from urn_jax.model.urn import PRETRAINED_MODULES
 
 FILE_LIST = "urn_jax_files.json"
 HASHED_BYTES = 1 << 20  # files up to this size are hashed, larger ones only sized
 
 
 def _file_list(step_dir: Path) -> dict:
-  ours = {FILE_LIST, f".{FILE_LIST}.tmp"}  # the list, and one a killed process left
+  ours = {FILE_LIST, temporary_path(FILE_LIST).name}  # the list, and one a killed process left
   # (write_text_atomically's temporary name)
   files = {}
   for path in sorted(p for p in step_dir.rglob("*") if p.is_file() and p.name not in ours):
@@ -188,12 +187,13 @@ def signature(config) -> dict:
 
 
 def check_signature(stored, current, where):
-  stored = json.loads(json.dumps(stored))
+  """Raises ``CheckpointMismatch`` when the ``stored`` signature (brought up to date by
+  ``job_config.migrate``) is not ``current``; None (no signature) passes."""
   current = json.loads(json.dumps(current))
-  if stored is not None:  # fields it predates, as it meant them (from_config.stored_config)
-    stored["pretrained_encoders"] = pretrained_encoders(stored)
-    stored["model"].setdefault("synthesis", stored["job"] == "pretrain")
-  if stored is not None and stored != current:
+  if stored is None:
+    return
+  stored = migrate(json.loads(json.dumps(stored)))
+  if stored != current:
     differences = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
     raise CheckpointMismatch(
         f"the checkpoints in {where} were written for a different configuration (differs in: "
@@ -275,8 +275,7 @@ def restore_state(workdir) -> tuple[dict, int, Path]:
         problem = _sentence(e)
     if problem is None:
       if damaged:
-        print(f"warning: using the checkpoint {step_dir}, since {'; '.join(damaged)}",
-              file=sys.stderr)
+        say(f"warning: using the checkpoint {step_dir}, since {'; '.join(damaged)}")
       return restored["state"], step, step_dir.parent
     damaged.append(f"{step_dir} is damaged ({problem})")
   raise _none_usable(workdir, damaged)
@@ -286,15 +285,10 @@ def keep_trained_config(config, workdir: Path):
   """Refuses, before anything is written, a config whose model differs from the one already
   trained in ``workdir`` (its ``config.json`` next to checkpoints): overwriting that file
   would leave checkpoints that no longer load. ``CheckpointMismatch`` names the fields."""
-  stored = Path(workdir) / "config.json"
   checkpoints = Path(workdir) / "checkpoints"
-  if stored.is_file() and checkpoints.is_dir() and any(checkpoints.iterdir()):
-    try:
-      trained = ml_collections.ConfigDict(json.loads(stored.read_text()))
-    except ValueError as e:
-      raise ConfigError(f"{stored} is not readable JSON ({e}); restore it or use a new "
-                        "--workdir") from None
-    check_signature(signature(stored_config(trained)), signature(config), workdir)
+  if ((Path(workdir) / CONFIG_FILE).is_file() and checkpoints.is_dir()
+      and any(checkpoints.iterdir())):
+    check_signature(signature(read_config(workdir)), signature(config), workdir)
 
 
 def find_pretrained(pretrained_workdir):
@@ -330,5 +324,5 @@ def load_pretrained(state, pretrained_workdir):
             "(model.encoder_features, model.channels and model.fusion must match the "
             "pre-training config)")
       target[name] = jax.tree_util.tree_map(jnp.asarray, stored[collection][name])
-  print(f"encoders restored from {directory} (step {step})", file=sys.stderr)
+  say(f"encoders restored from {directory} (step {step})")
   return state.replace(params=params, batch_stats=batch_stats)

@@ -21,11 +21,12 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
-from urn_jax.fusion import fusion_variance
-from urn_jax.losses import REGION_CLASSES, cross_entropy, segmentation_loss, synthesis_loss
-from urn_jax.modality_dropout import modality_dropout
-from urn_jax.optimizer import make_optimizer
-from urn_jax.urn import PRETRAINED_MODULES
+from urn_jax.labels import REGIONS
+from urn_jax.model.fusion import fusion_variance
+from urn_jax.model.urn import PRETRAINED_MODULES
+from urn_jax.training.losses import cross_entropy, segmentation_loss, synthesis_loss
+from urn_jax.training.modality_dropout import modality_dropout
+from urn_jax.training.optimizer import make_optimizer
 
 
 class TrainState(train_state.TrainState):
@@ -36,7 +37,7 @@ class TrainState(train_state.TrainState):
 
 def create_train_state(model, key, image_shape, learning_rate) -> TrainState:
   """Initializes ``model`` for images of ``image_shape`` ``[B, H, W, M]``, with Adam at
-  ``learning_rate`` (a number or an optax schedule, ``urn_jax.optimizer``). A URN with
+  ``learning_rate`` (a number or an optax schedule, ``urn_jax.training.optimizer``). A URN with
   ``freeze_encoders=True`` gets an optimizer that leaves its encoders (and learned f) alone."""
   images = jnp.zeros(image_shape, jnp.float32)
   mask = jnp.ones((image_shape[0], image_shape[-1]), bool)
@@ -134,14 +135,15 @@ def eval_step(model, variables, batch, keep, objective):
   with the modalities ``keep``: ``(loss, metrics)``. ``objective`` is ``pretrain_objective``
   or ``segment_objective`` with its settings bound (``functools.partial`` of hashable
   values, made once per run, so this compiles once). For segmentation, ``metrics`` also has
-  ``region_counts`` ``[3, 3]``: per region (WT, TC, ET) the voxels predicted and true, the
-  predicted, and the true ones, to pool a Dice over many batches."""
+  ``region_counts`` ``[3, 3]``: per region (``urn_jax.labels.REGIONS``, in its order) the
+  voxels predicted and true, the predicted, and the true ones, to pool a Dice over many
+  batches."""
   out = model.apply(variables, batch["image"], keep, train=False)
   loss, metrics = objective(out, batch, keep)
   if "segmentation" in out:
     predicted = out["segmentation"].argmax(-1)
     counts = []
-    for classes in REGION_CLASSES:
+    for classes in REGIONS.values():
       p, t = jnp.isin(predicted, jnp.asarray(classes)), jnp.isin(batch["label"],
                                                                   jnp.asarray(classes))
       counts.append(jnp.stack([(p & t).sum(), p.sum(), t.sum()]))

@@ -22,12 +22,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from urn_jax.decoder import SynthesisDecoders
-from urn_jax.encoder import REPRESENTATION_CHANNELS, Encoders
-from urn_jax.fusion import LearnedF, fuse, fuse_hemis
-from urn_jax.unet import PAPER_FEATURES, UNet
+from urn_jax.labels import NUM_CLASSES
+from urn_jax.model.decoder import SynthesisDecoders
+from urn_jax.model.encoder import REPRESENTATION_CHANNELS, Encoders
+from urn_jax.model.fusion import LearnedF, fuse, fuse_hemis
+from urn_jax.model.unet import PAPER_FEATURES, UNet
 
-NUM_CLASSES = 4  # BraTS labels 0, 1, 2, 4 as classes 0..3
 FUSIONS = ("mean", "exp", "learned", "hemis")
 # Top-level parameter collections that pre-training hands to the segmentation stage.
 PRETRAINED_MODULES = ("encoders", "learned_f")
@@ -47,10 +47,10 @@ class URN(nn.Module):
     segmentation_features: U-Net widths of the segmentation decoder; ``None`` for no
       segmentation head.
     num_classes: segmentation classes.
-    stacking: how the M encoders and decoders run (``urn_jax.stacking``).
+    stacking: how the M encoders and decoders run (``urn_jax.model.stacking``).
     freeze_encoders: run the encoders (and a learned f) in inference mode and stop their
       gradient, for segmentation on top of pre-trained, frozen encoders. The optimizer
-      freezes their parameters as well (``urn_jax.optimizer.make_optimizer``).
+      freezes their parameters as well (``urn_jax.training.optimizer.make_optimizer``).
     dtype: computation dtype.
   """
 

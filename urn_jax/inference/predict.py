@@ -2,10 +2,11 @@
 
 ``load_model(workdir)`` rebuilds the network a training run describes (its ``config.json``)
 and restores its best checkpoint (else its latest). ``infer`` is the one jitted forward pass
-of inference (probabilities and labels, or synthesis, for any mask); ``predict_volume`` runs
-a pre-processed volume ``[Z, X, Y, M]`` through it in chunks of ``CHUNK`` slices, so a
-single compilation serves every case, every volume length and every one of the 15
-combinations of modalities (the mask is data). ``to_original_classes`` maps the prediction
+of inference (probabilities and labels, or synthesis, and the unified representation if
+asked, for any mask); ``predict_slices`` runs any number of slices through it in chunks of
+``CHUNK``, and ``predict_volume`` a pre-processed volume ``[Z, X, Y, M]``, so a single
+compilation serves every case, every volume length and every one of the 15 combinations of
+modalities (the mask is data). ``to_original_classes`` maps the prediction
 back onto the original file's grid, where every voxel that all the given modalities leave
 at 0 is background (``given_brain``): the BraTS convention, and what keeps a slice the
 model never saw a brain in, or the air around the head, from ever being labelled tumour.
@@ -15,28 +16,26 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import ml_collections
-import nibabel as nib
 import numpy as np
 
-from urn_jax.checkpoints import restore_state
+from urn_jax.data.cases import read_volume
+from urn_jax.data.datasets import preprocess_settings
+from urn_jax.data.grids import to_original_classes_grid, to_original_grid
 from urn_jax.data.meta import CaseMeta
-from urn_jax.data.preprocess import (PreprocessConfig, to_original_classes_grid,
-                                     to_original_grid)
-from urn_jax.from_config import (build_model, preprocess_settings, pretrained_encoders,
-                                 read_config)
+from urn_jax.data.preprocess import PreprocessConfig
+from urn_jax.errors import MissingInput
+from urn_jax.job_config import pretrained_encoders, read_config
 from urn_jax.modalities import MODALITIES
+from urn_jax.model.build import build_model
+from urn_jax.scenarios import name_of
+from urn_jax.training.checkpoints import restore_state
 
 CHUNK = 32  # slices per inference call: one compilation serves every volume and mask
-
-SCENARIO_NAMES = {"baseline": "Baseline", "baseline_md": "Baseline + MD",
-                  "urn_md": "URN + MD", "urn_md_pretrained": "URN + MD pre-trained",
-                  "urn_md_finetuned": "URN + MD pre-trained, fine-tuned"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,16 +59,14 @@ class LoadedModel:
 
   @property
   def name(self) -> str:
-    """The scenario's name as in the paper's tables: "Baseline + MD", "URN w/ HCP", ..."""
-    if self.job == "pretrain":
-      return "URN w/ HCP" if self.config.data.use_hcp else "URN"
-    name = SCENARIO_NAMES.get(self.config.get("variant", ""), self.config.get("variant", ""))
-    encoders = pretrained_encoders(self.config)
-    if encoders:
-      pretrained = Path(self.config.pretrained_workdir) / "config.json"
-      if pretrained.exists() and json.loads(pretrained.read_text())["data"]["use_hcp"]:
-        name = "URN + MD w/ HCP" + (", fine-tuned" if encoders == "fine-tuned" else "")
-    return name
+    """The scenario's name as in the paper's tables (``urn_jax.scenarios``)."""
+    used_hcp = None
+    if pretrained_encoders(self.config):
+      try:
+        used_hcp = bool(read_config(self.config.pretrained_workdir).data.use_hcp)
+      except MissingInput:  # the pre-training was moved away: named without its data
+        pass
+    return name_of(self.config, used_hcp)
 
 
 def load_model(workdir) -> LoadedModel:
@@ -81,11 +78,12 @@ def load_model(workdir) -> LoadedModel:
                      step, directory)
 
 
-@functools.partial(jax.jit, static_argnames="model")
-def infer(model, variables, images, mask):
+@functools.partial(jax.jit, static_argnames=("model", "representation"))
+def infer(model, variables, images, mask, representation: bool = False):
   """Inference with the given modalities: ``images [N, H, W, M]``, ``mask`` bool ``[N, M]``
   (or ``[M]`` for all N). Returns ``label`` (class index 0..3) and ``probabilities`` where
-  the model segments, and ``synthesis`` ``[N, H, W, M]`` where it synthesizes. One
+  the model segments, ``synthesis`` ``[N, H, W, M]`` where it synthesizes, and with
+  ``representation`` a URN's unified representation ``z`` ``[N, H, W, C]``. One
   compilation serves every mask."""
   mask = jnp.broadcast_to(jnp.asarray(mask).astype(bool), images.shape[:1] + images.shape[-1:])
   out = model.apply(variables, images, mask, train=False)
@@ -96,35 +94,46 @@ def infer(model, variables, images, mask):
     result["label"] = probabilities.argmax(-1)
   if "synthesis" in out:
     result["synthesis"] = out["synthesis"].astype(jnp.float32)
+  if representation:
+    result["z"] = out["z"].astype(jnp.float32)
   return result
+
+
+def predict_slices(model, variables, images: np.ndarray, mask,
+                   keys=("probabilities", "synthesis"), chunk: int = CHUNK) -> dict:
+  """``infer`` on ``images [N, H, W, M]`` with the modalities of ``mask [M]``: ``{key:
+  numpy array [N, ...]}`` for each of ``keys`` the model gives ("probabilities",
+  "synthesis", "z"; "label").
+
+  The slices go through in chunks of ``chunk``, the last one zero-padded, all dispatched
+  before the first result is fetched, so the device never waits for the host in between.
+  """
+  images = np.asarray(images, np.float32)
+  num_slices = images.shape[0]
+  padded = -(-num_slices // chunk) * chunk
+  if padded != num_slices:
+    images = np.concatenate([images, np.zeros((padded - num_slices,) + images.shape[1:],
+                                              np.float32)])
+  mask = np.asarray(mask, bool)
+  outputs = [infer(model, variables, images[s:s + chunk], mask, representation="z" in keys)
+             for s in range(0, padded, chunk)]
+  keys = [k for k in keys if k in outputs[0]]
+  fetched = jax.device_get([{k: o[k] for k in keys} for o in outputs])
+  return {k: np.concatenate([f[k] for f in fetched])[:num_slices] for k in keys}
 
 
 def predict_volume(loaded: LoadedModel, image: np.ndarray, mask, chunk: int = CHUNK) -> dict:
   """``image [Z, X, Y, M]`` (pre-processed) with the modalities of ``mask [M]`` ->
   ``probabilities [Z, X, Y, classes]`` for a segmentation model, ``synthesis [Z, X, Y, M]``
-  for a pre-training one (numpy, float32).
-
-  The slices go through in chunks of ``chunk``, the last one zero-padded, all dispatched
-  before the first result is fetched, so the device never waits for the host in between.
-  """
-  image = np.asarray(image, np.float32)
-  num_slices = image.shape[0]
-  padded = -(-num_slices // chunk) * chunk
-  if padded != num_slices:
-    image = np.concatenate([image, np.zeros((padded - num_slices,) + image.shape[1:],
-                                            np.float32)])
-  mask = np.asarray(mask, bool)
-  outputs = [infer(loaded.model, loaded.variables, image[s:s + chunk], mask)
-             for s in range(0, padded, chunk)]
-  keys = [k for k in ("probabilities", "synthesis") if k in outputs[0]]
-  fetched = jax.device_get([{k: o[k] for k in keys} for o in outputs])
-  return {k: np.concatenate([f[k] for f in fetched])[:num_slices] for k in keys}
+  for a pre-training one (numpy, float32); ``predict_slices``."""
+  return predict_slices(loaded.model, loaded.variables, image, mask, chunk=chunk)
 
 
-def nonzero_voxels(paths: dict) -> dict:
+def nonzero_voxels(paths: dict, case_id: str = "") -> dict:
   """``{modality: bool array}``: the voxels of each file (on its own grid) that are not 0.
-  ``paths``: modality -> NIfTI path, e.g. ``Case.paths``."""
-  return {m: np.asanyarray(nib.load(p).dataobj) != 0 for m, p in paths.items()}
+  ``paths``: modality -> NIfTI path, e.g. ``Case.paths``; each is read and checked by
+  ``urn_jax.data.cases.read_volume``, as in pre-processing."""
+  return {m: read_volume(p, m, case_id)[1] != 0 for m, p in paths.items()}
 
 
 def given_brain(nonzero: dict, mask) -> np.ndarray:

@@ -1,14 +1,16 @@
-"""Training curves: is a run's validation loss flat, and what do its curves look like.
+"""Training curves: is a run's validation loss flat, what do its curves look like, and
+``training.md``, the report's page on them.
 
 A run is *flat* (converged enough to report) when the best validation loss improved by less
-than ``FLAT`` (5 %, relative) during the last 20 % of its steps: issue 14's criterion, used by
-``benchmarks/convergence.py`` and by the study's report, which leaves runs that are not flat
-out of the claims' tests.
+than ``FLAT`` (5 %, relative) during the last 20 % of its steps. ``benchmarks/convergence.py``
+uses the criterion, and so does the report (``urn_jax.evaluation.runs``): a run that is not
+flat is not a result.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import matplotlib
@@ -16,7 +18,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-REGIONS = ("WT", "TC", "ET")
+from urn_jax.labels import REGIONS  # noqa: E402
+
 FLAT = 0.05
 
 
@@ -92,3 +95,40 @@ def plot_curves(workdirs: dict, out_png: Path):
   fig.tight_layout()
   fig.savefig(out_png, dpi=90)
   plt.close(fig)
+
+
+def training_report(runs, out_dir, figures=True) -> list:
+  """``training.md``: each run's steps, final and best validation loss and whether its curve
+  flattened, from its ``run["curve"]`` (``curve_summary``, set by
+  ``urn_jax.evaluation.runs.count_runs``; None where the run has no metrics or no
+  evaluation in them); one PNG of curves per model name, a column per seed."""
+  lines = ["| model | seed | steps (epochs) | final val. loss | best val. loss (step) | "
+           "improvement, last 20 % | flat |", "|---|---|---|---|---|---|---|"]
+  for run in runs:
+    c = run["curve"]
+    if c is None:
+      lines.append(f"| {run['name']} | {run['seed']} | no evaluation in metrics.jsonl | | | "
+                   "| unknown |")
+      continue
+    improvement = c["improvement_last_20pct"]
+    improvement = "n/a" if math.isnan(improvement) else f"{100 * improvement:.1f} %"
+    epochs = f" ({c['epochs']:.1f})" if c.get("epochs") is not None else ""
+    lines.append(f"| {run['name']} | {run['seed']} | {c['steps']}{epochs} | "
+                 f"{c['final_validation_loss']:.4f} | {c['best_validation_loss']:.4f} "
+                 f"({c['best_step']}) | {improvement} | "
+                 f"{'yes' if c['flat'] else '**no**'} |")
+  path = Path(out_dir) / "training.md"
+  path.write_text(f"# Training curves\n\nFlat: the best validation loss improved by less "
+                  f"than {100 * FLAT:.0f} % in the last 20 % of the steps. Runs that are not "
+                  "flat are left out of the claims' tests (claims.md).\n\n"
+                  + "\n".join(lines) + "\n")
+  files = [path]
+  if figures:
+    for name in dict.fromkeys(r["name"] for r in runs):
+      columns = {f"{name}, seed {r['seed']}": Path(r["workdir"]) for r in runs
+                 if r["name"] == name and r["curve"] is not None}
+      if columns:
+        stem = "curves_" + "".join(c if c.isalnum() else "_" for c in name)
+        plot_curves(columns, Path(out_dir) / f"{stem}.png")
+        files.append(Path(out_dir) / f"{stem}.png")
+  return files

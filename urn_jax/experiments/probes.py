@@ -1,5 +1,5 @@
 """What do frozen pre-trained encoders give the segmentation? Probes of the unified
-representation (issue 14, item 2), run by the study after its evaluation.
+representation, run by the study after its evaluation.
 
 - **Linear probe**: a 1x1 convolution (multinomial logistic regression per voxel, ``C -> 4``
   classes) fitted on the unified representation ``z`` of the training patients' slices with
@@ -17,7 +17,7 @@ representation (issue 14, item 2), run by the study after its evaluation.
   other three by each pre-training, with the mean squared error taken over tumour voxels
   and over healthy brain voxels separately, both against the brain's intensity range (so
   the two are comparable). Pooled over all test slices with one range, unlike Table 2's
-  per-case PSNR (``urn_jax.metrics.psnr``): compare tumour with healthy here, not these
+  per-case PSNR (both ``urn_jax.metrics.psnr``): compare tumour with healthy here, not these
   numbers with Table 2's. Pre-training never sees a label; a representation that encodes
   tumour poorly shows as a lower PSNR on tumour.
 
@@ -29,21 +29,22 @@ from __future__ import annotations
 
 import functools
 import json
-import sys
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm.auto import tqdm
 
-from urn_jax.checkpoints import fingerprint
+from urn_jax.console import is_main_process, progress
+from urn_jax.data.datasets import data_from_config, held_out_patients
 from urn_jax.data.loader import SliceSource
 from urn_jax.files import write_text_atomically
-from urn_jax.metrics import REGIONS, dice
+from urn_jax.inference.predict import load_model, predict_slices
+from urn_jax.labels import NUM_CLASSES, REGIONS, region_mask
+from urn_jax.metrics import dice, psnr
 from urn_jax.modalities import MODALITIES
-from urn_jax.urn import NUM_CLASSES
+from urn_jax.training.checkpoints import fingerprint
 
 PROBE_PIXELS = 400_000  # training voxels the probe is fitted on (sampled from the brain)
 PROBE_SLICES = 2_000  # at most this many training slices (random) feed the probe: memory
@@ -62,31 +63,11 @@ def slices(case_dirs, labels=True, limit=None, seed=0) -> dict:
   return {k: np.stack([r[k] for r in records]) for k in records[0]}
 
 
-@functools.lru_cache(maxsize=8)
-def _inference(model):
-  """``model.apply`` in inference mode, compiled once per model (its callers come back to
-  the same model for training and test slices, and with other statistics)."""
-  return jax.jit(lambda v, x, m: model.apply(v, x, m, train=False))
-
-
-def _apply(model, variables, chunk=64):
-  function = _inference(model)
-
-  def run(images, mask, key):
-    out = []
-    for s in range(0, len(images), chunk):
-      x = jnp.asarray(images[s:s + chunk])
-      out.append(np.asarray(function(variables, x, jnp.broadcast_to(mask, (len(x), len(mask)))
-                                     )[key]))
-    return np.concatenate(out)
-  return run
-
-
 def representation(model, variables, images, mask=None) -> np.ndarray:
   """The unified representation ``z [N, H, W, C]`` of ``images`` with the modalities of
   ``mask`` (default: all), the encoders in inference mode."""
-  mask = jnp.ones(len(MODALITIES), bool) if mask is None else jnp.asarray(mask, bool)
-  return _apply(model, variables)(images, mask, "z")
+  mask = np.ones(len(MODALITIES), bool) if mask is None else np.asarray(mask, bool)
+  return predict_slices(model, variables, images, mask, keys=("z",))["z"]
 
 
 def reestimate_batch_stats(model, variables, images, batch=32, passes=400, seed=0) -> dict:
@@ -151,30 +132,29 @@ def probe_dice(probe, z, labels, brain) -> dict:
   slices (outside the brain, the prediction is background)."""
   logits = ((z - probe["mean"]) / probe["scale"]) @ probe["w"] + probe["b"]
   predicted = np.where(brain, logits.argmax(-1), 0)
-  return {region: 100.0 * dice(np.isin(predicted, classes), np.isin(labels, classes))
-          for region, classes in REGIONS.items()}
+  return {region: 100.0 * dice(region_mask(predicted, region), region_mask(labels, region))
+          for region in REGIONS}
 
 
 def synthesis_psnr(model, variables, images, labels) -> dict:
   """Per modality: PSNR (dB) of the modality synthesized from the other three, with the
   mean squared error over tumour voxels and over healthy brain voxels, both against the
   brain's intensity range of that modality. Slices without the modality are skipped."""
-  run = _apply(model, variables)
   brain = _brain(images)
   result = {}
   for m, name in enumerate(MODALITIES):
     have = np.any(images[..., m] != 0, axis=(1, 2))
-    mask = jnp.asarray([i != m for i in range(len(MODALITIES))])
-    synthesized = run(images[have], mask, "synthesis")[..., m]
+    mask = np.arange(len(MODALITIES)) != m
+    synthesized = predict_slices(model, variables, images[have], mask,
+                                 keys=("synthesis",))["synthesis"][..., m]
     reference = images[have][..., m]
     inside = brain[have]
     data_range = reference[inside].max() - reference[inside].min()
     tumour = inside & (labels[have] > 0)
     healthy = inside & (labels[have] == 0)
-    result[name] = {
-        region: float(10 * np.log10(data_range ** 2 / np.mean(
-            (synthesized[where] - reference[where]) ** 2)))
-        for region, where in (("tumour", tumour), ("healthy", healthy)) if where.any()}
+    result[name] = {region: psnr(synthesized, reference, where, data_range)
+                    for region, where in (("tumour", tumour), ("healthy", healthy))
+                    if where.any()}
   return result
 
 
@@ -184,11 +164,9 @@ def run_probes(models, out_dir) -> dict:
   pre-training's), named in the results as the tables name them. Writes ``probes.json``
   and ``probes.md`` into ``out_dir``; per seed the results are kept in
   ``probes_seed<seed>.json`` and reused when the study is run again."""
-  from urn_jax.evaluate import _test_cases  # the study's held-out patients
-  from urn_jax.predict import load_model
-  from urn_jax.from_config import data_from_config
   out_dir = Path(out_dir)
-  out_dir.mkdir(parents=True, exist_ok=True)
+  if is_main_process():
+    out_dir.mkdir(parents=True, exist_ok=True)
   by_seed = {}
   for name, seed, workdir in models:
     by_seed.setdefault(seed, []).append((name, Path(workdir)))
@@ -207,11 +185,10 @@ def run_probes(models, out_dir) -> dict:
     config = loaded_runs[0].config
     train = slices(data_from_config(config, runs[0][1], use_hcp=False)["brats"]["train"],
                    limit=PROBE_SLICES)
-    test = slices(_test_cases(config, runs[0][1]))
+    test = slices(held_out_patients(config, runs[0][1]))
     train_brain, test_brain = _brain(train["image"]), _brain(test["image"])
     rows = []
-    for loaded in tqdm(loaded_runs, desc=f"probes, seed {seed}", unit="model",
-                       file=sys.stderr):
+    for loaded in progress(loaded_runs, desc=f"probes, seed {seed}", unit="model"):
       variants = [("as trained", loaded.variables)]
       if loaded.job == "pretrain":
         variants.append(("re-estimated on BraTS", reestimate_batch_stats(
@@ -228,9 +205,11 @@ def run_probes(models, out_dir) -> dict:
         rows[-1]["psnr"] = rows[-2]["psnr"] = synthesis_psnr(
             loaded.model, loaded.variables, test["image"], test["label"])
     results[seed] = rows
-    write_text_atomically(cache, json.dumps({"key": key, "rows": rows}, indent=1))
-  write_text_atomically(out_dir / "probes.json", json.dumps(results, indent=1))
-  write_text_atomically(out_dir / "probes.md", probes_markdown(results))
+    if is_main_process():
+      write_text_atomically(cache, json.dumps({"key": key, "rows": rows}, indent=1))
+  if is_main_process():
+    write_text_atomically(out_dir / "probes.json", json.dumps(results, indent=1))
+    write_text_atomically(out_dir / "probes.md", probes_markdown(results))
   return results
 
 
@@ -245,10 +224,11 @@ def probes_markdown(results) -> str:
            "Linear probe (1x1 convolution) on z with all four modalities, fitted on the "
            "training patients, Dice (%) pooled over the test patients' slices; mean over "
            f"seeds ({', '.join(str(s) for s in results)}), range in brackets.", "",
-           "| representation | batch-norm statistics | WT | TC | ET |", "|---|---|---|---|---|"]
+           "| representation | batch-norm statistics | " + " | ".join(REGIONS) + " |",
+           "|---|---|---|---|---|"]
   for model, statistics in keys:
     cells = []
-    for region in ("WT", "TC", "ET"):
+    for region in REGIONS:
       values = [r[f"probe_dice_{region}"] for rows in results.values() for r in rows
                 if (r["model"], r["batch_norm"]) == (model, statistics)]
       cells.append(f"{np.mean(values):.1f} [{min(values):.1f}, {max(values):.1f}]")

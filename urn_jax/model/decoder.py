@@ -4,7 +4,7 @@
   1x1 convolution" as in Chartsias et al. (2018), with no activation at the end (the targets
   are z-scored intensities). Stacked over modalities like the encoders.
 - The segmentation decoder is the baseline U-Net applied to the 16-channel representation;
-  see ``urn_jax.urn.URN``.
+  see ``urn_jax.model.urn.URN``.
 
 The residual block is not spelled out in the paper; we use the standard one of He et al.
 (2016) at the representation's width: conv3x3-BN-leaky ReLU-conv3x3-BN, added to the input,
@@ -19,8 +19,8 @@ import flax.linen as nn
 
 import jax.numpy as jnp
 
-from urn_jax.stacking import stack
-from urn_jax.unet import LEAKY_SLOPE, BatchNorm
+from urn_jax.model.stacking import stack
+from urn_jax.model.unet import LEAKY_SLOPE, BatchNorm
 
 
 class ResidualBlock(nn.Module):

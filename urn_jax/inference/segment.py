@@ -31,23 +31,45 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from tqdm.auto import tqdm
 
-from urn_jax.data.cases import (LABEL_VALUES, Case, case_id_of_file,
-                                classes_to_labels, discover_brats)
-from urn_jax.data.preprocess import preprocess_case, to_original_grid
+from urn_jax.console import progress as progress_bar
+from urn_jax.console import say
+from urn_jax.data.cases import Case, case_id_of_file, discover_brats
+from urn_jax.data.grids import to_original_grid
+from urn_jax.data.preprocess import preprocess_case
 from urn_jax.errors import DataError, UserError
+from urn_jax.files import Staging, staged, temporary_path
+from urn_jax.inference.predict import (CHUNK, given_brain, load_model, nonzero_voxels,
+                                       predict_volume, to_original_classes)
+from urn_jax.labels import LABEL_VALUES, classes_to_labels
 from urn_jax.modalities import MODALITIES, MODALITY_LABELS
-from urn_jax.predict import (CHUNK, given_brain, load_model, nonzero_voxels, predict_volume,
-                             to_original_classes)
 
-KEPT = "kept (use --overwrite)"
-INTERRUPTED = "interrupted (Ctrl-C); run the same command again to finish"
+# How the inputs are named where the cases come from: urn-segment's flags, or the fields of
+# the infer job's config (configs/infer.py).
+FLAGS = {"input": "--input", "files": "--flair/--t1/--t1c/--t2", "case_id": "--case-id"}
+CONFIG_FIELDS = {"input": "--config.input",
+                 "files": "--config.flair/--config.t1/--config.t1c/--config.t2",
+                 "case_id": "--config.case_id"}
 
 
-def cases_from_arguments(input_path="", files=None, case_id="") -> tuple[list[Case], list[str]]:
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+  """What became of one case: ``segmented`` (its files written now), ``kept`` (an earlier
+  output left alone), ``failed`` or ``interrupted`` (Ctrl-C: nothing of it written);
+  ``message`` says why for all but the first."""
+
+  case_id: str
+  status: str
+  message: str = ""
+  files: tuple = ()
+
+
+def cases_from_arguments(input_path="", files=None, case_id="",
+                         names=FLAGS) -> tuple[list[Case], list[str]]:
   """The cases to segment: explicit ``files`` (modality -> path) of one case, else every
-  BraTS-named case under ``input_path``. Returns ``(cases, problems)``."""
+  BraTS-named case under ``input_path``. Returns ``(cases, problems)``: one problem per case
+  folder that cannot be used. ``names``: how the messages name the inputs (``FLAGS``, or
+  ``CONFIG_FIELDS`` for the infer job)."""
   files = {m: p for m, p in (files or {}).items() if p}
   if files:
     missing = [p for p in files.values() if not Path(p).is_file()]
@@ -58,14 +80,11 @@ def cases_from_arguments(input_path="", files=None, case_id="") -> tuple[list[Ca
       case_id = guessed.pop() if len(guessed) == 1 else "case"
     return [Case(case_id, "brats", dict(files))], []
   if not input_path:
-    raise DataError("nothing to segment: give --input CASE_DIR_OR_FOLDER or the files of a "
-                    "case with --flair/--t1/--t1c/--t2")
+    raise DataError(f"nothing to segment: give {names['input']} CASE_DIR_OR_FOLDER, or the "
+                    f"files of a case with {names['files']} (and {names['case_id']} to name "
+                    "it)")
   cases, problems = discover_brats(input_path)
   return [dataclasses.replace(c, label_path=None) for c in cases], problems
-
-
-def _temporary(path: Path) -> Path:
-  return path.with_name(f".{path.name}.tmp.nii.gz")
 
 
 def _case_outputs(out_dir: Path, case_id: str) -> list[Path]:
@@ -74,50 +93,42 @@ def _case_outputs(out_dir: Path, case_id: str) -> list[Path]:
           *(out_dir / f"{case_id}_{m}_synthesized.nii.gz" for m in MODALITIES)]
 
 
-def _stage(data, reference: nib.Nifti1Image, path: Path, dtype, staged: list):
-  """Writes ``data`` on ``reference``'s grid (its affine, a copy of its header) under a
-  hidden temporary name beside ``path``; ``segment_case`` renames it when the whole case
-  is done."""
+def _write(data, reference: nib.Nifti1Image, path: Path, dtype):
+  """Writes ``data`` to ``path`` on ``reference``'s grid (its affine, a copy of its
+  header)."""
   image = nib.Nifti1Image(np.asarray(data, dtype), reference.affine, reference.header.copy())
   image.set_data_dtype(dtype)
   image.header.set_slope_inter(1.0, 0.0)  # the values as written, no rescaling
-  staged.append(path)
-  nib.save(image, _temporary(path))
+  nib.save(image, path)
 
 
 def segment_case(case: Case, model, out_dir: Path, *, synthesis_model=None,
                  probabilities=False, labels="brats2018", chunk=CHUNK) -> list[Path]:
   """Segments one case into ``out_dir``; returns the files written.
 
-  All or nothing: every output is written under a temporary name and renamed only when the
-  case is complete, the label map last, so an existing label map means a finished case; a
-  failure or Ctrl-C removes the temporaries."""
-  staged = []
-  try:
-    _segment_case(case, model, out_dir, staged, synthesis_model=synthesis_model,
+  All or nothing (``urn_jax.files.staged``): every output is written under a temporary name
+  and renamed only when the case is complete, the label map last, so an existing label map
+  means a finished case; a failure or Ctrl-C removes the temporaries."""
+  with staged() as staging:
+    _segment_case(case, model, out_dir, staging, synthesis_model=synthesis_model,
                   probabilities=probabilities, labels=labels, chunk=chunk)
-  except BaseException:
-    for path in staged:
-      _temporary(path).unlink(missing_ok=True)
-    raise
-  for path in staged[1:] + staged[:1]:
-    _temporary(path).replace(path)
-  return staged
+  return staging.last + staging.files
 
 
-def _segment_case(case, model, out_dir, staged, *, synthesis_model, probabilities, labels,
-                  chunk):
+def _segment_case(case, model, out_dir, staging: Staging, *, synthesis_model, probabilities,
+                  labels, chunk):
   volume, _, meta = preprocess_case(case, model.preprocess)
   for why in meta.ignored.values():
-    tqdm.write(f"warning: case {case.case_id}: {why}", file=sys.stderr)
-  reference = nib.load(case.reference_path)
+    say(f"warning: case {case.case_id}: {why}")
+  reference = nib.load(case.reference_path)  # its header: the outputs' grid
   mask = np.asarray(meta.available, bool)
   out = predict_volume(model, volume, mask, chunk)
   label_path, probabilities_path, *synthesized_paths = _case_outputs(out_dir, case.case_id)
   brain = given_brain(nonzero_voxels({m: p for m, p in case.paths.items()
-                                      if m not in meta.ignored}), mask)
+                                      if m not in meta.ignored}, case.case_id), mask)
   classes = to_original_classes(out["probabilities"], meta, brain)
-  _stage(classes_to_labels(classes, labels), reference, label_path, np.uint8, staged)
+  _write(classes_to_labels(classes, labels), reference, staging.path(label_path, last=True),
+         np.uint8)
   if probabilities:
     order = 1 if meta.resampled else 0
     probabilities = to_original_grid(out["probabilities"], meta, order)
@@ -125,15 +136,15 @@ def _segment_case(case, model, out_dir, staged, *, synthesis_model, probabilitie
     # background, with certainty, as in the label map.
     probabilities[~brain] = np.eye(probabilities.shape[-1], dtype=probabilities.dtype)[0]
     probabilities[..., 0] += 1 - probabilities.sum(-1)
-    _stage(probabilities, reference, probabilities_path, np.float32, staged)
+    _write(probabilities, reference, staging.path(probabilities_path), np.float32)
   if synthesis_model is not None and not mask.all():
     if synthesis_model.preprocess != model.preprocess:
       volume, _, meta = preprocess_case(case, synthesis_model.preprocess)
     synthesized = predict_volume(synthesis_model, volume, mask, chunk)["synthesis"]
     for j, path in enumerate(synthesized_paths):
       if not mask[j]:
-        _stage(to_original_grid(synthesized[..., j], meta, order=1), reference, path,
-               np.float32, staged)
+        _write(to_original_grid(synthesized[..., j], meta, order=1), reference,
+               staging.path(path), np.float32)
 
 
 def _synthesis_model(model, synthesis_model_dir):
@@ -164,81 +175,83 @@ def _output_folder(out_dir) -> Path:
   return out_dir
 
 
+def _load_models(model_dir, synthesis: bool, synthesis_model_dir: str):
+  model = load_model(model_dir)
+  if model.job != "segment":
+    raise DataError(f"{model_dir} is a {model.job} run; urn-segment needs a segmentation "
+                    "run (configs/segment.py)")
+  return model, _synthesis_model(model, synthesis_model_dir) if synthesis else None
+
+
 def segment_cases(model_dir, cases, out_dir, *, synthesis=False, synthesis_model_dir="",
                   probabilities=False, overwrite=False, labels="brats2018", chunk=CHUNK,
-                  progress=True) -> tuple[list[Path], list[str]]:
-  """Segments ``cases`` with the model trained in ``model_dir``; returns ``(files written,
-  problems)``, one problem per case that was skipped."""
+                  progress=True) -> list[Outcome]:
+  """Segments ``cases`` with the model trained in ``model_dir``; returns one ``Outcome``
+  per case it came to (after Ctrl-C, the cases not started have none)."""
   if labels not in LABEL_VALUES:
     raise DataError(f"labels must be one of {sorted(LABEL_VALUES)}, got {labels!r}")
   if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
     raise DataError(f"chunk (slices per inference call) must be a whole number >= 1, got "
                     f"{chunk!r}")
   out_dir = _output_folder(out_dir)
-  model = load_model(model_dir)
-  if model.job != "segment":
-    raise DataError(f"{model_dir} is a {model.job} run; urn-segment needs a segmentation "
-                    "run (configs/segment.py)")
-  synthesis_model = _synthesis_model(model, synthesis_model_dir) if synthesis else None
-  written, problems = [], []
-  for n, case in enumerate(tqdm(cases, desc="segmenting", unit="case",
-                                disable=not progress, file=sys.stderr)):
+  model, synthesis_model = _load_models(model_dir, synthesis, synthesis_model_dir)
+  outcomes = []
+  for n, case in enumerate(progress_bar(cases, desc="segmenting", unit="case",
+                                        disable=not progress)):
     outputs = _case_outputs(out_dir, case.case_id)
     for stale in outputs:  # left by a run killed outright
-      _temporary(stale).unlink(missing_ok=True)
+      temporary_path(stale).unlink(missing_ok=True)
     if outputs[0].exists() and not overwrite:
-      problems.append(f"case {case.case_id}: {outputs[0]} exists; {KEPT}")
+      outcomes.append(Outcome(case.case_id, "kept", f"case {case.case_id}: {outputs[0]} "
+                              "exists; kept (use --overwrite)"))
       continue
     try:
-      written += segment_case(case, model, out_dir, synthesis_model=synthesis_model,
-                              probabilities=probabilities, labels=labels, chunk=chunk)
+      files = segment_case(case, model, out_dir, synthesis_model=synthesis_model,
+                           probabilities=probabilities, labels=labels, chunk=chunk)
+      outcomes.append(Outcome(case.case_id, "segmented", files=tuple(files)))
     except KeyboardInterrupt:
-      problems.append(f"case {case.case_id}: nothing written, and {len(cases) - n - 1} "
-                      f"later case(s) not started; {INTERRUPTED}")
+      outcomes.append(Outcome(
+          case.case_id, "interrupted", f"case {case.case_id}: nothing written, and "
+          f"{len(cases) - n - 1} later case(s) not started; interrupted (Ctrl-C); run the "
+          "same command again to finish"))
       break
     except DataError as e:
-      problems.append(str(e))
+      outcomes.append(Outcome(case.case_id, "failed", str(e)))
     except Exception as e:  # noqa: BLE001 - one bad case must not cost the others
       detail = traceback.format_exception_only(type(e), e)[-1].strip()
-      problems.append(f"case {case.case_id}: {detail}")
-  return written, problems
+      outcomes.append(Outcome(case.case_id, "failed", f"case {case.case_id}: {detail}"))
+  return outcomes
 
 
-def _finish(cases, written, discovery, problems, out_dir) -> int:
-  """Reports what happened to every case: segmented (its label map was written now), kept
-  (an earlier output left alone), failed (one line each: ``discovery``'s case folders that
-  could not be read or used, then ``problems`` from ``segment_cases``), interrupted or not
-  started (Ctrl-C). The exit status is 1 when a case failed, 130 after Ctrl-C."""
-  problems = discovery + problems
-  for problem in problems:
+def _finish(cases, outcomes: list[Outcome], discovery: list[str], out_dir) -> int:
+  """Reports what happened to every case: one line per case that was not segmented now
+  (``discovery``'s case folders that could not be read or used, then the outcomes'), and a
+  summary that counts the cases segmented, kept, failed, interrupted and not started. The
+  exit status is 1 when a case failed, 130 after Ctrl-C."""
+  for problem in discovery + [o.message for o in outcomes if o.status != "segmented"]:
     print(f"skipped: {problem}", file=sys.stderr)
-  names = {Path(p).name for p in written}
-  segmented = sum(f"{case.case_id}.nii.gz" in names for case in cases)
-  kept = sum(p.endswith(KEPT) for p in problems)
-  interrupted = int(bool(problems) and problems[-1].endswith(INTERRUPTED))
-  failed = len(problems) - kept - interrupted
-  total = len(cases) + len(discovery)  # a discovery problem is a case folder that failed
-  not_started = total - segmented - kept - failed - interrupted
-  summary = f"{segmented} of {total} case(s) segmented into {out_dir}"
-  for count, what in ((kept, "kept"), (failed, "failed"), (interrupted, "interrupted"),
-                      (not_started, "not started")):
-    if count:
-      summary += f"; {count} {what}"
+  counts = {status: sum(o.status == status for o in outcomes)
+            for status in ("segmented", "kept", "failed", "interrupted")}
+  counts["failed"] += len(discovery)  # a discovery problem is a case folder that failed
+  total = len(cases) + len(discovery)
+  counts["not started"] = total - sum(counts.values())
+  summary = f"{counts.pop('segmented')} of {total} case(s) segmented into {out_dir}"
+  summary += "".join(f"; {count} {what}" for what, count in counts.items() if count)
   print(summary, file=sys.stderr)
-  if interrupted:
+  if counts["interrupted"]:
     return 130  # the shell's status for Ctrl-C
-  return int(failed > 0)
+  return int(counts["failed"] > 0)
 
 
 def run(config, workdir):
   """The ``infer`` job (``configs/infer.py``): the output folder is ``workdir``."""
   files = {m: config.get(m, "") for m in MODALITIES}
-  cases, problems = cases_from_arguments(config.input, files, config.case_id)
-  written, failed = segment_cases(
+  cases, problems = cases_from_arguments(config.input, files, config.case_id, CONFIG_FIELDS)
+  outcomes = segment_cases(
       config.model, cases, workdir, synthesis=config.synthesis,
       synthesis_model_dir=config.synthesis_model, probabilities=config.probabilities,
       overwrite=config.overwrite, labels=config.labels, chunk=config.chunk)
-  status = _finish(cases, written, problems, failed, workdir)
+  status = _finish(cases, outcomes, problems, workdir)
   if status:
     raise SystemExit(status)
 
@@ -281,7 +294,7 @@ def main(argv=None):
   try:
     cases, problems = cases_from_arguments(
         args.input, {m: getattr(args, m) for m in MODALITIES}, args.case_id)
-    written, failed = segment_cases(
+    outcomes = segment_cases(
         args.model, cases, args.output, synthesis=args.synthesis,
         synthesis_model_dir=args.synthesis_model, probabilities=args.probabilities,
         overwrite=args.overwrite, labels=args.labels, chunk=args.chunk)
@@ -289,7 +302,7 @@ def main(argv=None):
     parser.exit(2, f"urn-segment: error: {e}\n")
   except KeyboardInterrupt:
     parser.exit(130, "urn-segment: interrupted (Ctrl-C) before any case was segmented\n")
-  return _finish(cases, written, problems, failed, args.output)
+  return _finish(cases, outcomes, problems, args.output)
 
 
 if __name__ == "__main__":

@@ -11,13 +11,13 @@ from __future__ import annotations
 import numbers
 
 from urn_jax.errors import ConfigError
-from urn_jax.from_config import DTYPES, pretrained_encoders
-from urn_jax.losses import RECONSTRUCTIONS, SEGMENTATION_LOSSES
-from urn_jax.optimizer import SCHEDULES
-from urn_jax.stacking import STACKINGS
-from urn_jax.urn import FUSIONS
+from urn_jax.job_config import pretrained_encoders, read_config
+from urn_jax.model.build import DTYPES, MODEL_KINDS
+from urn_jax.model.stacking import STACKINGS
+from urn_jax.model.urn import FUSIONS
+from urn_jax.training.losses import RECONSTRUCTIONS, SEGMENTATION_LOSSES
+from urn_jax.training.optimizer import SCHEDULES
 
-MODEL_KINDS = ("urn", "baseline")
 PRETRAINED_ENCODERS = ("", "frozen", "fine-tuned")
 
 
@@ -33,17 +33,22 @@ def _widths(value) -> bool:
   return isinstance(value, (tuple, list)) and all(_is_whole(v) and v >= 1 for v in value)
 
 
-def _problems(config) -> list[str]:
-  problems = []
+class _Problems(list):
+  """The problems found in ``config``, one sentence each; ``need`` adds one."""
 
-  def need(ok: bool, field: str, expected: str):
+  def __init__(self, config):
+    super().__init__()
+    self.config = config
+
+  def need(self, ok: bool, field: str, expected: str):
     if not ok:
       section, name = field.split(".") if "." in field else ("", field)
-      value = config[section][name] if section else config[name]
-      problems.append(f"{field} must be {expected}, got {value!r}")
+      value = self.config[section][name] if section else self.config[name]
+      self.append(f"{field} must be {expected}, got {value!r}")
 
-  d, m, t = config.data, config.model, config.train
-  # data
+
+def _data_problems(problems: _Problems):
+  d, need = problems.config.data, problems.need
   need(_is_number(d.spacing) and d.spacing > 0, "data.spacing", "a voxel size in mm, > 0")
   need(_is_whole(d.size) and d.size >= 8, "data.size", "a whole number of voxels >= 8")
   need(_is_whole(d.n4_shrink) and d.n4_shrink >= 1, "data.n4_shrink", "a whole number >= 1")
@@ -56,7 +61,11 @@ def _problems(config) -> list[str]:
        "a whole number >= 0")
   for field in ("phantom_brats", "phantom_hcp"):
     need(_is_whole(d[field]) and d[field] >= 0, f"data.{field}", "a whole number >= 0")
-  # model
+
+
+def _model_problems(problems: _Problems):
+  config, need = problems.config, problems.need
+  d, m = config.data, config.model
   need(m.kind in MODEL_KINDS, "model.kind", f"one of {MODEL_KINDS}")
   need(m.dtype in DTYPES, "model.dtype", f"one of {tuple(DTYPES)}")
   need(_widths(m.segmentation_features) and (
@@ -83,7 +92,11 @@ def _problems(config) -> list[str]:
     problems.append(f"data.size must be divisible by {2 ** (deepest - 1)} for a U-Net of "
                     f"{deepest} levels ({', '.join(f'model.{f}' for f in levels)}), "
                     f"got {d.size!r}")
-  # train
+
+
+def _train_problems(problems: _Problems):
+  config, need = problems.config, problems.need
+  t = config.train
   for field in ("batch_size", "max_steps", "eval_every", "eval_slices", "checkpoint_every",
                 "keep_checkpoints", "log_every"):
     need(_is_whole(t[field]) and t[field] >= 1, f"train.{field}", "a whole number >= 1")
@@ -93,8 +106,7 @@ def _problems(config) -> list[str]:
   need(t.schedule in SCHEDULES, "train.schedule", f"one of {SCHEDULES}")
   for field in ("warmup_fraction", "end_lr_fraction"):
     need(_is_number(t[field]) and 0 <= t[field] <= 1, f"train.{field}", "in [0, 1]")
-  hold = t.get("hold_fraction", 0.0)
-  need(_is_number(hold) and 0 <= hold < 1, "train.hold_fraction",
+  need(_is_number(t.hold_fraction) and 0 <= t.hold_fraction < 1, "train.hold_fraction",
        "in [0, 1): the last fraction of the steps held at the final learning rate")
   need(t.theta is None or (_is_number(t.theta) and 0 <= t.theta < 1), "train.theta",
        "the modality dropout's decay, in [0, 1) (the paper's 0.5; 0.8 for "
@@ -116,6 +128,10 @@ def _problems(config) -> list[str]:
          f"one of {RECONSTRUCTIONS}")
   else:
     need(t.loss in SEGMENTATION_LOSSES, "train.loss", f"one of {SEGMENTATION_LOSSES}")
+
+
+def _pretraining_problems(problems: _Problems):
+  config, need = problems.config, problems.need
   encoders = pretrained_encoders(config)
   need(encoders in PRETRAINED_ENCODERS, "pretrained_encoders",
        f"one of {PRETRAINED_ENCODERS} ('': no pre-training)")
@@ -127,6 +143,12 @@ def _problems(config) -> list[str]:
     need(bool(config.get("pretrained_workdir")), "pretrained_workdir",
          "the work directory of a pre-training run (configs/pretrain.py), whose encoders "
          f"the {encoders} variant restores")
+
+
+def _problems(config) -> list[str]:
+  problems = _Problems(config)
+  for check in (_data_problems, _model_problems, _train_problems, _pretraining_problems):
+    check(problems)
   return problems
 
 
@@ -138,6 +160,33 @@ def check_training_config(config) -> None:
   if problems:
     raise ConfigError(f"{len(problems)} config fields cannot be used:\n  "
                       + "\n  ".join(problems))
+
+
+# What pre-trained encoders must share with the segmentation that restores them: the slices
+# they were trained on (their pre-processing) and their architecture.
+PRETRAINING_FIELDS = ("data.spacing", "data.size", "data.n4", "data.n4_shrink",
+                      "model.encoder_features", "model.channels", "model.fusion")
+
+
+def _field(config, name: str):
+  section, field = name.split(".")
+  value = config[section][field]
+  return list(value) if isinstance(value, (tuple, list)) else value
+
+
+def check_pretraining_fits(config) -> None:
+  """Raises ``ConfigError`` when the pre-training in ``pretrained_workdir`` differs from
+  ``config`` in a field of ``PRETRAINING_FIELDS``: encoders pre-trained on 2 mm slices of
+  96 x 96 voxels would otherwise be fed 3 mm slices of 64 x 64 without a word."""
+  pretraining = read_config(config.pretrained_workdir)
+  differ = [f"{name} {_field(pretraining, name)!r} there, {_field(config, name)!r} here"
+            for name in PRETRAINING_FIELDS if _field(pretraining, name) != _field(config, name)]
+  if differ:
+    raise ConfigError(
+        f"the pre-training in {config.pretrained_workdir} does not fit this config: "
+        + "; ".join(differ) + ". Its encoders work on slices pre-processed as in their "
+        "pre-training: use the same size preset for both (e.g. configs/pretrain.py:small "
+        "with configs/segment.py:urn_md_pretrained,small), or set these fields as there")
 
 
 def check_evaluation_settings(settings) -> None:

@@ -2,7 +2,7 @@
 
 Each stage is an ordinary training job (``train_and_evaluate``) in its own work directory,
 ``<workdir>/seed<seed>/<stage>``, so any of them can be inspected, resumed or re-evaluated
-on its own. After the evaluation, ``urn_jax.probes`` probes the URNs' representations.
+on its own. After the evaluation, ``urn_jax.experiments.probes`` probes the URNs' representations.
 Rerunning the study resumes every stage from its checkpoints; a finished stage costs only
 the data check and a model initialization. Wall time is appended to
 ``<workdir>/timings.jsonl``, a line per piece of work: each training run (with the step it
@@ -16,16 +16,16 @@ was not recorded. Each training's ``metrics.jsonl`` has the wall time of every l
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
 import ml_collections
 
-from urn_jax.config_checks import check_evaluation_settings, check_training_config
+from urn_jax.console import is_main_process, say
 from urn_jax.errors import ConfigError, Interrupted
-from urn_jax.from_config import pretrained_encoders
-from urn_jax.train import train_and_evaluate
+from urn_jax.job_config import pretrained_encoders, write_config
+from urn_jax.training.config_checks import check_evaluation_settings, check_training_config
+from urn_jax.training.loop import train_and_evaluate
 
 
 def _saved_step(job_dir: Path) -> int:
@@ -36,6 +36,8 @@ def _saved_step(job_dir: Path) -> int:
 
 
 def _record_time(workdir: Path, record: dict) -> None:
+  if not is_main_process():
+    return
   with (workdir / "timings.jsonl").open("a") as f:
     f.write(json.dumps(record) + "\n")
 
@@ -126,12 +128,12 @@ def run(config, workdir):
   for _, _, job, _ in jobs:  # every stage's config, before the first one trains for hours
     check_training_config(job)
   check_evaluation_settings(config.evaluate)
-  workdir.mkdir(parents=True, exist_ok=True)
-  (workdir / "config.json").write_text(config.to_json_best_effort(indent=1))
+  if is_main_process():
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_config(config, workdir)
   if config.stages != "evaluate":
     for n, (name, seed, job, job_dir) in enumerate(jobs):
-      print(f"== study stage {n + 1}/{len(jobs)}: {name}, seed {seed} ({job_dir})",
-            file=sys.stderr)
+      say(f"== study stage {n + 1}/{len(jobs)}: {name}, seed {seed} ({job_dir})")
       start, from_step = time.perf_counter(), _saved_step(job_dir)
       record = {"stage": name, "seed": seed, "from_step": from_step}
       try:
@@ -145,8 +147,8 @@ def run(config, workdir):
             time.perf_counter() - start, 1), "last": last})
   if config.stages == "train":
     return {}
-  from urn_jax.evaluate import evaluate_models  # matplotlib and friends: only here
-  from urn_jax.probes import run_probes
+  from urn_jax.evaluation.evaluate import evaluate_models  # matplotlib: only here
+  from urn_jax.experiments.probes import run_probes
   models = [(name, seed, job_dir) for name, seed, _, job_dir in jobs]
   start = time.perf_counter()
   summary = evaluate_models(models, workdir / "results", config.evaluate)
@@ -159,6 +161,7 @@ def run(config, workdir):
   run_probes(probed, workdir / "results")
   _record_time(workdir, {"stage": "probes", "models": len(probed),
                          "seconds": round(time.perf_counter() - start, 1)})
-  summary["files"].append(str(write_timings(workdir)))
+  if is_main_process():
+    summary["files"].append(str(write_timings(workdir)))
   summary["files"] += [str(workdir / "results" / f) for f in ("probes.md", "probes.json")]
   return summary
