@@ -22,8 +22,7 @@ import ml_collections
 import nibabel as nib
 import numpy as np
 import pytest
-from test_data import LPS, SHAPE, _save, _volume, write_brats_case
-from test_train import _state, load_config, tiny
+from conftest import LPS, SHAPE, _save, _state, _volume, load_config, tiny, write_brats_case
 
 import urn_jax.jobs
 import urn_jax.training.recipe
@@ -158,15 +157,9 @@ def unreadable(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-  root = tmp_path_factory.mktemp("bad_inputs")
-  for i in range(4):
-    write_brats_case(root / "brats", f"Brats18_{i}", seed=i)
-  workdir = root / "urn_md"
-  config = tiny(load_config("segment", "urn_md"), root)
-  config.data.hcp_dir = ""
-  train_and_evaluate(config, workdir)
-  return {"root": root, "workdir": workdir, "config": config}
+def model(tiny_runs):
+  return {"root": tiny_runs["data"], "workdir": tiny_runs["urn_md"],
+          "config": tiny_runs["configs"]["urn_md"]}
 
 
 def _files(folder: Path) -> dict:
@@ -175,6 +168,7 @@ def _files(folder: Path) -> dict:
           for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_urn_segment_on_the_corpus(model, tmp_path, capsys, unreadable):
   kinds = write_corpus(tmp_path / "in")
   out = tmp_path / "out"
@@ -212,6 +206,7 @@ def test_urn_segment_on_the_corpus(model, tmp_path, capsys, unreadable):
   assert _files(out) == before
 
 
+@pytest.mark.slow
 def test_training_on_the_corpus_skips_bad_cases_by_name_and_trains_on_the_rest(
     model, tmp_path, capsys, unreadable):
   kinds = write_corpus(tmp_path / "brats")
@@ -293,6 +288,7 @@ def test_several_bad_values_are_listed_together(tmp_path):
     ({"variant": "urn_md_pretrained", "pretrained_workdir": "/nowhere"},
      "different configuration|no pre-training checkpoint"),
 ])
+@pytest.mark.slow
 def test_a_failed_rerun_leaves_a_trained_work_directory_byte_identical(model, tmp_path,
                                                                        change, message):
   workdir = tmp_path / "urn_md"
@@ -307,6 +303,7 @@ def test_a_failed_rerun_leaves_a_trained_work_directory_byte_identical(model, tm
   assert _files(workdir) == before
 
 
+@pytest.mark.slow
 def test_a_finished_rerun_changes_nothing(model, tmp_path, capsys):
   workdir = tmp_path / "urn_md"
   shutil.copytree(model["workdir"], workdir)
@@ -323,6 +320,7 @@ def _damage_arrays(step_dir: Path):
   return arrays
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damaged", ["array", "metadata", "file_list"])
 def test_a_damaged_best_checkpoint_falls_back_to_an_intact_one(model, tmp_path, capsys,
                                                                damaged):
@@ -351,6 +349,7 @@ def test_a_damaged_best_checkpoint_falls_back_to_an_intact_one(model, tmp_path, 
   assert (tmp_path / "out" / "Brats18_1.nii.gz").exists()
 
 
+@pytest.mark.slow
 def test_a_model_with_no_intact_checkpoint_is_one_line(model, tmp_path, capsys):
   workdir = tmp_path / "urn_md"
   shutil.copytree(model["workdir"], workdir)
@@ -367,6 +366,7 @@ def test_a_model_with_no_intact_checkpoint_is_one_line(model, tmp_path, capsys):
   assert not list((tmp_path / "out").iterdir())
 
 
+@pytest.mark.slow
 def test_resuming_from_a_damaged_checkpoint_says_what_to_do(model, tmp_path):
   workdir = tmp_path / "urn_md"
   shutil.copytree(model["workdir"], workdir)
@@ -381,6 +381,7 @@ def test_resuming_from_a_damaged_checkpoint_says_what_to_do(model, tmp_path):
   assert _files(workdir) == before
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_training_saves_the_step_says_so_and_the_same_command_resumes(
     model, tmp_path, capsys, monkeypatch):
   workdir = tmp_path / "urn_md"

@@ -9,6 +9,8 @@ import re
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import (LPS, NAMES, SHAPE, _save, _volume, write_brats_case,
+                      write_hcp_subject)
 
 from urn_jax.data.cases import Case, DataError, discover_brats, discover_hcp, load_case
 from urn_jax.data.grids import to_original_classes_grid, to_original_grid
@@ -18,56 +20,7 @@ from urn_jax.data.preprocess import (PreprocessConfig, n4_correct, preprocess_ca
 from urn_jax.data.splits import load_or_create_split, make_split
 from urn_jax.labels import classes_to_labels, labels_to_classes
 
-SHAPE = (40, 36, 12)
 FAST = PreprocessConfig(n4=False, size=48)
-NAMES = {  # naming scheme -> file suffix of each modality, and the label
-    "2018": dict(flair="_flair", t1="_t1", t1c="_t1ce", t2="_t2", seg="_seg"),
-    "2023": dict(flair="-t2f", t1="-t1n", t1c="-t1c", t2="-t2w", seg="-seg"),
-}
-
-
-def _volume(seed, shape=SHAPE, affine=None):
-  """A ball of 'brain' with two tissues and a lesion."""
-  rng = np.random.default_rng(seed)
-  grid = np.stack(np.meshgrid(*[np.arange(n) - n / 2 for n in shape], indexing="ij"))
-  r = np.sqrt((grid**2).sum(0))
-  brain = r < min(shape) * 0.45
-  image = np.where(brain, 100 + 50 * (grid[0] > 0) + rng.normal(0, 2, shape), 0)
-  label = np.zeros(shape, np.uint8)
-  label[(r < 2) & brain] = 1
-  label[(r >= 2) & (r < 3) & brain] = 4
-  label[(r >= 3) & (r < 4.5) & brain] = 2
-  return image.astype(np.float32), label
-
-
-def _save(data, path, affine=np.eye(4)):
-  path.parent.mkdir(parents=True, exist_ok=True)
-  nib.save(nib.Nifti1Image(data, affine), str(path))
-
-
-LPS = np.diag([-1.0, -1.0, 1.0, 1.0])  # BraTS's voxel axes
-
-
-def write_brats_case(root, case_id, scheme="2018", modalities=("flair", "t1", "t1c", "t2"),
-                     seed=0, label=True, affine=LPS):
-  image, lab = _volume(seed)
-  names = NAMES[scheme]
-  for i, m in enumerate(modalities):
-    _save((image * (1 + 0.1 * i)).astype(np.int16),
-          root / case_id / f"{case_id}{names[m]}.nii.gz", affine)
-  if label:
-    lab = np.where(lab == 4, 3, lab) if scheme == "2023" else lab
-    _save(lab, root / case_id / f"{case_id}{names['seg']}.nii.gz", affine)
-  return root / case_id
-
-
-def write_hcp_subject(root, subject, seed=0, spacing=0.7, physical=SHAPE):
-  shape = tuple(int(round(n / spacing)) for n in physical)
-  image, _ = _volume(seed, shape)
-  affine = np.diag([-spacing, spacing, spacing, 1.0])  # HCP's voxel axes are LAS
-  for m, rel in {"T1w": "T1w/T1w_acpc_dc_restore_brain.nii.gz",
-                 "T2w": "T1w/T2w_acpc_dc_restore_brain.nii.gz"}.items():
-    _save(image.astype(np.int16), root / subject / rel, affine)
 
 
 def test_discovers_every_brats_naming_scheme_nested_or_flat(tmp_path):

@@ -13,36 +13,23 @@ import ml_collections
 import nibabel as nib
 import numpy as np
 import pytest
-from test_data import SHAPE, _save, write_brats_case, write_hcp_subject
-from test_train import ROOT, load_config, tiny
+from conftest import ROOT, SHAPE, _save, write_brats_case
 
 import urn_jax.evaluation.evaluate
+from urn_jax.evaluation.evaluate import evaluate_models
 import urn_jax.inference.segment
 from urn_jax.inference.segment import main as urn_segment
 from urn_jax.modalities import MODALITIES, availability_masks, mask_symbols
-from urn_jax.training.loop import train_and_evaluate
 from urn_jax.inference.predict import infer
+
+pytestmark = pytest.mark.slow  # every test here trains a model or starts a process
 
 NAMES = {"flair": "_flair", "t1": "_t1", "t1c": "_t1ce", "t2": "_t2"}
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-  root = tmp_path_factory.mktemp("evaluate")
-  data = root / "data"
-  for i in range(5):
-    write_brats_case(data / "brats", f"Brats18_{i}", seed=i)
-  for i in range(2):
-    write_hcp_subject(data / "hcp", f"10030{i}", seed=i)
-  workdirs = {}
-  for name, arg in (("pretrain", ""), ("baseline_md", "baseline_md"), ("urn_md", "urn_md"),
-                    ("urn_md_pretrained", "urn_md_pretrained")):
-    config = tiny(load_config("pretrain" if name == "pretrain" else "segment", arg), data)
-    if name == "urn_md_pretrained":
-      config.pretrained_workdir = str(workdirs["pretrain"])
-    workdirs[name] = root / name
-    train_and_evaluate(config, workdirs[name])
-  return {"data": data, **workdirs}
+def runs(tiny_runs):
+  return tiny_runs
 
 
 def _settings(**overrides):
@@ -57,7 +44,7 @@ def report(runs, tmp_path_factory):
   out = tmp_path_factory.mktemp("report")
   compiled = infer._cache_size()
   models = [runs["baseline_md"], runs["urn_md"], runs["urn_md_pretrained"], runs["pretrain"]]
-  summary = urn_jax.evaluation.evaluate.evaluate_models(models, out, _settings())
+  summary = evaluate_models(models, out, _settings())
   return {"out": out, "summary": summary, "compilations": infer._cache_size() - compiled}
 
 
@@ -148,7 +135,7 @@ def test_an_interrupted_evaluation_resumes_from_the_per_case_results(report, run
     raise AssertionError("recomputed a case that was already evaluated")
   monkeypatch.setattr(urn_jax.evaluation.evaluate, "predict_volume", fail)
   models = [runs["baseline_md"], runs["urn_md"], runs["urn_md_pretrained"], runs["pretrain"]]
-  urn_jax.evaluation.evaluate.evaluate_models(models, report["out"], _settings())
+  evaluate_models(models, report["out"], _settings())
 
 
 def test_a_model_retrained_in_its_folder_is_evaluated_again(runs, tmp_path, monkeypatch):
@@ -158,19 +145,19 @@ def test_a_model_retrained_in_its_folder_is_evaluated_again(runs, tmp_path, monk
   from urn_jax.training.checkpoints import record_files
   workdir = tmp_path / "urn_md"
   shutil.copytree(runs["urn_md"], workdir)
-  urn_jax.evaluation.evaluate.evaluate_models([workdir], tmp_path / "out", _settings(figures=False))
+  evaluate_models([workdir], tmp_path / "out", _settings(figures=False))
   calls = []
   real = urn_jax.evaluation.evaluate.predict_volume
   monkeypatch.setattr(urn_jax.evaluation.evaluate, "predict_volume",
                       lambda *a, **k: calls.append(1) or real(*a, **k))
-  urn_jax.evaluation.evaluate.evaluate_models([workdir], tmp_path / "out", _settings(figures=False))
+  evaluate_models([workdir], tmp_path / "out", _settings(figures=False))
   assert not calls  # the same checkpoint: every result reused
   (step_dir,) = [p for p in (workdir / "best").iterdir() if p.name.isdigit()]
   metadata = step_dir / "_CHECKPOINT_METADATA"
   metadata.write_text(metadata.read_text().replace('"commit_timestamp_nsecs": ',
                                                    '"commit_timestamp_nsecs": 1'))
   record_files(step_dir)
-  urn_jax.evaluation.evaluate.evaluate_models([workdir], tmp_path / "out", _settings(figures=False))
+  evaluate_models([workdir], tmp_path / "out", _settings(figures=False))
   assert len(calls) == 15 * len(json.loads((workdir / "split.json").read_text())[
       "datasets"]["brats"]["test"])
 
@@ -185,7 +172,7 @@ def test_a_perfect_prediction_scores_perfectly_on_the_original_grid(runs, tmp_pa
     label = np.load(case / "label.npy")
     return {"probabilities": np.eye(4, dtype=np.float32)[label]}
   monkeypatch.setattr(urn_jax.evaluation.evaluate, "predict_volume", oracle)
-  urn_jax.evaluation.evaluate.evaluate_models([runs["urn_md"]], tmp_path, _settings(figures=False))
+  evaluate_models([runs["urn_md"]], tmp_path, _settings(figures=False))
   with (tmp_path / "cases.csv").open() as f:
     rows = list(csv.DictReader(f))
   for region in ("ET", "WT", "TC"):
@@ -204,7 +191,7 @@ def test_evaluation_scores_nothing_outside_the_given_modalities_brain(runs, tmp_
   """Voxels where every given modality is 0 are background (BraTS): a model that says
   "tumour" everywhere scores exactly as if it had said so only inside the brain."""
   monkeypatch.setattr(urn_jax.evaluation.evaluate, "predict_volume", _tumour_everywhere)
-  urn_jax.evaluation.evaluate.evaluate_models([runs["urn_md"]], tmp_path, _settings(
+  evaluate_models([runs["urn_md"]], tmp_path, _settings(
       figures=False, masks="0010,1001"))
   with (tmp_path / "cases.csv").open() as f:
     rows = list(csv.DictReader(f))
@@ -246,7 +233,7 @@ def test_models_with_different_splits_are_not_compared(runs, tmp_path):
   brats["train"], brats["test"] = brats["test"], brats["train"]
   (other / "split.json").write_text(json.dumps(split))
   with pytest.raises(ValueError, match="has other test patients than"):
-    urn_jax.evaluation.evaluate.evaluate_models([runs["urn_md"], other], tmp_path / "out", _settings())
+    evaluate_models([runs["urn_md"], other], tmp_path / "out", _settings())
 
 
 def test_a_run_from_before_the_test_split_is_refused_with_a_message(runs, tmp_path):
@@ -262,7 +249,7 @@ def test_a_run_from_before_the_test_split_is_refused_with_a_message(runs, tmp_pa
   brats["validation"] += brats.pop("test")
   (old / "split.json").write_text(json.dumps(split))
   with pytest.raises(ValueError, match="only training and validation patients"):
-    urn_jax.evaluation.evaluate.evaluate_models([old], tmp_path / "out", _settings())
+    evaluate_models([old], tmp_path / "out", _settings())
 
 
 # urn-segment
@@ -290,6 +277,24 @@ def test_urn_segment_round_trip_keeps_the_input_geometry_for_every_subset(runs, 
   for field in ("pixdim", "qform_code", "sform_code", "srow_x", "srow_y", "srow_z", "xyzt_units"):
     np.testing.assert_array_equal(written.header[field], reference.header[field])
   assert set(np.unique(labels)) <= {0, 1, 2, 4}
+
+
+def test_urn_segment_reads_a_4d_file_of_one_volume_as_that_volume(runs, tmp_path):
+  """Some converters write a 3D image as X x Y x Z x 1. Pre-processing and the brain mask
+  read it through the same checks, so the case is segmented like its 3D twin, and the label
+  map is 3D on its grid."""
+  files = _case_files(runs["data"] / "brats" / "Brats18_2")
+  image = nib.load(files["flair"])
+  four_d = tmp_path / "in" / "Brats18_2_flair.nii.gz"
+  _save(np.asarray(image.dataobj)[..., None], four_d, image.affine)
+  outputs = {}
+  for name, flair in (("3d", files["flair"]), ("4d", four_d)):
+    status = urn_segment(["--model", str(runs["urn_md"]), "--output", str(tmp_path / name),
+                          f"--flair={flair}", f"--t2={files['t2']}"])
+    assert status == 0, name
+    outputs[name] = nib.load(tmp_path / name / "Brats18_2.nii.gz")
+  assert outputs["4d"].shape == SHAPE
+  np.testing.assert_array_equal(outputs["4d"].dataobj, outputs["3d"].dataobj)
 
 
 def test_urn_segment_on_a_folder_names_outputs_by_case_and_writes_options(runs, tmp_path):

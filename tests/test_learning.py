@@ -5,9 +5,11 @@ the phantom's validation patients. A change to the recipe or the model that stop
 import json
 
 import pytest
-from test_train import load_config
+from conftest import load_config
 
 from urn_jax.training.loop import train_and_evaluate
+
+pytestmark = pytest.mark.slow  # every test here trains a model or starts a process
 
 # Reached in the recipe's 400 steps, with margin (measured when this test was written: see
 # benchmarks/RESULTS.md, "The learning test").

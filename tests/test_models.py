@@ -79,6 +79,7 @@ def test_encoders_run_as_one_batched_computation_not_a_loop():
   assert _conv_count(2) == _conv_count(4) > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("synthesis", [True, False])
 def test_vmap_and_unroll_stacking_share_parameters_and_results(synthesis):
   b = make_batch()

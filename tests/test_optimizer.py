@@ -3,7 +3,7 @@
 
 import numpy as np
 import pytest
-from test_train import load_config
+from conftest import load_config
 
 from urn_jax.training.optimizer import learning_rate_schedule
 

@@ -62,6 +62,7 @@ def test_contrasts_follow_mr_physics(case):
   assert mean("t1", wm) > mean("t1", gm) > mean("t1", csf)
 
 
+@pytest.mark.slow
 def test_tumour_compartments_and_edema_contrast_like_brats():
   """Issue 14: the core (labels 1 + 4) a third to a half of the whole tumour, as in BraTS,
   not the 3-25 % of the first phantom (which made TC and ET small for the phantom's
@@ -89,6 +90,7 @@ def test_same_seed_and_index_give_the_same_case_and_others_differ(case):
   assert np.abs(tissues["wm"] - case[3]["wm"]).mean() > 0.01  # different anatomy
 
 
+@pytest.mark.slow
 def test_write_phantom_layout_headers_and_resume(written):
   out, roots = written
   assert roots == {"brats": out / "BraTS", "hcp": out / "HCP"}
@@ -126,6 +128,7 @@ def test_write_phantom_layout_headers_and_resume(written):
   assert {p: os.stat(p).st_mtime_ns for p in out.rglob("*.nii.gz")} == mtimes
 
 
+@pytest.mark.slow
 def test_hcp_and_brats_brains_are_at_the_same_place(written):
   out, _ = written
 
@@ -147,6 +150,7 @@ def test_render_draws_a_case_with_a_missing_modality(case, tmp_path):
   assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_render_reads_a_written_case_folder(written, tmp_path, capsys):
   out, _ = written
   folder = next(out.glob("BraTS/*/Brats18_PHANTOM_001"))

@@ -1,7 +1,6 @@
 """The training loop: every config runs, checkpoints resume exactly, frozen stays frozen,
 mismatches and divergence give clear errors, several devices agree with one."""
 
-import importlib.util
 import json
 import math
 import os
@@ -10,71 +9,29 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import jax
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
-from test_data import write_brats_case, write_hcp_subject
+from conftest import ROOT, _state, load_config, tiny
 
 import urn_jax.errors
 import urn_jax.jobs
 from urn_jax.errors import CheckpointMismatch, TrainingDiverged
 from urn_jax.training.loop import train_and_evaluate
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_config(name, arg=""):
-  spec = importlib.util.spec_from_file_location(name, ROOT / "configs" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg) if arg else module.get_config()
+@pytest.fixture(scope="module")
+def data(tiny_data):
+  return tiny_data
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-  root = tmp_path_factory.mktemp("data")
-  for i in range(5):
-    write_brats_case(root / "brats", f"Brats18_{i}", seed=i)
-  for i in range(3):
-    write_hcp_subject(root / "hcp", f"10030{i}", seed=i)
-  return root
+def pretrained(tiny_runs):
+  return tiny_runs["pretrain"]
 
 
-def tiny(config, data, steps=2, **train):
-  config.data.brats_dir = str(data / "brats")
-  config.data.hcp_dir = str(data / "hcp")
-  config.data.cache_dir = str(data / "cache")
-  config.data.n4, config.data.size, config.data.spacing, config.data.workers = False, 16, 1.0, 1
-  if config.model.encoder_features:
-    config.model.encoder_features = (4, 8)
-  if config.model.segmentation_features:
-    config.model.segmentation_features = (4, 8)
-  config.model.channels = 4
-  config.train.max_steps, config.train.eval_every = steps, steps
-  config.train.checkpoint_every, config.train.log_every, config.train.eval_slices = steps, 1, 8
-  for key, value in train.items():
-    setattr(config.train, key, value)
-  return config
-
-
-def _state(workdir, sub="checkpoints"):
-  manager = ocp.CheckpointManager((Path(workdir) / sub).resolve())
-  step = manager.latest_step()
-  return manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore()))["state"]
-
-
-@pytest.fixture(scope="module")
-def pretrained(data, tmp_path_factory):
-  workdir = tmp_path_factory.mktemp("pretrain")
-  train_and_evaluate(tiny(load_config("pretrain"), data), workdir)
-  return workdir
-
-
+@pytest.mark.slow
 def test_pretraining_runs_end_to_end(pretrained):
   lines = [json.loads(l) for l in (pretrained / "metrics.jsonl").read_text().splitlines()]
   assert [l["step"] for l in lines] == [1, 2] and "validation_loss" in lines[-1]
@@ -83,6 +40,7 @@ def test_pretraining_runs_end_to_end(pretrained):
   assert "decoders" in _state(pretrained)["params"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["baseline", "baseline_md", "urn_md"])
 def test_every_segmentation_variant_runs_end_to_end(variant, data, tmp_path):
   last = train_and_evaluate(tiny(load_config("segment", variant), data), tmp_path)
@@ -91,6 +49,7 @@ def test_every_segmentation_variant_runs_end_to_end(variant, data, tmp_path):
   assert ("encoders" in params) == (variant == "urn_md")
 
 
+@pytest.mark.slow
 def test_pretrained_encoders_are_restored_and_stay_bit_identical(pretrained, data, tmp_path):
   config = tiny(load_config("segment", "urn_md_pretrained"), data, steps=3)
   config.pretrained_workdir = str(pretrained)
@@ -102,6 +61,7 @@ def test_pretrained_encoders_are_restored_and_stay_bit_identical(pretrained, dat
   assert "segmenter" in after["params"]
 
 
+@pytest.mark.slow
 def test_finetuned_encoders_start_from_the_pretraining_and_then_train(pretrained, data,
                                                                       tmp_path):
   """The fifth variant (beyond the paper): encoders restored like urn_md_pretrained's, then
@@ -120,6 +80,7 @@ def test_finetuned_encoders_start_from_the_pretraining_and_then_train(pretrained
                                                       jax.tree_util.tree_leaves(after)))
 
 
+@pytest.mark.slow
 def test_frozen_encoders_cannot_resume_an_end_to_end_run(pretrained, data, tmp_path):
   """Freezing changes the optimizer state's tree: it is part of the checkpoint signature,
   so it is refused by name, not met as an orbax error. A signature stored before the field
@@ -137,6 +98,7 @@ def test_frozen_encoders_cannot_resume_an_end_to_end_run(pretrained, data, tmp_p
     check_signature({**stored, "variant": "urn_md"}, signature(old), tmp_path)
 
 
+@pytest.mark.slow
 def test_pretrained_variants_need_a_pretraining(data, tmp_path):
   for variant in ("urn_md_pretrained", "urn_md_finetuned"):
     config = tiny(load_config("segment", variant), data)
@@ -148,6 +110,7 @@ def test_pretrained_variants_need_a_pretraining(data, tmp_path):
     train_and_evaluate(config, tmp_path / "thawed")
 
 
+@pytest.mark.slow
 def test_missing_pretrained_workdir_is_a_clear_error(data, tmp_path):
   config = tiny(load_config("segment", "urn_md_pretrained"), data)
   config.pretrained_workdir = str(tmp_path / "nothing")
@@ -155,6 +118,24 @@ def test_missing_pretrained_workdir_is_a_clear_error(data, tmp_path):
     train_and_evaluate(config, tmp_path / "run")
 
 
+@pytest.mark.slow
+def test_encoders_pre_trained_on_other_slices_are_refused_by_name(pretrained, data, tmp_path):
+  """Encoders pre-trained on 1 mm slices of 16 x 16 voxels, fed 2 mm slices of 32 x 32 by
+  a segmentation config: refused before any data is read, each field named with both
+  values."""
+  config = tiny(load_config("segment", "urn_md_pretrained"), data)
+  config.pretrained_workdir = str(pretrained)
+  config.data.spacing, config.data.size = 2.0, 32
+  with pytest.raises(urn_jax.errors.ConfigError) as error:
+    train_and_evaluate(config, tmp_path / "run")
+  message = str(error.value)
+  assert f"the pre-training in {pretrained} does not fit this config" in message
+  assert "data.spacing 1.0 there, 2.0 here" in message
+  assert "data.size 16 there, 32 here" in message
+  assert "data.n4 " not in message and not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
 def test_a_checkpoint_of_another_model_is_a_clear_error(data, tmp_path):
   train_and_evaluate(tiny(load_config("segment", "urn_md"), data), tmp_path)
   trained = (tmp_path / "config.json").read_bytes()
@@ -169,6 +150,7 @@ def test_a_checkpoint_of_another_model_is_a_clear_error(data, tmp_path):
   assert (tmp_path / "config.json").read_bytes() == trained  # the trained model still loads
 
 
+@pytest.mark.slow
 def test_a_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(data, tmp_path):
   config = tiny(load_config("segment", "baseline_md"), data, steps=2)
   train_and_evaluate(config, tmp_path)
@@ -194,6 +176,7 @@ def _run_launch(workdir, data, extra=(), env=None, command_only=False):
                         timeout=600)
 
 
+@pytest.mark.slow
 def test_a_run_killed_at_any_moment_resumes_to_the_same_parameters(data, tmp_path):
   steps = ["--config.train.max_steps=10", "--config.train.checkpoint_every=2",
            "--config.train.eval_every=5"]
@@ -215,6 +198,7 @@ def test_a_run_killed_at_any_moment_resumes_to_the_same_parameters(data, tmp_pat
   jax.tree_util.tree_map(np.testing.assert_array_equal, a["opt_state"], b["opt_state"])
 
 
+@pytest.mark.slow
 def test_early_stopping_on_a_plateau_measured_in_epochs(data, tmp_path, capsys):
   """With a learning rate of 0 the validation loss never improves: the run stops once
   ``patience_epochs`` epochs have passed since the first evaluation, whatever eval_every."""
@@ -246,6 +230,7 @@ def test_a_bad_config_value_is_a_message_not_a_traceback(data, tmp_path, section
     urn_jax.jobs.run(config, tmp_path)
 
 
+@pytest.mark.slow
 def test_four_devices_match_one(data, tmp_path):
   losses = []
   for devices in (1, 4):
@@ -268,6 +253,7 @@ def test_size_presets(name, arg):
     load_config(name, "huge")
 
 
+@pytest.mark.slow
 def test_mixed_precision_runs(data, tmp_path):
   config = tiny(load_config("segment", "urn_md"), data)
   config.model.dtype = "bfloat16"
@@ -283,6 +269,7 @@ def test_mixed_precision_runs(data, tmp_path):
      "'learning_rate'?"),
     ("--config.train.theta=abc", "--config.train.theta=abc: could not convert"),
 ])
+@pytest.mark.slow
 def test_a_mistaken_override_is_one_line_naming_it(tmp_path, override, expected):
   result = subprocess.run([sys.executable, str(ROOT / "launch.py"),
                            "--config=configs/segment.py:small", f"--workdir={tmp_path / 'w'}",
@@ -292,6 +279,7 @@ def test_a_mistaken_override_is_one_line_naming_it(tmp_path, override, expected)
   assert not (tmp_path / "w").exists()  # nothing written
 
 
+@pytest.mark.slow
 def test_a_work_directory_from_before_the_explicit_fields_resumes_and_loads(
     pretrained, data, tmp_path, capsys):
   """``model.synthesis`` and ``train.theta = None`` are newer than some work directories:

@@ -9,6 +9,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from conftest import TINY, make_batch
 
 import urn_jax as U
@@ -24,6 +25,7 @@ def _learnable_batch():
   return b
 
 
+@pytest.mark.slow
 def test_a_tiny_urn_overfits_a_tiny_batch():
   b = _learnable_batch()
   model = U.URN(synthesis=False, **TINY)
@@ -36,6 +38,7 @@ def test_a_tiny_urn_overfits_a_tiny_batch():
   assert losses[-1] < losses[0] / 10, losses[::10]
 
 
+@pytest.mark.slow
 def test_pretraining_reduces_the_reconstruction_error():
   b = make_batch()
   # Smooth images: something an encoder-decoder can learn to reproduce in a few steps.
@@ -50,6 +53,7 @@ def test_pretraining_reduces_the_reconstruction_error():
   assert float(metrics["reconstruction"]) < 0.5 * first
 
 
+@pytest.mark.slow
 def test_frozen_encoders_stay_bit_identical():
   b = make_batch()
   model = U.URN(synthesis=False, freeze_encoders=True, fusion="learned", **TINY)
@@ -68,6 +72,7 @@ def test_frozen_encoders_stay_bit_identical():
   assert all(jax.tree_util.tree_leaves(changed))
 
 
+@pytest.mark.slow
 def test_unfrozen_urn_trains_its_encoders():
   b = make_batch()
   model = U.URN(synthesis=False, **TINY)
@@ -99,6 +104,7 @@ def test_infer_with_any_mask_gives_labels_and_probabilities():
   assert set(np.unique(out["label"])) <= {0, 1, 2, 3}
 
 
+@pytest.mark.slow
 def test_every_function_compiles_once_for_all_15_combinations():
   env = dict(os.environ, JAX_THREEFRY_PARTITIONABLE="0", JAX_PLATFORMS="cpu")
   result = subprocess.run(
