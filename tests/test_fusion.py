@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from urn_jax import LearnedF, fuse, fuse_hemis, fusion_variance
+from urn_jax.model.fusion import KNOWN_INVERSES
 
 jax.config.update("jax_enable_x64", False)
 
@@ -165,3 +166,15 @@ def test_fusion_variance_is_the_masked_voxelwise_variance():
   poisoned = np.where(mask[:, :, None, None, None], z, np.nan)
   grad = jax.grad(fusion_variance)(jnp.asarray(poisoned), mask)
   assert np.isfinite(grad).all() and (np.asarray(grad)[~mask] == 0).all()
+
+
+def test_every_inverse_fuse_knows_is_the_inverse():
+  """Each function ``fuse`` finds an inverse for (``KNOWN_INVERSES``: exp, log, expm1,
+  log1p, sinh, arcsinh, tanh, arctanh, sigmoid, logit, both directions, jax's and
+  numpy's), through ``fuse`` itself: one modality fused with f alone gives it back, so
+  ``f_inv(f(x)) = x``. On (0.05, 0.9), inside every one of their domains."""
+  x = jnp.asarray(np.random.default_rng(0).uniform(0.05, 0.9, (2, 1, 3, 3, 2)), jnp.float32)
+  for f in KNOWN_INVERSES:
+    np.testing.assert_allclose(fuse(x, jnp.ones((2, 1), bool), f), x[:, 0], rtol=1e-4,
+                               err_msg=getattr(f, "__name__", repr(f)))
+  assert len(KNOWN_INVERSES) == 19  # nine pairs, each way round, and the identity

@@ -63,3 +63,15 @@ def test_segmentation_loss_kinds():
       ce + float(soft_dice_loss(logits, labels)), rel=1e-6)
   with pytest.raises(ValueError, match="segmentation loss"):
     segmentation_loss(logits, labels, "focal")
+
+
+def test_soft_dice_averages_over_the_regions_present_not_over_three():
+  """Only the whole tumour is present (edema alone): the loss is WT's 1 - Dice, not a third
+  of it. Here half the edema is called background: WT Dice 2/3."""
+  labels = np.array([[[0, 2, 2, 0]]])
+  predicted = np.array([[[0, 2, 0, 0]]])
+  assert float(soft_dice_loss(_logits(predicted), labels)) == pytest.approx(1 / 3, abs=1e-5)
+  # Edema and core present, no enhancing tumour: the mean of WT's and TC's losses.
+  labels = np.array([[[1, 2, 2, 0]]])
+  predicted = np.array([[[1, 2, 0, 0]]])  # WT 2 of 3 found (Dice 0.8), TC perfect
+  assert float(soft_dice_loss(_logits(predicted), labels)) == pytest.approx(0.1, abs=1e-5)

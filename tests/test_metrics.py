@@ -190,3 +190,27 @@ def test_psnr_by_hand():
     psnr(synthesized, reference, np.zeros(4, bool))
   with pytest.raises(ValueError, match="shapes"):
     psnr(synthesized[:3], reference, mask)
+
+
+def test_a_small_tumour_in_a_large_volume_scores_as_on_the_whole_volume():
+  """``segmentation_metrics`` works in the tumour's bounding box; every number must be the
+  one of the whole volume: specificity counts the true negatives outside the box too, and a
+  region empty on one side only gets the diagonal of the volume, not of the box."""
+  shape, spacing = (60, 50, 40), (1.0, 1.2, 2.0)
+  truth, pred = np.zeros(shape, np.int64), np.zeros(shape, np.int64)
+  truth[20:26, 20:25, 10:14] = 2   # edema
+  truth[22:24, 22:24, 11:13] = 3   # enhancing tumour inside it
+  pred[21:27, 20:25, 10:14] = 2    # edema, shifted by one voxel: some false positives
+  row = segmentation_metrics(pred, truth, spacing)  # no ET predicted at all
+  for region in REGIONS:
+    p, t = region_mask(pred, region), region_mask(truth, region)
+    assert row[f"{region}/specificity"] == pytest.approx(specificity(p, t)), region
+    assert row[f"{region}/dice"] == pytest.approx(dice(p, t)), region
+    assert row[f"{region}/hd95"] == pytest.approx(hd95(p, t, spacing)), region
+  diagonal = float(np.sqrt(np.sum((np.asarray(shape) * spacing) ** 2)))
+  assert row["ET/hd95"] == pytest.approx(diagonal)  # ET empty in the prediction only
+  assert row["TC/hd95"] == pytest.approx(diagonal)
+  assert 0.99 < row["WT/specificity"] < 1.0  # 20 false positives among 119,880 negatives
+  flipped = segmentation_metrics(truth, pred, spacing)  # ET empty in the truth only
+  assert flipped["ET/hd95"] == pytest.approx(diagonal)
+  assert flipped["ET/dice"] == 0.0 and flipped["ET/sensitivity"] == 0.0
