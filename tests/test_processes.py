@@ -59,3 +59,41 @@ def test_processes_other_than_0_prepare_the_data_only_after_process_0_has(tmp_pa
   events.clear()
   datasets.data_from_config(_config(), tmp_path)
   assert events == ["prepare"]
+
+
+def test_only_process_0_speaks(monkeypatch, capsys):
+  from urn_jax import console
+  for index in (1, 0):
+    monkeypatch.setattr(jax, "process_index", lambda index=index: index)
+    console.say(f"from process {index}")
+    bar = console.progress(range(3), desc=f"bar of process {index}")
+    list(bar)
+    bar.close()
+  err = capsys.readouterr().err
+  assert "from process 0" in err and "bar of process 0" in err
+  assert "process 1" not in err
+
+
+def test_only_process_0_records_the_studys_wall_time(tmp_path, monkeypatch):
+  from urn_jax.experiments import study
+  monkeypatch.setattr(jax, "process_index", lambda: 1)
+  study._record_time(tmp_path, {"stage": "pretrain", "seconds": 1.0})
+  assert list(tmp_path.iterdir()) == []
+  monkeypatch.setattr(jax, "process_index", lambda: 0)
+  study._record_time(tmp_path, {"stage": "pretrain", "seconds": 1.0})
+  assert (tmp_path / "timings.jsonl").read_text() == '{"stage": "pretrain", "seconds": 1.0}\n'
+
+
+@pytest.mark.slow
+def test_only_process_0_writes_the_evaluation(tiny_runs, tmp_path, monkeypatch, capsys):
+  """Every process evaluates (the numbers are the same); process 1 writes no per-case
+  result, table or figure, and prints nothing."""
+  from urn_jax.evaluation.evaluate import evaluate_models
+  settings = ml_collections.ConfigDict(dict(chunk=8, max_cases=0, figure_case="",
+                                            figures=False, masks="1111"))
+  monkeypatch.setattr(jax, "process_index", lambda: 1)
+  assert evaluate_models([tiny_runs["urn_md"]], tmp_path / "out", settings) == {"files": []}
+  assert not (tmp_path / "out").exists() and capsys.readouterr().err == ""
+  monkeypatch.setattr(jax, "process_index", lambda: 0)
+  summary = evaluate_models([tiny_runs["urn_md"]], tmp_path / "out", settings)
+  assert (tmp_path / "out" / "table1.md").is_file() and summary["files"]

@@ -27,7 +27,7 @@ import nibabel as nib
 import numpy as np
 
 from urn_jax.console import progress as progress_bar
-from urn_jax.console import say
+from urn_jax.console import is_main_process, say
 from urn_jax.data.cases import Case, load_case
 from urn_jax.data.grids import resample, resampled_grid, window
 from urn_jax.data.meta import CaseMeta
@@ -204,8 +204,9 @@ def preprocess_dataset(cases, cache_dir, config: PreprocessConfig = PreprocessCo
   """
   root = Path(cache_dir) / config.key()
   root.mkdir(parents=True, exist_ok=True)
-  write_text_atomically(root / "settings.json",
-                        json.dumps(dataclasses.asdict(config), default=list))
+  if is_main_process():  # the others find the cache written (urn_jax.data.datasets)
+    write_text_atomically(root / "settings.json",
+                          json.dumps(dataclasses.asdict(config), default=list))
   outputs = [root / case.dataset / case.case_id for case in cases]
   todo = [i for i, case in enumerate(cases) if not _is_current(outputs[i], case)]
   bar = progress_bar(total=len(todo), desc="pre-processing", unit="case",

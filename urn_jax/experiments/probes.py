@@ -27,6 +27,7 @@ study's test patients, never on those that chose checkpoints.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from pathlib import Path
@@ -158,7 +159,44 @@ def synthesis_psnr(model, variables, images, labels) -> dict:
   return result
 
 
-def run_probes(models, out_dir) -> dict:
+@dataclasses.dataclass(frozen=True)
+class ProbeSettings:
+  """How hard the probes work: ``passes`` training-mode passes re-estimate the batch-norm
+  statistics (``reestimate_batch_stats``), ``steps`` Adam steps fit each probe
+  (``fit_probe``). The study's defaults; its ``tiny`` preset, a smoke test, takes few."""
+
+  passes: int = 400
+  steps: int = 600
+
+
+def _probe_seed(loaded_runs, workdir, settings: ProbeSettings) -> list[dict]:
+  """The probes' rows for the models of one seed (their split: ``workdir``'s)."""
+  config = loaded_runs[0].config
+  train = slices(data_from_config(config, workdir, use_hcp=False)["brats"]["train"],
+                 limit=PROBE_SLICES)
+  test = slices(held_out_patients(config, workdir))
+  train_brain, test_brain = _brain(train["image"]), _brain(test["image"])
+  rows = []
+  for loaded in progress(loaded_runs, desc=f"probes, seed {config.seed}", unit="model"):
+    variants = [("as trained", loaded.variables)]
+    if loaded.job == "pretrain":
+      variants.append(("re-estimated on BraTS", reestimate_batch_stats(
+          loaded.model, loaded.variables, train["image"], passes=settings.passes)))
+    for statistics, variables in variants:
+      z_train = representation(loaded.model, variables, train["image"])
+      probe = fit_probe(z_train, train["label"], train_brain, steps=settings.steps)
+      z_test = representation(loaded.model, variables, test["image"])
+      rows.append({"model": loaded.name, "job": loaded.job, "batch_norm": statistics,
+                   "probe_loss": probe["loss"],
+                   **{f"probe_dice_{r}": v for r, v in
+                      probe_dice(probe, z_test, test["label"], test_brain).items()}})
+    if loaded.job == "pretrain":
+      rows[-1]["psnr"] = rows[-2]["psnr"] = synthesis_psnr(
+          loaded.model, loaded.variables, test["image"], test["label"])
+  return rows
+
+
+def run_probes(models, out_dir, settings: ProbeSettings = ProbeSettings()) -> dict:
   """``models``: ``[(stage, seed, workdir)]`` of the study's URNs whose representation is
   their own (pre-trainings, end-to-end and fine-tuned segmentations; a frozen one's is its
   pre-training's), named in the results as the tables name them. Writes ``probes.json``
@@ -178,35 +216,15 @@ def run_probes(models, out_dir) -> dict:
     key = {"version": VERSION, "models": [
         [str(m.workdir), str(m.checkpoint), m.step, fingerprint(Path(m.checkpoint) / str(m.step))]
         for m in loaded_runs]}
+    if settings != ProbeSettings():
+      key["settings"] = dataclasses.asdict(settings)
     stored = json.loads(cache.read_text()) if cache.is_file() else {}
     if stored.get("key") == key:
       results[seed] = stored["rows"]
       continue
-    config = loaded_runs[0].config
-    train = slices(data_from_config(config, runs[0][1], use_hcp=False)["brats"]["train"],
-                   limit=PROBE_SLICES)
-    test = slices(held_out_patients(config, runs[0][1]))
-    train_brain, test_brain = _brain(train["image"]), _brain(test["image"])
-    rows = []
-    for loaded in progress(loaded_runs, desc=f"probes, seed {seed}", unit="model"):
-      variants = [("as trained", loaded.variables)]
-      if loaded.job == "pretrain":
-        variants.append(("re-estimated on BraTS", reestimate_batch_stats(
-            loaded.model, loaded.variables, train["image"])))
-      for statistics, variables in variants:
-        z_train = representation(loaded.model, variables, train["image"])
-        probe = fit_probe(z_train, train["label"], train_brain)
-        z_test = representation(loaded.model, variables, test["image"])
-        rows.append({"model": loaded.name, "job": loaded.job, "batch_norm": statistics,
-                     "probe_loss": probe["loss"],
-                     **{f"probe_dice_{r}": v for r, v in
-                        probe_dice(probe, z_test, test["label"], test_brain).items()}})
-      if loaded.job == "pretrain":
-        rows[-1]["psnr"] = rows[-2]["psnr"] = synthesis_psnr(
-            loaded.model, loaded.variables, test["image"], test["label"])
-    results[seed] = rows
+    results[seed] = _probe_seed(loaded_runs, runs[0][1], settings)
     if is_main_process():
-      write_text_atomically(cache, json.dumps({"key": key, "rows": rows}, indent=1))
+      write_text_atomically(cache, json.dumps({"key": key, "rows": results[seed]}, indent=1))
   if is_main_process():
     write_text_atomically(out_dir / "probes.json", json.dumps(results, indent=1))
     write_text_atomically(out_dir / "probes.md", probes_markdown(results))

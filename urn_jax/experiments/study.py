@@ -148,7 +148,7 @@ def run(config, workdir):
   if config.stages == "train":
     return {}
   from urn_jax.evaluation.evaluate import evaluate_models  # matplotlib: only here
-  from urn_jax.experiments.probes import run_probes
+  from urn_jax.experiments.probes import ProbeSettings, run_probes
   models = [(name, seed, job_dir) for name, seed, _, job_dir in jobs]
   start = time.perf_counter()
   summary = evaluate_models(models, workdir / "results", config.evaluate)
@@ -158,7 +158,7 @@ def run(config, workdir):
   probed = [(name, seed, job_dir) for name, seed, job, job_dir in jobs
             if job.model.kind == "urn" and pretrained_encoders(job) != "frozen"]
   start = time.perf_counter()
-  run_probes(probed, workdir / "results")
+  run_probes(probed, workdir / "results", ProbeSettings(**config.probes.to_dict()))
   _record_time(workdir, {"stage": "probes", "models": len(probed),
                          "seconds": round(time.perf_counter() - start, 1)})
   if is_main_process():
