@@ -29,6 +29,12 @@ def _parse_flags(argv):
     return flags.FLAGS(argv)
   except (flags.Error, AttributeError, KeyError) as e:
     text = " ".join(str(e).replace("\\n", "\n").split())
+    # A config file's get_config that raised (an unknown variant, say): its message, not
+    # the traceback ml_collections quotes.
+    raised = re.search(r"Traceback \(most recent call last\):.*\s(\w+(?:Error|Exception): .*)$",
+                       text)
+    if raised:
+      text = text[:raised.start()] + raised.group(1)
     if not isinstance(e, flags.Error):  # ml_collections: an override names no field
       name = re.search(r"\w+", text).group()
       flag = next((a.split("=")[0] for a in argv if a.startswith("--config.")
