@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_train import load_config
+from conftest import ROOT, bash_commands, load_config, readme_blocks
 
 from urn_jax.errors import Interrupted
 from urn_jax.evaluation.runs import aggregate as _aggregate
 
-ROOT = Path(__file__).resolve().parents[1]
+STUDY = "python launch.py --config=configs/study.py"
 OUTPUTS = ("table1.md", "table1.csv", "table1_hd95.md", "table1_hd95.csv", "table2.md",
            "table2.csv", "figure2.png", "figure3.png", "figure4.png", "figure5.png",
            "cases.csv", "psnr_cases.csv", "runs.json", "training.md",
@@ -23,6 +23,10 @@ OUTPUTS = ("table1.md", "table1.csv", "table1_hd95.md", "table1_hd95.csv", "tabl
 
 
 def _study(workdir, cache, *extra):
+  """The README's command for the study, at the ``tiny`` size, for one seed."""
+  (readme,) = [c for language, code in readme_blocks() if language == "bash"
+               for c in bash_commands(code) if c.startswith(STUDY + " ")]
+  assert readme == f"{STUDY} --workdir=runs/study"
   command = [sys.executable, str(ROOT / "launch.py"), "--config=configs/study.py:tiny",
              f"--workdir={workdir}", f"--config.data.cache_dir={cache}",
              "--config.seeds=(0,)", *extra]
@@ -31,8 +35,9 @@ def _study(workdir, cache, *extra):
                         timeout=900)
 
 
-def test_the_study_runs_every_stage_and_writes_every_output(tmp_path):
-  result = _study(tmp_path / "study", tmp_path / "cache")
+@pytest.mark.slow
+def test_the_study_runs_every_stage_and_writes_every_output(tmp_path, phantom_cache):
+  result = _study(tmp_path / "study", phantom_cache)
   assert result.returncode == 0, result.stderr[-3000:]
   for stage in ("pretrain", "pretrain_brats", "baseline", "baseline_md", "urn_md",
                 "urn_md_pretrained", "urn_md_finetuned"):
@@ -65,7 +70,7 @@ def test_the_study_runs_every_stage_and_writes_every_output(tmp_path):
       "flair", "t1", "t1c", "t2"}
   # Evaluating again reuses every per-case result: nothing is retrained or recomputed.
   (results / "table1.md").unlink()
-  again = _study(tmp_path / "study", tmp_path / "cache", "--config.stages=evaluate")
+  again = _study(tmp_path / "study", phantom_cache, "--config.stages=evaluate")
   assert again.returncode == 0, again.stderr[-3000:]
   assert (results / "table1.md").read_text() and "== study stage" not in again.stderr
   again_timings = [json.loads(l) for l in (tmp_path / "study" / "timings.jsonl").open()]
