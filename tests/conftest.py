@@ -6,6 +6,7 @@ read (``tiny_runs``) are trained once per session; a test that changes one works
 """
 
 import importlib.util
+import os
 import re
 from pathlib import Path
 
@@ -151,6 +152,17 @@ def phantom_cache(tmp_path_factory):
   """A cache folder (``data.cache_dir``, ``$URN_JAX_CACHE``) shared by the tests that run
   commands on the phantom, so that its cases are written once."""
   return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
+def command_environment(phantom_cache, tmp_path_factory):
+  """The environment of the commands the slow tests start: the session's phantom cache
+  (``$URN_JAX_CACHE``), this suite's random bits, and one persistent JAX compilation cache,
+  so a program that several commands compile (the README's runs and the tiny study's
+  share their sizes) is compiled once."""
+  return dict(os.environ, URN_JAX_CACHE=str(phantom_cache), JAX_THREEFRY_PARTITIONABLE="0",
+              JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp("compiled")),
+              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
 
 
 @pytest.fixture(scope="session")

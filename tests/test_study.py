@@ -2,7 +2,6 @@
 CSV is written, and evaluating again reuses the per-case results."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,22 +21,20 @@ OUTPUTS = ("table1.md", "table1.csv", "table1_hd95.md", "table1_hd95.csv", "tabl
            "test_patients.csv", "timings.md")
 
 
-def _study(workdir, cache, *extra):
+def _study(workdir, environment, *extra):
   """The README's command for the study, at the ``tiny`` size, for one seed."""
   (readme,) = [c for language, code in readme_blocks() if language == "bash"
                for c in bash_commands(code) if c.startswith(STUDY + " ")]
   assert readme == f"{STUDY} --workdir=runs/study"
   command = [sys.executable, str(ROOT / "launch.py"), "--config=configs/study.py:tiny",
-             f"--workdir={workdir}", f"--config.data.cache_dir={cache}",
-             "--config.seeds=(0,)", *extra]
-  env = dict(os.environ, JAX_THREEFRY_PARTITIONABLE="0")
-  return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env,
+             f"--workdir={workdir}", "--config.seeds=(0,)", *extra]
+  return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=environment,
                         timeout=900)
 
 
 @pytest.mark.slow
-def test_the_study_runs_every_stage_and_writes_every_output(tmp_path, phantom_cache):
-  result = _study(tmp_path / "study", phantom_cache)
+def test_the_study_runs_every_stage_and_writes_every_output(tmp_path, command_environment):
+  result = _study(tmp_path / "study", command_environment)
   assert result.returncode == 0, result.stderr[-3000:]
   for stage in ("pretrain", "pretrain_brats", "baseline", "baseline_md", "urn_md",
                 "urn_md_pretrained", "urn_md_finetuned"):
@@ -70,7 +67,7 @@ def test_the_study_runs_every_stage_and_writes_every_output(tmp_path, phantom_ca
       "flair", "t1", "t1c", "t2"}
   # Evaluating again reuses every per-case result: nothing is retrained or recomputed.
   (results / "table1.md").unlink()
-  again = _study(tmp_path / "study", phantom_cache, "--config.stages=evaluate")
+  again = _study(tmp_path / "study", command_environment, "--config.stages=evaluate")
   assert again.returncode == 0, again.stderr[-3000:]
   assert (results / "table1.md").read_text() and "== study stage" not in again.stderr
   again_timings = [json.loads(l) for l in (tmp_path / "study" / "timings.jsonl").open()]

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import importlib
-import sys
 
+from urn_jax.console import say
 from urn_jax.errors import Interrupted, UserError
 
 JOBS = {  # job -> "module:function(config, workdir)"
@@ -30,5 +30,5 @@ def run(config, workdir: str):
     raise SystemExit(f"error: {e}") from None  # the user's problem: a message, no traceback
   except KeyboardInterrupt as e:
     if not isinstance(e, Interrupted):  # training has said where it stopped
-      print(f"{config.job}: interrupted (Ctrl-C)", file=sys.stderr)
+      say(f"{config.job}: interrupted (Ctrl-C)")
     raise SystemExit(130) from None

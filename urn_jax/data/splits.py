@@ -15,11 +15,11 @@ it exists, so every scenario and every rerun sees the same patients.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
+from urn_jax.console import say
 from urn_jax.errors import DataError
 from urn_jax.files import write_text_atomically
 
@@ -92,13 +92,11 @@ def load_or_create_split(workdir, datasets: dict, seed: int, train_fraction: flo
       known = set().union(*(split[name][part] for part in PARTS))
       missing = sorted(known - set(ids))
       if missing:
-        print(f"note: {len(missing)} {name} case(s) of {path} are missing or unusable now "
-              f"and left out; the others keep their parts (first: {missing[0]})",
-              file=sys.stderr)
+        say(f"note: {len(missing)} {name} case(s) of {path} are missing or unusable now and "
+            f"left out; the others keep their parts (first: {missing[0]})")
       new = sorted(set(ids) - known)
       if new:
-        print(f"note: {len(new)} {name} case(s) not in {path} are not used (first: "
-              f"{new[0]})", file=sys.stderr)
+        say(f"note: {len(new)} {name} case(s) not in {path} are not used (first: {new[0]})")
     return {name: {part: [i for i in split[name][part] if i in set(ids)] for part in PARTS}
             for name, ids in datasets.items()}
   split = {name: make_split(ids, seed, train_fraction,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import signal
-import sys
 import threading
+
+from urn_jax.console import say
 
 
 class StopRequest:
@@ -30,8 +31,8 @@ class StopRequest:
       raise KeyboardInterrupt
     self.requested = True
     self.signal_name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-    print(f"\n{self.signal_name}: stopping after this step, with a checkpoint (Ctrl-C again "
-          "stops at once)", file=sys.stderr)
+    say(f"\n{self.signal_name}: stopping after this step, with a checkpoint (Ctrl-C again "
+        "stops at once)")
 
   def __exit__(self, *exc):
     for s, handler in self.previous.items():
