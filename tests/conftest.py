@@ -8,6 +8,8 @@ read (``tiny_runs``) are trained once per session; a test that changes one works
 import importlib.util
 import os
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 import jax
@@ -18,6 +20,20 @@ import orbax.checkpoint as ocp
 import pytest
 
 import urn_jax as U
+
+def pytest_configure(config):
+  """Every command the tests start (``launch.py`` runs, the study, ``urn-segment``,
+  ``benchmarks/compile_count.py``) shares one persistent JAX compilation cache for the
+  session: a program one of them compiled, the next loads. The tests' own process, whose
+  JAX read its settings on import, compiles as usual."""
+  config.compiled = tempfile.mkdtemp(prefix="urn_jax_compiled_")
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = config.compiled
+  os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+
+
+def pytest_unconfigure(config):
+  shutil.rmtree(getattr(config, "compiled", ""), ignore_errors=True)
+
 
 # XLA on CPU takes about 7x longer to compile parameter initialization with JAX's default
 # partitionable threefry (20 s instead of 3 s for a tiny URN). The random bits differ, the
@@ -155,14 +171,11 @@ def phantom_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def command_environment(phantom_cache, tmp_path_factory):
-  """The environment of the commands the slow tests start: the session's phantom cache
-  (``$URN_JAX_CACHE``), this suite's random bits, and one persistent JAX compilation cache,
-  so a program that several commands compile (the README's runs and the tiny study's
-  share their sizes) is compiled once."""
-  return dict(os.environ, URN_JAX_CACHE=str(phantom_cache), JAX_THREEFRY_PARTITIONABLE="0",
-              JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp("compiled")),
-              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+def command_environment(phantom_cache):
+  """The environment of the README's and the study's commands: the session's phantom
+  cache (``$URN_JAX_CACHE``) and this suite's random bits. They share their sizes, so the
+  programs both compile are compiled once (``pytest_configure``)."""
+  return dict(os.environ, URN_JAX_CACHE=str(phantom_cache), JAX_THREEFRY_PARTITIONABLE="0")
 
 
 @pytest.fixture(scope="session")
