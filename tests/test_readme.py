@@ -16,9 +16,10 @@ commands trained. What changes, and why:
   folders;
 - the install lines: ``pip install`` and ``python -m pytest`` are not run (CI runs the
   second line itself), their ``launch.py`` command is;
-- an evaluation scores two of the 15 combinations (``SHORT_EVALUATION``): two-step models
-  predict specks everywhere, which costs seconds per combination to score on the original
-  grid (``tests/test_evaluate.py`` scores all 15);
+- an evaluation scores three of the 15 combinations (``SHORT_EVALUATION``: all four, FLAIR
+  alone, T1c alone; every claim of the README's claims example has its two sides among
+  them): two-step models predict specks everywhere, which costs seconds per combination to
+  score on the original grid (``tests/test_evaluate.py`` scores all 15);
 - the study's command is run by ``tests/test_study.py`` (its ``tiny`` preset, one seed),
   which checks every file it writes; a ``:paper`` line is GPU-sized: its config is built,
   not run;
@@ -47,7 +48,7 @@ SHORT = ("--config.train.max_steps=2 --config.train.eval_every=2 "
          f"--config.data.phantom_hcp={PHANTOM_HCP} --config.model.channels=4 "
          "'--config.model.encoder_features=(4,8)'")
 SHORT_SEGMENTATION = " '--config.model.segmentation_features=(4,8)'"
-SHORT_EVALUATION = " --config.evaluate.masks=1111,0010"
+SHORT_EVALUATION = " --config.evaluate.masks=1111,1000,0010"
 CASE = "Brats18_PHANTOM_000"
 
 
