@@ -7,18 +7,29 @@ import os
 import re
 import sys
 
-import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+import urn_jax.hosts
 import urn_jax.jobs
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Job configuration file.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
 _MULTI_HOST = flags.DEFINE_bool(
-    "multi_host", False, "Call jax.distributed.initialize() (several hosts: SLURM, Open MPI, "
-    "Cloud TPU, or JAX_COORDINATOR_ADDRESS set, which implies it).")
+    "multi_host", False, "One of several processes of one run: jax.distributed.initialize() "
+    "finds its peers from the cluster (SLURM, Open MPI, Cloud TPU); implied by "
+    "JAX_COORDINATOR_ADDRESS or --coordinator_address.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0, where the processes meet.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0 .. n - 1.")
+_PEER_TIMEOUT = flags.DEFINE_integer(
+    "peer_timeout", urn_jax.hosts.PEER_TIMEOUT, "Seconds without a heartbeat after which a "
+    "process counts as dead and the others end.", lower_bound=1)
+_LOCAL_PROCESSES = flags.DEFINE_integer(
+    "local_processes", 0, "Start this many processes on this machine, as one run over all "
+    "their devices (a multi-host run on one machine).", lower_bound=0)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -53,9 +64,31 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
-  if _MULTI_HOST.value or os.environ.get("JAX_COORDINATOR_ADDRESS"):
-    jax.distributed.initialize()  # finds its peers from the cluster's environment
-  urn_jax.jobs.run(_CONFIG.value, _WORKDIR.value)
+  if _LOCAL_PROCESSES.value:
+    sys.exit(urn_jax.hosts.run_local(_child_argv(sys.argv), _LOCAL_PROCESSES.value,
+                                     _PEER_TIMEOUT.value))
+  if (_MULTI_HOST.value or _COORDINATOR.value is not None
+      or os.environ.get("JAX_COORDINATOR_ADDRESS")):
+    urn_jax.hosts.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                             _PEER_TIMEOUT.value)
+  try:
+    urn_jax.jobs.run(_CONFIG.value, _WORKDIR.value)
+  except urn_jax.hosts.PeerLost as e:
+    # JAX's shutdown at exit would wait for the dead process at a barrier, then abort with
+    # a C++ stack trace: the message, and out.
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(1)
+
+
+def _child_argv(argv):
+  """``argv`` without ``--local_processes`` (and its value): each local process's command."""
+  kept, skip = [], False
+  for arg in argv:
+    if not skip and not re.match(r"--?local_processes(=|$)", arg):
+      kept.append(arg)
+    skip = bool(re.fullmatch(r"--?local_processes", arg))
+  return kept
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 import urn_jax as U
+from urn_jax.training.checkpoints import read_state
 
 def pytest_configure(config):
   """Every command the tests start (``launch.py`` runs, the study, ``urn-segment``,
@@ -147,9 +148,7 @@ def tiny(config, data, steps=2, **train):
 def _state(workdir, sub="checkpoints"):
   """The training state saved last in ``<workdir>/<sub>``."""
   manager = ocp.CheckpointManager((Path(workdir) / sub).resolve())
-  step = manager.latest_step()
-  return manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore()))["state"]
+  return read_state(manager, manager.latest_step())
 
 
 @pytest.fixture(scope="session")

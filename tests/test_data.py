@@ -432,15 +432,25 @@ def test_worker_processes_deliver_the_same_batches(pooled_cache):
     np.testing.assert_array_equal(x["image"], y["image"])
 
 
-def test_shards_are_disjoint(pooled_cache):
-  brats, _ = pooled_cache
-  source = SliceSource(brats)
-  seen = []
-  for shard in range(2):
-    loader = make_loader(source, 1, seed=0, shuffle=False, num_epochs=1, shard_index=shard,
-                         shard_count=2)
-    seen.append({np.asarray(b["image"]).tobytes() for b in loader})
-  assert not seen[0] & seen[1] and len(seen[0]) + len(seen[1]) >= len(source) - 1
+def test_hosts_share_each_global_batch_in_order(pooled_cache):
+  """Two hosts' batches, stacked in host order, are one host's: the data order of a run
+  does not depend on how many hosts share it (and no host reads another's slices)."""
+  brats, hcp = pooled_cache
+  source = SliceSource(brats + hcp)
+  whole = _first_batches(make_loader(source, 4, seed=3), 12)  # past the first epoch
+  shards = [_first_batches(make_loader(source, 4, seed=3, shard_index=i, shard_count=2), 12)
+            for i in range(2)]
+  assert len(source) < 12 * 4
+  for n, batch in enumerate(whole):
+    assert shards[0][n]["image"].shape[0] == 2
+    for key in batch:
+      np.testing.assert_array_equal(
+          np.concatenate([shards[0][n][key], shards[1][n][key]]), batch[key])
+  finite = [list(make_loader(source, 4, seed=0, num_epochs=1, shard_index=i, shard_count=2))
+            for i in range(2)]
+  assert len(finite[0]) == len(finite[1]) == len(source) // 4
+  with pytest.raises(DataError, match="cannot be shared by 3 hosts"):
+    make_loader(source, 4, seed=0, shard_count=3)
 
 
 def test_every_epoch_is_a_new_permutation(pooled_cache):

@@ -4,7 +4,7 @@ Representation Network (Lau, Adler and Sjolund, 2019, arXiv:1908.06683), in JAX 
 The package's layers, each a folder whose ``__init__`` says what it owns, lowest first:
 
 - shared leaves: ``errors``, ``files``, ``console``, ``modalities``, ``labels``,
-  ``metrics``, ``job_config``, ``scenarios``;
+  ``metrics``, ``job_config``, ``scenarios``, ``hosts`` (several processes as one run);
 - ``model`` (the networks and the fusion) and ``data`` (cases, pre-processing, splits,
   loader, phantom), which never import each other;
 - ``training`` (modality dropout, losses, optimizer, steps, the loop, checkpoints);

@@ -8,8 +8,9 @@ with each slice, so a batch mixes them freely. Volumes are memory-mapped, opened
 each worker process.
 
 ``make_loader`` turns it into a grain pipeline: shuffled by a seed, batched, worker
-processes, sharded across hosts, infinite by default; the iterator's ``get_state()`` /
-``set_state()`` make it resumable.
+processes, infinite by default; the iterator's ``get_state()`` / ``set_state()`` make it
+resumable. Across hosts, the order is global: every process shuffles the same way and takes
+its share of each global batch, so a run's batches are the same on one host or several.
 """
 
 from __future__ import annotations
@@ -87,22 +88,29 @@ def make_loader(source: SliceSource, batch_size: int, seed: int, shuffle: bool =
   """Batches ``{"image": [B, H, W, M], "available": [B, M], "label": [B, H, W]}`` as a grain
   ``IterDataset``: ``iter()`` it, and the iterator's ``get_state()`` / ``set_state()`` save
   and restore the position. Each epoch is shuffled anew; ``num_epochs=None`` repeats
-  forever. Host ``shard_index`` of ``shard_count`` sees a disjoint share of the slices. The
-  batches depend only on the seed and the sharding, not on ``worker_count``: workers
-  prepare whole batches in turn, and grain returns them in order.
+  forever. The batches depend only on the seed, not on ``worker_count``: workers prepare
+  whole batches in turn, and grain returns them in order.
+
+  ``batch_size`` is the global batch; host ``shard_index`` of ``shard_count`` gets rows
+  ``shard_index * b .. (shard_index + 1) * b - 1`` (``b = batch_size / shard_count``) of
+  each one, and reads only those slices. Stacked in host order, the shards' batches are the
+  unsharded loader's: a run's data order does not depend on how many hosts share it.
   """
-  if len(source) < batch_size * shard_count and drop_remainder:
-    raise DataError(f"{source!r} has fewer slices than one batch of {batch_size} per shard")
+  if batch_size % shard_count:
+    raise DataError(f"a batch of {batch_size} cannot be shared by {shard_count} hosts")
+  if len(source) < batch_size and drop_remainder:
+    raise DataError(f"{source!r} has fewer slices than one batch of {batch_size}")
   if worker_count and not flags.FLAGS.is_parsed():
     # grain's worker processes read absl flags; outside an absl app (a notebook, pytest)
     # nothing has parsed them, and every flag keeps its default.
     flags.FLAGS.mark_as_parsed()
   dataset = grain.MapDataset.source(source)
-  if shard_count > 1:
-    dataset = dataset[shard_index::shard_count]
   if shuffle:
     dataset = dataset.shuffle(seed=seed)
-  dataset = dataset.repeat(num_epochs).batch(batch_size, drop_remainder=drop_remainder)
+  local = batch_size // shard_count
+  dataset = dataset.repeat(num_epochs).batch(local, drop_remainder=drop_remainder)
+  if shard_count > 1:  # global batch j is the local batches j * count .. j * count + count - 1
+    dataset = dataset[:len(dataset) - len(dataset) % shard_count][shard_index::shard_count]
   dataset = dataset.to_iter_dataset()
   if worker_count:
     dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))

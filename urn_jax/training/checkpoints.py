@@ -33,8 +33,10 @@ from pathlib import Path
 import grain
 import jax
 import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging as absl_logging
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from urn_jax.console import say
 from urn_jax.errors import CheckpointMismatch, DataError, MissingInput
@@ -112,19 +114,28 @@ def _record_finished(manager) -> None:
       record_files(step_dir)
 
 
+def _barriers_named(prefix: str):
+  """Orbax's options for one of two managers saving side by side: across processes, each
+  meets the others at barriers of its own (with one name, the two managers' saves would
+  take each other's barriers and time out)."""
+  return ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=prefix)
+
+
 class Checkpoints:
   """The latest checkpoints (with the data iterator and loop progress) and the best one."""
 
   def __init__(self, workdir: Path, config):
     self.latest = ocp.CheckpointManager(
         (workdir / "checkpoints").resolve(),
-        options=ocp.CheckpointManagerOptions(max_to_keep=config.train.keep_checkpoints,
-                                             create=True))
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=config.train.keep_checkpoints, create=True,
+            multiprocessing_options=_barriers_named("checkpoints")))
     self.best = ocp.CheckpointManager(
         (workdir / "best").resolve(),
         options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True,
                                              best_fn=lambda m: m["validation_loss"],
-                                             best_mode="min"))
+                                             best_mode="min",
+                                             multiprocessing_options=_barriers_named("best")))
     self.workdir = workdir
 
   def save(self, step, state, iterator, progress):
@@ -260,6 +271,21 @@ def find_checkpoint(workdir):
   raise _none_usable(workdir, damaged)
 
 
+def read_state(manager, step) -> dict:
+  """The training state saved at ``step`` by ``manager``, whatever devices and processes
+  saved it, as arrays replicated on this run's devices: orbax, left to itself, would
+  restore each array onto the devices that saved it, and a model trained on two hosts (or
+  two GPUs) could not be read on one."""
+  with _quiet_orbax():  # its warning that a state has no metadata file of its own
+    saved = ocp.StandardCheckpointer().metadata(Path(manager.directory) / str(step) / "state")
+  replicated = NamedSharding(Mesh(np.asarray(jax.devices()), ("devices",)), PartitionSpec())
+  abstract = jax.tree_util.tree_map(
+      lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=replicated),
+      saved.item_metadata)
+  return manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract)))["state"]
+
+
 def restore_state(workdir) -> tuple[dict, int, Path]:
   """A run's saved training state (a dict of arrays), step and folder: the best checkpoint,
   else the newest intact one in ``checkpoints/``. A damaged checkpoint is skipped with a
@@ -269,14 +295,13 @@ def restore_state(workdir) -> tuple[dict, int, Path]:
     if problem is None:
       try:
         with _quiet_orbax():
-          restored = manager.restore(step, args=ocp.args.Composite(
-              state=ocp.args.StandardRestore()))
+          restored = read_state(manager, step)
       except Exception as e:  # noqa: BLE001 - any reading error: try the next checkpoint
         problem = _sentence(e)
     if problem is None:
       if damaged:
         say(f"warning: using the checkpoint {step_dir}, since {'; '.join(damaged)}")
-      return restored["state"], step, step_dir.parent
+      return restored, step, step_dir.parent
     damaged.append(f"{step_dir} is damaged ({problem})")
   raise _none_usable(workdir, damaged)
 

@@ -45,6 +45,7 @@ from urn_jax.console import progress, say
 from urn_jax.data.datasets import slice_sources
 from urn_jax.data.loader import SliceSource, make_loader
 from urn_jax.errors import ConfigError, Interrupted, TrainingDiverged
+from urn_jax.hosts import PeerLost, lost_peer
 from urn_jax.job_config import pretrained_encoders, write_config
 from urn_jax.modalities import MODALITIES
 from urn_jax.model.build import build_model
@@ -73,6 +74,7 @@ class _Run:
   schedule: object
   step_key: object  # step n's modality dropout draws from fold_in(step_key, n)
   to_device: object
+  everywhere: object
   checkpoints: Checkpoints
   progress: dict
 
@@ -105,9 +107,14 @@ def _set_up(config, workdir: Path) -> _Run:
       f"host(s); global batch {t.batch_size}; {num_steps} steps ({len(train_source)} "
       "training slices)")
   batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
+  # A process's rows of a global batch (training), and a global batch every process
+  # holds whole (validation), as global arrays sharded over every device.
   to_device = lambda batch: {k: jax.make_array_from_process_local_data(batch_sharding, v)
                              for k, v in batch.items()}
-  iterator = iter(make_loader(train_source, t.batch_size // jax.process_count(), config.seed,
+  everywhere = lambda batch: {
+      k: jax.make_array_from_callback(v.shape, batch_sharding, lambda index, v=v: v[index])
+      for k, v in batch.items()}
+  iterator = iter(make_loader(train_source, t.batch_size, config.seed,
                               worker_count=config.data.loader_workers,
                               shard_index=jax.process_index(),
                               shard_count=jax.process_count()))
@@ -127,7 +134,8 @@ def _set_up(config, workdir: Path) -> _Run:
   progress_.setdefault("plateau_loss", progress_["best"])  # checkpoints of older versions
   progress_.setdefault("plateau_step", int(state.step))
   return _Run(config, workdir, model, state, iterator, validation_source, num_steps,
-              steps_per_epoch, schedule, step_key, to_device, checkpoints, progress_)
+              steps_per_epoch, schedule, step_key, to_device, everywhere, checkpoints,
+              progress_)
 
 
 def _mean_metrics(history):
@@ -140,7 +148,7 @@ def _validate(run: _Run, step: int, metrics: dict) -> bool:
   ``patience_epochs`` epochs."""
   t, progress_ = run.config.train, run.progress
   metrics.update(validate(run.config, run.model, run.state, run.validation_source,
-                          run.to_device))
+                          run.everywhere))
   loss = metrics["validation_loss"]
   if progress_["best"] is None or loss < progress_["best"]:
     progress_["best"] = loss
@@ -162,8 +170,9 @@ def _loop(run: _Run, request: StopRequest, step: int):
   log = MetricsLog(run.workdir)
   bar = progress(total=run.num_steps, initial=step, desc=run.config.job, unit="step")
   history, last, stop, tick = [], {}, False, time.perf_counter()
+  peer_lost = False
   try:
-    while step < run.num_steps and not stop and not request.requested:
+    while step < run.num_steps and not stop and not request.agreed():
       batch = run.to_device(next(run.iterator))
       run.state, metrics = train_step(run.state, batch, jax.random.fold_in(run.step_key, step))
       step += 1
@@ -192,15 +201,27 @@ def _loop(run: _Run, request: StopRequest, step: int):
       bar.update(step - bar.n)
       if save_now or stop:
         run.checkpoints.save(step, run.state, run.iterator, run.progress)
-    if (request.requested and step < run.num_steps
+    if (request.agreed() and step < run.num_steps
         and run.checkpoints.latest.latest_step() != step):
       run.checkpoints.save(step, run.state, run.iterator, run.progress)  # nothing is lost
   except KeyboardInterrupt:
     request.requested = True  # a second Ctrl-C: stop at once, with the last checkpoint
+  except Exception as e:  # noqa: BLE001 - re-raised, unless another process has died
+    if not lost_peer(e):
+      raise
+    peer_lost = True
+    kept = run.checkpoints.latest.latest_step()
+    raise PeerLost(
+        f"process {jax.process_index()} of {jax.process_count()}: another process of this "
+        f"run has died (step {step}: {str(e).splitlines()[0][:200]}). "
+        + (f"The checkpoint of step {kept} is in {run.workdir / 'checkpoints'}: start "
+           "every process again with the same command to resume from it" if kept is not None
+           else "No checkpoint was written yet: start every process again")) from None
   finally:
     bar.close()
     log.close()
-    run.checkpoints.wait()
+    if not peer_lost:  # waiting would wait for the dead process at orbax's barrier
+      run.checkpoints.wait()
   return step, last, stop
 
 
@@ -222,10 +243,11 @@ def train_and_evaluate(config, workdir):
     step, last, stop = _loop(run, request, step)
   if request.requested:
     kept = run.checkpoints.latest.latest_step()
+    everywhere = " on every process" if jax.process_count() > 1 else ""
     say(f"interrupted ({request.signal_name}) at step {step} of {run.num_steps}; "
         + (f"the checkpoint of step {kept} is in {workdir / 'checkpoints'}: run the same "
-           "command to resume from it" if kept is not None else "no checkpoint was written "
-           "yet: run the same command to start again"))
+           f"command{everywhere} to resume from it" if kept is not None else "no checkpoint "
+           f"was written yet: run the same command{everywhere} to start again"))
     raise Interrupted
   if stop:
     say(f"stopped early at step {step} (epoch {step / run.steps_per_epoch:.1f}): the "

@@ -1,9 +1,14 @@
-"""Stopping a training run cleanly on Ctrl-C (SIGINT) or SIGTERM (a cluster's preemption)."""
+"""Stopping a training run cleanly on Ctrl-C (SIGINT) or SIGTERM (a cluster's preemption),
+on one process or on all of a multi-process run together."""
 
 from __future__ import annotations
 
 import signal
 import threading
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
 
 from urn_jax.console import say
 
@@ -33,6 +38,17 @@ class StopRequest:
     self.signal_name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
     say(f"\n{self.signal_name}: stopping after this step, with a checkpoint (Ctrl-C again "
         "stops at once)")
+
+  def agreed(self) -> bool:
+    """Whether this process, or any other of the run, has been asked to stop. Every process
+    asks at the same step (a collective where there are several), so a signal to one host
+    stops them all after the same step, each with its share of the same checkpoint."""
+    if jax.process_count() == 1:
+      return self.requested
+    anyone = bool(np.any(multihost_utils.process_allgather(np.asarray(self.requested))))
+    if anyone and not self.requested:
+      self.requested, self.signal_name = True, "another process's stop request"
+    return anyone
 
   def __exit__(self, *exc):
     for s, handler in self.previous.items():
