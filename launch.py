@@ -73,12 +73,10 @@ def main(argv):
                              _PEER_TIMEOUT.value)
   try:
     urn_jax.jobs.run(_CONFIG.value, _WORKDIR.value)
-  except urn_jax.hosts.PeerLost as e:
-    # JAX's shutdown at exit would wait for the dead process at a barrier, then abort with
-    # a C++ stack trace: the message, and out.
-    print(f"error: {e}", file=sys.stderr, flush=True)
-    sys.stdout.flush()
-    os._exit(1)
+  except BaseException as e:  # noqa: BLE001 - every way out of a multi-process run
+    if urn_jax.hosts.joined():
+      urn_jax.hosts.leave(e)
+    raise
 
 
 def _child_argv(argv):

@@ -45,9 +45,9 @@ def _command(data: Path, workdir: Path) -> list[str]:
           *TINY]
 
 
-def _start(data, workdir, environment, processes=2):
+def _start(data, workdir, environment, processes=2, only_for_1=()):
   """``processes`` processes of one run, each with its own output files; with one, a
-  process with two CPU devices instead."""
+  process with two CPU devices instead. ``only_for_1``: flags process 1 alone gets."""
   workdir.mkdir(parents=True, exist_ok=True)
   if processes == 1:
     environment = dict(environment, XLA_FLAGS="--xla_force_host_platform_device_count=2")
@@ -61,6 +61,7 @@ def _start(data, workdir, environment, processes=2):
   for index, flags in enumerate(peers):
     out = open(workdir.parent / f"{workdir.name}.{index}.out", "a")
     err = open(workdir.parent / f"{workdir.name}.{index}.err", "a")
+    flags = flags + list(only_for_1) if index == 1 else flags
     started.append(subprocess.Popen(_command(data, workdir) + flags, stdout=out, stderr=err,
                                     env=environment, cwd=workdir.parent))
   return started
@@ -181,3 +182,16 @@ def test_a_stopped_or_killed_process_ends_the_other_and_both_resume(
   for a, b in zip(jax.tree_util.tree_leaves(_state(workdir)),
                   jax.tree_util.tree_leaves(_state(two_processes)), strict=True):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_process_that_fails_alone_ends_the_run_at_once(tiny_data, tmp_path, environment):
+  """Process 1 alone is given a data folder that does not exist: it leaves with its error,
+  and process 0, waiting for it at the data barrier, ends too, well before any timeout."""
+  workdir = tmp_path / "failed"
+  begun = time.monotonic()
+  started = _start(tiny_data, workdir, environment,
+                   only_for_1=[f"--config.data.brats_dir={tmp_path / 'nowhere'}"])
+  assert _finish(started, timeout=PEER_TIMEOUT + 60) == [1, 1]
+  assert time.monotonic() - begun < PEER_TIMEOUT + 20
+  assert "nowhere" in _output(workdir, 1, "err")
+  assert "another process of this run has died" in _output(workdir, 0, "err")

@@ -15,17 +15,21 @@ A process that dies (a host lost, ``kill -9``) does not leave the others hanging
 collective of the others fails at once (gloo's connection is reset), which the training
 loop reports as ``PeerLost``; where a process waits on the runtime instead (a barrier), the
 runtime ends it after ``peer_timeout`` seconds without a heartbeat from the dead one
-(``jax.distributed.initialize(heartbeat_timeout_seconds=...)``). Re-running the same
-command on every process resumes from the last checkpoint.
+(``jax.distributed.initialize(heartbeat_timeout_seconds=...)``). A process that fails on
+its own (an error, a stop request) leaves at once (``leave``), so that its peers do not
+wait for it. Re-running the same command on every process resumes from the last
+checkpoint.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import traceback
 
 import jax
 
@@ -58,6 +62,38 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
   jax.distributed.initialize(coordinator_address=coordinator_address,
                              num_processes=num_processes, process_id=process_id,
                              heartbeat_timeout_seconds=peer_timeout)
+
+
+def joined() -> bool:
+  """Whether this process is one of several of a run (``initialize`` was called)."""
+  return jax.process_count() > 1
+
+
+def leave(error: BaseException) -> None:
+  """Ends this process of a multi-process run that ``error`` ends, at once: its message (a
+  ``SystemExit``'s, or the traceback of anything else), then ``os._exit``. Python's normal
+  exit would run JAX's shutdown, a barrier for every process, where a failed process waits
+  for peers that wait for it in a collective until the runtime aborts them all minutes
+  later; gone at once, its peers' next collective fails and they leave too."""
+  if isinstance(error, SystemExit):
+    code = error.code
+    if isinstance(code, str):
+      print(code, file=sys.stderr)
+      code = 1
+  elif isinstance(error, PeerLost):
+    print(f"error: {error}", file=sys.stderr)
+    code = 1
+  elif lost_peer(error):  # outside the training loop: preparing data, say
+    print(f"error: process {jax.process_index()} of {jax.process_count()}: another process "
+          f"of this run has died ({str(error).splitlines()[0][:200]}); its output says why",
+          file=sys.stderr)
+    code = 1
+  else:
+    traceback.print_exception(error)
+    code = 1
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(code or 0)
 
 
 def free_port() -> int:

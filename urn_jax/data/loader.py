@@ -15,6 +15,7 @@ its share of each global batch, so a run's batches are the same on one host or s
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import grain
@@ -55,16 +56,21 @@ class SliceSource(grain.sources.RandomAccessDataSource):
       index.extend((c, z) for z in slices)
     self.index = np.asarray(index, np.int64).reshape(-1, 2)
     self.available = np.asarray([m.available for m in self.metas], bool)
-    self._open = {}
+    self._open, self._opening = {}, threading.Lock()
 
   def __len__(self):
     return len(self.index)
 
   def _arrays(self, c):
     if c not in self._open:
-      d = Path(self.case_dirs[c])
-      self._open[c] = (np.load(d / "image.npy", mmap_mode="r"),
-                       np.load(d / "label.npy", mmap_mode="r") if self.labels else None)
+      # One thread at a time: grain reads a batch's slices in threads, and CPython 3.11's
+      # parser (np.load reads a .npy header with ast.literal_eval) fails now and then when
+      # threads parse at once ("SystemError: AST constructor recursion depth mismatch").
+      with self._opening:
+        if c not in self._open:
+          d = Path(self.case_dirs[c])
+          self._open[c] = (np.load(d / "image.npy", mmap_mode="r"),
+                           np.load(d / "label.npy", mmap_mode="r") if self.labels else None)
     return self._open[c]
 
   def __getitem__(self, i):
@@ -75,8 +81,12 @@ class SliceSource(grain.sources.RandomAccessDataSource):
       record["label"] = np.array(label[z], np.int32)
     return record
 
-  def __getstate__(self):  # memory maps are not sent to worker processes
-    return {k: v for k, v in self.__dict__.items() if k != "_open"} | {"_open": {}}
+  def __getstate__(self):  # memory maps (and the lock) are not sent to worker processes
+    return {k: v for k, v in self.__dict__.items() if k not in ("_open", "_opening")}
+
+  def __setstate__(self, state):
+    self.__dict__.update(state)
+    self._open, self._opening = {}, threading.Lock()
 
   def __repr__(self):
     return f"SliceSource({len(self.case_dirs)} cases, {len(self)} slices)"
