@@ -96,6 +96,7 @@ def test_vmap_and_unroll_stacking_share_parameters_and_results(synthesis):
                            (out_v, stats_v), (out_u, stats_u))
 
 
+@pytest.mark.slow  # over 10 s on 2 cores
 def test_dropped_modality_encoder_gets_exactly_zero_gradient(tiny_urn):
   b = make_batch()
   keep = np.ones((4, 4), bool)

@@ -64,7 +64,7 @@ def test_contrasts_follow_mr_physics(case):
 
 @pytest.mark.slow
 def test_tumour_compartments_and_edema_contrast_like_brats():
-  """Issue 14: the core (labels 1 + 4) a third to a half of the whole tumour, as in BraTS,
+  """The core (labels 1 + 4) a third to a half of the whole tumour, as in BraTS,
   not the 3-25 % of the first phantom (which made TC and ET small for the phantom's
   reasons); edema hyperintense on T2 as on FLAIR in every case (the first phantom's seed 11
   had T2 ratios of 1.16-1.58 on its first 12 cases, 2 of them below 1.2)."""
