@@ -63,9 +63,10 @@ class SliceSource(grain.sources.RandomAccessDataSource):
 
   def _arrays(self, c):
     if c not in self._open:
-      # One thread at a time: grain reads a batch's slices in threads, and CPython 3.11's
-      # parser (np.load reads a .npy header with ast.literal_eval) fails now and then when
-      # threads parse at once ("SystemError: AST constructor recursion depth mismatch").
+      # One thread at a time: grain reads a batch's slices in threads, and np.load's header
+      # parse (ast.literal_eval) failed once in such a thread under CPython 3.11 with
+      # "SystemError: AST constructor recursion depth mismatch", a parser state shared
+      # between threads that parse at once.
       with self._opening:
         if c not in self._open:
           d = Path(self.case_dirs[c])
