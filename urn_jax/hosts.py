@@ -113,9 +113,11 @@ def run_local(argv: list[str], count: int, peer_timeout: int = PEER_TIMEOUT) -> 
   end by themselves (they notice at their next collective) and are then killed.
   """
   address = f"127.0.0.1:{free_port()}"
+  # Each in a session of its own: a terminal's Ctrl-C reaches this process alone, which
+  # passes it on once (twice, by the terminal and by us, would be "stop at once").
   children = [subprocess.Popen([sys.executable, *argv, f"--coordinator_address={address}",
                                 f"--num_processes={count}", f"--process_id={index}",
-                                f"--peer_timeout={peer_timeout}"])
+                                f"--peer_timeout={peer_timeout}"], start_new_session=True)
               for index in range(count)]
 
   def forward(signum, frame):
