@@ -47,9 +47,14 @@ _PEER_SIGNS = ("Gloo", "gloo", "Connection reset by peer", "Connection closed by
                "heartbeat", "coordination service", "Barrier failed")
 
 
+def joined() -> bool:
+  """Whether this process is one of several of a run (``initialize`` was called)."""
+  return jax.process_count() > 1
+
+
 def lost_peer(error: BaseException) -> bool:
   """Whether ``error``, raised by JAX in a multi-process run, says another process died."""
-  return jax.process_count() > 1 and any(sign in str(error) for sign in _PEER_SIGNS)
+  return joined() and any(sign in str(error) for sign in _PEER_SIGNS)
 
 
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
@@ -62,11 +67,6 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
   jax.distributed.initialize(coordinator_address=coordinator_address,
                              num_processes=num_processes, process_id=process_id,
                              heartbeat_timeout_seconds=peer_timeout)
-
-
-def joined() -> bool:
-  """Whether this process is one of several of a run (``initialize`` was called)."""
-  return jax.process_count() > 1
 
 
 def leave(error: BaseException) -> None:

@@ -172,7 +172,7 @@ def _loop(run: _Run, request: StopRequest, step: int):
   history, last, stop, tick = [], {}, False, time.perf_counter()
   peer_lost = False
   try:
-    while step < run.num_steps and not stop and not request.agreed():
+    while step < run.num_steps and not stop and not request.agreed(step, t.log_every):
       batch = run.to_device(next(run.iterator))
       run.state, metrics = train_step(run.state, batch, jax.random.fold_in(run.step_key, step))
       step += 1

@@ -39,12 +39,16 @@ class StopRequest:
     say(f"\n{self.signal_name}: stopping after this step, with a checkpoint (Ctrl-C again "
         "stops at once)")
 
-  def agreed(self) -> bool:
-    """Whether this process, or any other of the run, has been asked to stop. Every process
-    asks at the same step (a collective where there are several), so a signal to one host
-    stops them all after the same step, each with its share of the same checkpoint."""
+  def agreed(self, step: int | None = None, every: int = 1) -> bool:
+    """Whether this process, or any other of the run, has been asked to stop. With several
+    processes this is a collective, asked by every process at the same steps: at multiples
+    of ``every`` only (``step`` None: now), where the training loop waits for its devices
+    anyway, so the steps between stay asynchronous. A signal to one host then stops them
+    all after the same step, each with its share of the same checkpoint."""
     if jax.process_count() == 1:
       return self.requested
+    if step is not None and step % every:
+      return False
     anyone = bool(np.any(multihost_utils.process_allgather(np.asarray(self.requested))))
     if anyone and not self.requested:
       self.requested, self.signal_name = True, "another process's stop request"
