@@ -22,6 +22,7 @@ import pytest
 import urn_jax as U
 from urn_jax.training.checkpoints import read_state
 
+
 def pytest_configure(config):
   """Every command the tests start (``launch.py`` runs, the study, ``urn-segment``,
   ``benchmarks/compile_count.py``) shares one persistent JAX compilation cache for the

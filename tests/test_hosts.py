@@ -39,8 +39,8 @@ TINY = ["--config.data.n4=False", "--config.data.size=16", "--config.data.spacin
 
 
 def _command(data: Path, workdir: Path) -> list[str]:
-  return [sys.executable, str(ROOT / "launch.py"), f"--config={ROOT / 'configs/segment.py'}:baseline_md",
-          f"--workdir={workdir}", f"--config.data.brats_dir={data / 'brats'}",
+  return [sys.executable, str(ROOT / "launch.py"),
+          f"--config={ROOT / 'configs/segment.py'}:baseline_md", f"--workdir={workdir}", f"--config.data.brats_dir={data / 'brats'}",
           f"--config.data.hcp_dir={data / 'hcp'}", f"--config.data.cache_dir={data / 'cache'}",
           *TINY]
 
@@ -59,17 +59,16 @@ def _start(data, workdir, environment, processes=2, only_for_1=()):
              for index in range(processes)]
   started = []
   for index, flags in enumerate(peers):
-    out = open(workdir.parent / f"{workdir.name}.{index}.out", "a")
-    err = open(workdir.parent / f"{workdir.name}.{index}.err", "a")
     flags = flags + list(only_for_1) if index == 1 else flags
-    started.append(subprocess.Popen(_command(data, workdir) + flags, stdout=out, stderr=err,
-                                    env=environment, cwd=workdir.parent))
+    with (open(workdir.parent / f"{workdir.name}.{index}.out", "a") as out,
+          open(workdir.parent / f"{workdir.name}.{index}.err", "a") as err):
+      started.append(subprocess.Popen(_command(data, workdir) + flags, stdout=out,
+                                      stderr=err, env=environment, cwd=workdir.parent))
   return started
 
 
 def _finish(started, timeout=240):
-  codes = [p.wait(timeout=timeout) for p in started]
-  return codes
+  return [p.wait(timeout=timeout) for p in started]
 
 
 def _output(workdir, index, stream):

@@ -10,7 +10,7 @@ from urn_jax.evaluation.tables import paper_comparison
 # The means of the columns of the paper's Table 1 (ET / WT / TC), over its 15 rows (14 for
 # the baseline, whose T1-only row the paper could not retrieve).
 PAPER_MEANS = {"Baseline": (21.4, 44.1, 24.6), "Baseline + MD": (44.0, 76.8, 59.3),
-                 "URN + MD": (46.9, 79.3, 58.9), "URN + MD w/ HCP": (54.1, 79.4, 66.2)}
+               "URN + MD": (46.9, 79.3, 58.9), "URN + MD w/ HCP": (54.1, 79.4, 66.2)}
 
 
 def test_table1_as_transcribed_has_the_papers_means_and_rows():
