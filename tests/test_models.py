@@ -9,6 +9,7 @@ from conftest import SIZE, TINY, make_batch
 
 import urn_jax as U
 from urn_jax.model import unet
+from urn_jax.model.decoder import ResidualBlock
 from urn_jax.model.encoder import Encoders
 
 
@@ -218,6 +219,41 @@ def test_hand_written_layers_compute_what_flax_layers_compute():
   np.testing.assert_allclose(y, y_ref, atol=2e-5)
   jax.tree.map(close(2e-5), stats, stats_ref)
   jax.tree.map(close(1e-4), grads, grads_ref)  # parameters and input
+
+
+class _FlaxResidualBlock(nn.Module):
+  """The synthesis decoders' residual block written with ``nn.Conv``: the reference for ours."""
+  features: int
+
+  @nn.compact
+  def __call__(self, x, train):
+    y = nn.Conv(self.features, (3, 3), use_bias=False)(x)
+    y = nn.leaky_relu(unet.BatchNorm()(y, train), unet.LEAKY_SLOPE)
+    y = unet.BatchNorm()(nn.Conv(self.features, (3, 3), use_bias=False)(y), train)
+    return nn.leaky_relu(x + y, unet.LEAKY_SLOPE)
+
+
+def test_the_residual_block_computes_what_flax_layers_compute():
+  """The synthesis decoders' 3x3 convolutions are the U-Net's ``Conv3x3``: checkpoints written
+  with ``nn.Conv`` load, start from the same values and compute the same outputs, batch
+  statistics and gradients."""
+  ours, ref = ResidualBlock(16), _FlaxResidualBlock(16)
+  x = jax.random.normal(jax.random.key(1), (2, 16, 16, 16))
+  v = ours.init(jax.random.key(0), x, train=False)
+  v_ref = ref.init(jax.random.key(0), x, train=False)
+  jax.tree.map(np.testing.assert_array_equal, v, v_ref)
+
+  def run(module):
+    def loss(params, x):
+      y, stats = module.apply({**v, "params": params}, x, train=True, mutable=["batch_stats"])
+      return jnp.sum(jnp.sin(y)), (y, stats)
+    return jax.jit(jax.value_and_grad(loss, (0, 1), has_aux=True))(v["params"], x)
+
+  (_, (y, stats)), grads = run(ours)
+  (_, (y_ref, stats_ref)), grads_ref = run(ref)
+  np.testing.assert_allclose(y, y_ref, atol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4),
+               (stats, grads), (stats_ref, grads_ref))
 
 
 @pytest.mark.parametrize("channels", [1, 3])

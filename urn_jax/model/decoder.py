@@ -8,7 +8,8 @@
 
 The residual block is not spelled out in the paper; we use the standard one of He et al.
 (2016) at the representation's width: conv3x3-BN-leaky ReLU-conv3x3-BN, added to the input,
-then leaky ReLU.
+then leaky ReLU. Its 3x3 convolutions are the U-Net's ``Conv3x3``: ``nn.Conv``'s parameters,
+computed the way the backend runs fastest.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from urn_jax.model.stacking import stack
-from urn_jax.model.unet import LEAKY_SLOPE, BatchNorm
+from urn_jax.model.unet import LEAKY_SLOPE, BatchNorm, Conv3x3
 
 
 class ResidualBlock(nn.Module):
@@ -29,9 +30,10 @@ class ResidualBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool):
-    y = nn.Conv(self.features, (3, 3), use_bias=False, dtype=self.dtype)(x)
+    # Flax's names for nn.Conv(features, (3, 3), use_bias=False): checkpoints are unchanged.
+    y = Conv3x3(self.features, self.dtype, name="Conv_0")(x)
     y = nn.leaky_relu(BatchNorm(dtype=self.dtype)(y, train), LEAKY_SLOPE)
-    y = nn.Conv(self.features, (3, 3), use_bias=False, dtype=self.dtype)(y)
+    y = Conv3x3(self.features, self.dtype, name="Conv_1")(y)
     y = BatchNorm(dtype=self.dtype)(y, train)
     return nn.leaky_relu(x + y, LEAKY_SLOPE)
 
