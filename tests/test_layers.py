@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "urn_jax"
 LAYERS = {
     "urn_jax.errors": 0, "urn_jax.files": 0, "urn_jax.console": 0, "urn_jax.modalities": 0,
     "urn_jax.labels": 0, "urn_jax.metrics": 0, "urn_jax.job_config": 0,
-    "urn_jax.scenarios": 0, "urn_jax.hosts": 0,
+    "urn_jax.scenarios": 0, "urn_jax.hosts": 0, "urn_jax.lesion_metrics": 0,
     "urn_jax.model": 1, "urn_jax.data": 1,
     "urn_jax.training": 2,
     "urn_jax.inference": 3,

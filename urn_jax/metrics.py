@@ -28,7 +28,9 @@ nor is silently dropped:
   specificity:                      over the whole volume; 1 when there are no negatives
 
 ``segmentation_metrics`` takes class volumes and refuses any value outside 0..3 (a raw
-BraTS label map, 0/1/2/4, would otherwise score its enhancing tumour as absent).
+BraTS label map, 0/1/2/4, would otherwise score its enhancing tumour as absent). Lesion by
+lesion (BraTS since 2023, panoptica) and the normalized surface Dice, each with its
+conventions and source: ``urn_jax.lesion_metrics``, built on the functions here.
 """
 
 from __future__ import annotations
