@@ -13,12 +13,14 @@ comma-separated names. Runs with the same name (several seeds) are averaged, and
 cells show the mean and the spread over them. Every model must have been trained with the
 same split (``<workdir>/split.json``); its test BraTS patients, which neither trained nor
 chose any model, are evaluated. ``evaluate.masks`` picks combinations, e.g.
-``--config.evaluate.masks=1111,1000`` for all four modalities and FLAIR alone.
+``--config.evaluate.masks=1111,1000`` for all four modalities and FLAIR alone;
+``evaluate.lesion_metrics`` adds the BraTS 2023 lesion-wise Dice and HD95 (default) or
+panoptica's instance-wise metrics, with the normalized surface Dice at 1 mm.
 """
 
 import ml_collections
 
-from urn_jax.inference.predict import CHUNK
+from urn_jax.inference.predict import CHUNK, DEFAULT_MIRROR
 
 
 def get_config():
@@ -32,4 +34,9 @@ def get_config():
   config.evaluate.masks = "all"        # or keys such as "1111,0010" (F, T1, T1c, T2)
   config.evaluate.figure_case = ""     # case of Figures 3-5; default: the largest tumour
   config.evaluate.figures = True
+  # Lesion-wise metrics beside the volume-wise ones (urn_jax.lesion_metrics): "brats2023"
+  # (BraTS 2023-2024, in Table 1's lesion-wise versions), "panoptica" (cases.csv only), or
+  # "" for none.
+  config.evaluate.lesion_metrics = "brats2023"
+  config.evaluate.mirror = ",".join(DEFAULT_MIRROR)  # test-time mirroring, as urn-segment's
   return config

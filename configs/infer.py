@@ -11,13 +11,15 @@ input's grid). See ``urn_jax/inference/segment.py`` for the inputs it accepts an
 
 import ml_collections
 
-from urn_jax.inference.predict import CHUNK
+from urn_jax.inference.predict import CHUNK, DEFAULT_MIRROR
 
 
 def get_config():
   config = ml_collections.ConfigDict()
   config.job = "infer"
-  config.model = ""            # work directory of a segmentation run
+  config.model = ""            # work directory of a segmentation run; several, comma-separated:
+                               # an ensemble, its probabilities averaged
+  config.mirror = ",".join(DEFAULT_MIRROR)  # test-time mirroring: "lr", "lr,ap", or "" (none)
   config.input = ""            # a case folder or a folder of case folders
   config.flair = config.t1 = config.t1c = config.t2 = ""  # or one case's files
   config.case_id = ""

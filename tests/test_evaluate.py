@@ -34,7 +34,8 @@ def runs(tiny_runs):
 
 def _settings(**overrides):
   settings = ml_collections.ConfigDict(dict(chunk=8, max_cases=0, figure_case="",
-                                            figures=True, masks="all"))
+                                            figures=True, masks="all",
+                                            lesion_metrics="brats2023"))
   settings.update(overrides)
   return settings
 
@@ -52,7 +53,8 @@ def test_evaluation_writes_every_table_figure_and_csv(report):
   out = report["out"]
   for name in ("table1.md", "table1.csv", "table1_hd95.md", "table1_hd95.csv", "table2.md",
                "table2.csv", "figure2.png", "figure3.png", "figure5.png", "cases.csv",
-               "psnr_cases.csv", "runs.json"):
+               "psnr_cases.csv", "runs.json", "table1_lesion_dice.md",
+               "table1_lesion_hd95.csv"):
     assert (out / name).stat().st_size > 0, name
   assert sorted(report["summary"]["dice_mean"]) == ["Baseline + MD", "URN + MD",
                                                     "URN + MD w/ HCP"]
@@ -162,11 +164,27 @@ def test_a_model_retrained_in_its_folder_is_evaluated_again(runs, tmp_path, monk
       "datasets"]["brats"]["test"])
 
 
+def test_evaluation_mirrors_as_asked_and_keeps_those_results_apart(runs, tmp_path,
+                                                                   monkeypatch):
+  calls = []
+  real = urn_jax.evaluation.evaluate.predict_volume
+  monkeypatch.setattr(urn_jax.evaluation.evaluate, "predict_volume",
+                      lambda loaded, image, mask, chunk, mirror=(): calls.append(mirror) or
+                      real(loaded, image, mask, chunk, mirror))
+  for mirror in ("", "lr", ""):
+    evaluate_models([runs["urn_md"]], tmp_path, _settings(figures=False, masks="1111",
+                                                          mirror=mirror))
+  patients = len(json.loads((runs["urn_md"] / "split.json").read_text())[
+      "datasets"]["brats"]["test"])
+  assert calls == [()] * patients + [("lr",)] * patients  # the third run reused the first's
+  assert len(list((tmp_path / "per_case").iterdir())) == 2
+
+
 def test_a_perfect_prediction_scores_perfectly_on_the_original_grid(runs, tmp_path,
                                                                      monkeypatch):
   """The mapping back to the original file (window, LPS orientation) is exact: a model
   that outputs the pre-processed label scores Dice 1 and HD95 0 on the original label."""
-  def oracle(loaded, image, mask, chunk):
+  def oracle(loaded, image, mask, chunk, mirror=()):
     case = next(d for d in (runs["data"] / "cache" / "preprocessed").glob("*/brats/*")
                 if np.array_equal(np.load(d / "image.npy"), image))
     label = np.load(case / "label.npy")
@@ -176,11 +194,13 @@ def test_a_perfect_prediction_scores_perfectly_on_the_original_grid(runs, tmp_pa
   with (tmp_path / "cases.csv").open() as f:
     rows = list(csv.DictReader(f))
   for region in ("ET", "WT", "TC"):
-    assert all(float(r[f"{region}/dice"]) == 1.0 for r in rows)
-    assert all(float(r[f"{region}/hd95"]) == 0.0 for r in rows)
+    for metric, perfect in (("dice", 1.0), ("hd95", 0.0), ("lesion_dice", 1.0),
+                            ("lesion_hd95", 0.0), ("lesions_fp", 0.0), ("lesions_fn", 0.0),
+                            ("nsd", 1.0)):
+      assert all(float(r[f"{region}/{metric}"]) == perfect for r in rows), metric
 
 
-def _tumour_everywhere(loaded, image, mask, chunk):
+def _tumour_everywhere(loaded, image, mask, chunk, mirror=()):
   """A model that calls every voxel of every slice enhancing tumour, even in the air."""
   return {"probabilities": np.broadcast_to(np.eye(4, dtype=np.float32)[3],
                                            image.shape[:3] + (4,)).copy()}

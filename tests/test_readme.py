@@ -126,7 +126,8 @@ def test_every_code_block_of_the_readme_runs(tmp_path, phantom_cache, command_en
       if command is not None:
         _run(command, scratch, command_environment)
         ran += 1
-  assert ran == 17
+  assert ran == 18
+  assert (scratch / "runs" / "scores" / "summary.csv").is_file()
   assert (scratch / "runs" / "eval" / "table1.md").is_file()
   assert (scratch / "predictions" / f"{CASE}.nii.gz").is_file()
   assert (scratch / "out" / f"{CASE}.nii.gz").is_file() and (scratch / "case.png").is_file()

@@ -40,10 +40,12 @@ from urn_jax.data.datasets import held_out_patients
 from urn_jax.data.meta import CaseMeta
 from urn_jax.errors import DataError
 from urn_jax.files import replaced_atomically, write_text_atomically
-from urn_jax.inference.predict import (given_brain, load_model, nonzero_voxels, predict_volume,
+from urn_jax.inference.predict import (DEFAULT_MIRROR, given_brain, load_model,
+                                       nonzero_voxels, parse_mirror, predict_volume,
                                        to_original_classes)
 from urn_jax.job_config import read_config
 from urn_jax.labels import REGIONS, labels_to_classes, region_mask
+from urn_jax.lesion_metrics import lesion_metrics
 from urn_jax.metrics import psnr, segmentation_metrics
 from urn_jax.modalities import (FIGURE_MASKS, MODALITIES, availability_masks, mask_key,
                                 mask_name)
@@ -104,14 +106,40 @@ def _ras_slice(meta: CaseMeta, volume: np.ndarray, z: int) -> np.ndarray:
   return nib.orientations.apply_orientation(volume, np.asarray(meta.orientation))[:, :, z]
 
 
-def _segmentation(loaded, patient: _Patient, mask, chunk):
+@dataclasses.dataclass(frozen=True)
+class _Scoring:
+  """How each case is predicted and scored: ``chunk`` slices per call, test-time ``mirror``
+  (``urn_jax.inference.predict.MIRROR_AXES``), ``lesions`` (a definition of
+  ``urn_jax.lesion_metrics``, or "" for none)."""
+
+  chunk: int
+  mirror: tuple = ()
+  lesions: str = ""
+
+  @classmethod
+  def of(cls, settings) -> "_Scoring":
+    return cls(settings.chunk, parse_mirror(settings.get("mirror", ",".join(DEFAULT_MIRROR))),
+               settings.get("lesion_metrics", ""))
+
+  def key(self) -> str:
+    """What results written with other settings must not be mistaken for; settings at
+    their earlier defaults add nothing, so those results keep their key."""
+    return "".join([f":lesions={self.lesions}" if self.lesions else "",
+                    f":mirror={','.join(self.mirror)}" if self.mirror else ""])
+
+
+def _segmentation(loaded, patient: _Patient, mask, scoring: _Scoring):
   """The prediction of ``loaded`` for ``patient`` with the modalities of ``mask``, on the
-  original grid, and its metrics."""
-  out = predict_volume(loaded, patient.image, mask, chunk)
+  original grid, and its metrics: volume-wise, and lesion-wise as ``scoring`` says."""
+  out = predict_volume(loaded, patient.image, mask, scoring.chunk, scoring.mirror)
   predicted = to_original_classes(out["probabilities"], patient.meta,
                                   given_brain(patient.nonzero, mask))
-  return predicted, segmentation_metrics(predicted, patient.classes, patient.spacing,
-                                         patient.distances)
+  metrics = segmentation_metrics(predicted, patient.classes, patient.spacing,
+                                 patient.distances)
+  if scoring.lesions:
+    metrics.update(lesion_metrics(predicted, patient.classes, patient.spacing,
+                                  scoring.lesions))
+  return predicted, metrics
 
 
 def _synthesis(loaded, patient: _Patient, mask, chunk):
@@ -126,7 +154,7 @@ def _synthesis(loaded, patient: _Patient, mask, chunk):
   return synthesis, rows
 
 
-def _evaluate_case(loaded, patient: _Patient, masks, chunk, figure: bool):
+def _evaluate_case(loaded, patient: _Patient, masks, scoring: _Scoring, figure: bool):
   """Rows of metrics for one model and one patient, a row per combination of modalities
   the patient has (and, for a pre-training, per modality); with ``figure``, also the
   slices Figures 3-5 draw."""
@@ -139,12 +167,12 @@ def _evaluate_case(loaded, patient: _Patient, masks, chunk, figure: bool):
     key = mask_key(mask)
     base = {"case_id": meta.case_id, "mask": key, "combination": mask_name(mask)}
     if segmentation:
-      predicted, metrics = _segmentation(loaded, patient, mask, chunk)
+      predicted, metrics = _segmentation(loaded, patient, mask, scoring)
       rows.append({**base, **metrics})
       if figure and key in FIGURE_MASKS:
         drawn[key] = _ras_slice(meta, predicted, z_original)
     else:
-      synthesis, psnr_rows = _synthesis(loaded, patient, mask, chunk)
+      synthesis, psnr_rows = _synthesis(loaded, patient, mask, scoring.chunk)
       rows += [{**base, **row} for row in psnr_rows]
       if figure and key in FIGURE_MASKS:
         drawn[key] = synthesis[z_model]
@@ -182,9 +210,9 @@ def parse_masks(text: str) -> np.ndarray:
   return masks[[i for i, k in enumerate(known) if k in keys]]
 
 
-def _cache_key(loaded, masks) -> str:
-  """Per-case results are reused only for the same checkpoint and combinations."""
-  keys = ",".join(mask_key(m) for m in masks)
+def _cache_key(loaded, masks, scoring: _Scoring) -> str:
+  """Per-case results are reused only for the same checkpoint, combinations and scoring."""
+  keys = ",".join(mask_key(m) for m in masks) + scoring.key()
   return hashlib.sha256(f"{loaded.checkpoint}:{loaded.step}:{keys}".encode()).hexdigest()[:12]
 
 
@@ -240,14 +268,15 @@ def _models(workdirs, names, settings) -> tuple[list[_Model], list[str], str]:
   return models, reference_ids, figure_case
 
 
-def _case_results(model: _Model, case_id: str, patient, masks, chunk, figure: bool):
+def _case_results(model: _Model, case_id: str, patient, masks, scoring: _Scoring,
+                  figure: bool):
   """``(rows, drawn)`` of ``model`` on one test patient: kept ones if its cache has them,
   else computed (``patient()`` reads the patient, once for every model) and kept."""
   stored = model.cache / f"{case_id}.json" if model.cache else None
   drawing = stored.with_suffix(".npz") if stored else None
   if stored and stored.exists() and (not figure or drawing.exists()):
     return json.loads(stored.read_text()), dict(np.load(drawing)) if figure else {}
-  rows, drawn = _evaluate_case(model.loaded, patient(), masks, chunk, figure)
+  rows, drawn = _evaluate_case(model.loaded, patient(), masks, scoring, figure)
   if stored:
     if figure:
       with replaced_atomically(drawing) as temporary:
@@ -268,12 +297,14 @@ def evaluate_models(models, out_dir, settings, names=None) -> dict:
     raise DataError(f"{len(names)} names for {len(workdirs)} models; give one per model")
   check_evaluation_settings(settings)
   masks = parse_masks(settings.get("masks", "all"))
+  scoring = _Scoring.of(settings)
   models, reference_ids, figure_case = _models(workdirs, names, settings)
   out_dir = Path(out_dir)  # made only now, when every model has been found and loaded
   if is_main_process():
     for n, model in enumerate(models):
       model.cache = _checked_cache(
-          out_dir / "per_case" / f"{n:02d}-{_cache_key(model.loaded, masks)}", model.loaded)
+          out_dir / "per_case" / f"{n:02d}-{_cache_key(model.loaded, masks, scoring)}",
+          model.loaded)
   # Case by case, every model: each patient's label, and its distance maps for HD95, are
   # read once and dropped before the next patient.
   bar = progress(total=len(models) * len(reference_ids), desc="evaluating", unit="case")
@@ -281,7 +312,7 @@ def evaluate_models(models, out_dir, settings, names=None) -> dict:
     patient = functools.cache(lambda case_id=case_id: _Patient.read(models[0].cases[case_id]))
     for model in models:
       bar.set_postfix_str(f"{case_id}: {model.run['name']} seed {model.run['seed']}")
-      rows, drawn = _case_results(model, case_id, patient, masks, settings.chunk,
+      rows, drawn = _case_results(model, case_id, patient, masks, scoring,
                                   case_id == figure_case)
       model.run["rows"] += [{"model": model.run["name"], "seed": model.run["seed"], **r}
                             for r in rows]

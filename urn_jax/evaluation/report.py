@@ -6,7 +6,8 @@ writer makes its part:
 
 - ``training.md`` and ``curves_<model>.png``: each run's training curve and whether it
   flattened (``urn_jax.evaluation.curves``);
-- ``table1`` (Dice), ``table1_hd95``, ``table2`` (PSNR) and ``paper.md``, the paper's
+- ``table1`` (Dice), ``table1_hd95``, the lesion-wise ``table1_lesion_dice`` and
+  ``table1_lesion_hd95`` (when evaluated), ``table2`` (PSNR) and ``paper.md``, the paper's
   numbers beside ours (``urn_jax.evaluation.tables``);
 - ``figure2.png`` to ``figure5.png`` (``urn_jax.evaluation.figures``);
 - ``claims.md`` / ``claims.json``: the paper's claims as paired tests over patients and
@@ -38,6 +39,11 @@ def _segmentation_files(counted, out_dir: Path, figure_case, draw, cases, tumour
   files = segmentation_table(shown, out_dir, "dice", cases=cases, tumours=tumours,
                              left_out=note)
   files += segmentation_table(shown, out_dir, "hd95", scale=1.0, cases=cases, left_out=note)
+  segmentation_rows = [row for r in shown if r["job"] == "segment" for row in r["rows"]]
+  if segmentation_rows and all("WT/lesion_dice" in row for row in segmentation_rows):
+    files += segmentation_table(shown, out_dir, "lesion_dice", cases=cases, left_out=note)
+    files += segmentation_table(shown, out_dir, "lesion_hd95", scale=1.0, cases=cases,
+                                left_out=note)
   files.append(write_rows(out_dir / "cases.csv", [row for r in counted.every
                                                   if r["job"] == "segment"
                                                   for row in r["rows"]]))

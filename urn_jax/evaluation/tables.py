@@ -2,7 +2,8 @@
 
 - ``table1.{md,csv}``: Dice (%) of ET, WT and TC per combination of modalities (rows in the
   paper's order, filled circle = available) and scenario, with a mean row; ``table1_hd95``
-  the same for HD95 (mm). Runs with the same name (seeds) are averaged: a cell reads
+  the same for HD95 (mm), and ``table1_lesion_dice`` / ``table1_lesion_hd95`` for the BraTS
+  2023 lesion-wise metrics when the evaluation computed them. Runs with the same name (seeds) are averaged: a cell reads
   ``mean ± half the range over runs``, so with two seeds each seed's value is one of the
   two ends; the CSVs have the spread in its own column.
 - ``table2.{md,csv}``: PSNR (dB) of each synthesized (missing) modality per combination and
@@ -102,7 +103,8 @@ def empty_regions_note(cases, tumours) -> str:
 
 def segmentation_table(runs, out_dir, metric="dice", scale=100.0, title=None, cases=(),
                        tumours=None, left_out=""):
-  """Table 1 for ``metric`` (``dice`` in %, or ``hd95`` in mm with ``scale=1``);
+  """Table 1 for ``metric`` (``dice`` or ``lesion_dice`` in %, or ``hd95`` or
+  ``lesion_hd95`` in mm with ``scale=1``);
   ``left_out``: a sentence naming runs left out of it."""
   names = run_names(runs, "segment")
   counts = {n: sum(r["name"] == n for r in runs) for n in names}
@@ -118,8 +120,9 @@ def segmentation_table(runs, out_dir, metric="dice", scale=100.0, title=None, ca
     rows.append(symbols(key) + [_cell(e, c) for e, c in zip(entries, runs_per_entry)])
     csv_rows.append([key, "mean" if key == "mean" else mask_name([c == "1" for c in key])]
                     + [v for e in entries for v in ((e[0], e[1]) if e else ("", ""))])
-  unit = "%" if metric == "dice" else "mm"
-  label = {"dice": "Dice", "hd95": "HD95"}.get(metric, metric)
+  unit = "%" if metric.endswith("dice") else "mm"
+  label = {"dice": "Dice", "hd95": "HD95", "lesion_dice": "lesion-wise Dice (BraTS 2023)",
+           "lesion_hd95": "lesion-wise HD95 (BraTS 2023)"}.get(metric, metric)
   title = title or (f"Table 1: {label} ({unit}) per combination of modalities, "
                     "test patients, mean ± half the range over runs")
   stem = "table1" if metric == "dice" else f"table1_{metric}"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 from pathlib import Path
 
 import jax
@@ -36,6 +37,15 @@ from urn_jax.scenarios import name_of
 from urn_jax.training.checkpoints import restore_state
 
 CHUNK = 32  # slices per inference call: one compilation serves every volume and mask
+MIRROR_AXES = {"lr": 1, "ap": 2}
+"""Test-time mirroring's axes in a batch of slices ``[N, X, Y, M]``: pre-processing turns
+every case to RAS and cuts it along Z, so X runs left to right and Y posterior to anterior.
+Left-right is the flip the anatomy allows (the brain is nearly symmetric; a tumour may lie
+on either side); ``ap`` is the other axis nnU-Net also mirrors."""
+DEFAULT_MIRROR: tuple[str, ...] = ()
+"""``urn-segment``'s and evaluation's default test-time mirroring: none. On the validation
+patients of a ``small`` Baseline + MD, mirroring left-right lowered TC and WT Dice by 2.7
+and 1.5 points (``benchmarks/mirroring.py``; benchmarks/RESULTS.md)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,15 +109,52 @@ def infer(model, variables, images, mask, representation: bool = False):
   return result
 
 
+def parse_mirror(text: str) -> tuple[str, ...]:
+  """``'lr'``, ``'lr,ap'``, or ``''`` / ``'none'`` (no mirroring) -> the axis names, as the
+  command line and the configs give them."""
+  return tuple(a.strip() for a in str(text).split(",") if a.strip() and a.strip() != "none")
+
+
+def mirrored_views(mirror) -> list[tuple[int, ...]]:
+  """The flips test-time mirroring averages over: every combination of the axes named in
+  ``mirror`` (keys of ``MIRROR_AXES``), the unflipped view first (nnU-Net's scheme)."""
+  unknown = [name for name in mirror if name not in MIRROR_AXES]
+  if unknown:
+    raise ValueError(f"mirror axes must be among {sorted(MIRROR_AXES)}, got {unknown}")
+  axes = sorted({MIRROR_AXES[name] for name in mirror})
+  return [combo for r in range(len(axes) + 1) for combo in itertools.combinations(axes, r)]
+
+
 def predict_slices(model, variables, images: np.ndarray, mask,
-                   keys=("probabilities", "synthesis"), chunk: int = CHUNK) -> dict:
+                   keys=("probabilities", "synthesis"), chunk: int = CHUNK,
+                   mirror=()) -> dict:
   """``infer`` on ``images [N, H, W, M]`` with the modalities of ``mask [M]``: ``{key:
   numpy array [N, ...]}`` for each of ``keys`` the model gives ("probabilities",
   "synthesis", "z"; "label").
 
-  The slices go through in chunks of ``chunk``, the last one zero-padded, all dispatched
-  before the first result is fetched, so the device never waits for the host in between.
+  With ``mirror`` (axes of ``MIRROR_AXES``), test-time mirroring: the slices also go
+  through flipped along each combination of those axes, each output flipped back, and the
+  probabilities and syntheses averaged over the views (the label is the average's argmax;
+  ``z`` is the unflipped view's). The slices go through in chunks of ``chunk``, the last
+  one zero-padded, all dispatched before the first result is fetched, so the device never
+  waits for the host in between.
   """
+  views = mirrored_views(mirror)
+  if len(views) == 1:
+    return _predict_chunks(model, variables, images, mask, keys, chunk)
+  outputs = [{k: np.flip(v, axes) for k, v in _predict_chunks(
+      model, variables, np.flip(np.asarray(images), axes), mask, keys, chunk).items()}
+      for axes in views]
+  averaged = dict(outputs[0])
+  for key in ("probabilities", "synthesis"):
+    if key in averaged:
+      averaged[key] = np.mean([o[key] for o in outputs], axis=0)
+  if "label" in averaged and "probabilities" in averaged:
+    averaged["label"] = averaged["probabilities"].argmax(-1)
+  return averaged
+
+
+def _predict_chunks(model, variables, images, mask, keys, chunk) -> dict:
   images = np.asarray(images, np.float32)
   num_slices = images.shape[0]
   padded = -(-num_slices // chunk) * chunk
@@ -122,11 +169,18 @@ def predict_slices(model, variables, images: np.ndarray, mask,
   return {k: np.concatenate([f[k] for f in fetched])[:num_slices] for k in keys}
 
 
-def predict_volume(loaded: LoadedModel, image: np.ndarray, mask, chunk: int = CHUNK) -> dict:
+def predict_volume(loaded, image: np.ndarray, mask, chunk: int = CHUNK, mirror=()) -> dict:
   """``image [Z, X, Y, M]`` (pre-processed) with the modalities of ``mask [M]`` ->
   ``probabilities [Z, X, Y, classes]`` for a segmentation model, ``synthesis [Z, X, Y, M]``
-  for a pre-training one (numpy, float32); ``predict_slices``."""
-  return predict_slices(loaded.model, loaded.variables, image, mask, chunk=chunk)
+  for a pre-training one (numpy, float32); ``predict_slices``, with test-time ``mirror``.
+  ``loaded``: a ``LoadedModel``, or a list of them, an ensemble: its members'
+  probabilities (and syntheses) averaged, as nnU-Net ensembles folds."""
+  members = loaded if isinstance(loaded, (list, tuple)) else [loaded]
+  outputs = [predict_slices(m.model, m.variables, image, mask, chunk=chunk, mirror=mirror)
+             for m in members]
+  if len(outputs) == 1:
+    return outputs[0]
+  return {key: np.mean([o[key] for o in outputs], axis=0) for key in outputs[0]}
 
 
 def nonzero_voxels(paths: dict, case_id: str = "") -> dict:

@@ -19,6 +19,12 @@ BraTS: nothing outside the (skull-stripped) brain is ever labelled. Optional:
 from the pre-training run whose encoders the model uses, or ``--synthesis-model``). A case
 that fails is reported and skipped; the others are written; an existing output is kept
 unless ``--overwrite``.
+
+``--model`` repeated makes an ensemble (nnU-Net's way with folds: several seeds or runs of a
+scenario): each member predicts, and their class probabilities are averaged before the
+argmax; the members must pre-process cases alike. ``--mirror lr`` (``lr,ap`` for both axes)
+averages each model's probabilities over the case and its mirror images (test-time
+augmentation; ``urn_jax.inference.predict.MIRROR_AXES``); ``--no-mirror`` turns it off.
 """
 
 from __future__ import annotations
@@ -39,7 +45,8 @@ from urn_jax.data.grids import to_original_grid
 from urn_jax.data.preprocess import preprocess_case
 from urn_jax.errors import DataError, UserError
 from urn_jax.files import Staging, staged, temporary_path
-from urn_jax.inference.predict import (CHUNK, given_brain, load_model, nonzero_voxels,
+from urn_jax.inference.predict import (CHUNK, DEFAULT_MIRROR, MIRROR_AXES, given_brain,
+                                       load_model, mirrored_views, nonzero_voxels, parse_mirror,
                                        predict_volume, to_original_classes)
 from urn_jax.labels import LABEL_VALUES, classes_to_labels
 from urn_jax.modalities import MODALITIES, MODALITY_LABELS
@@ -103,26 +110,31 @@ def _write(data, reference: nib.Nifti1Image, path: Path, dtype):
 
 
 def segment_case(case: Case, model, out_dir: Path, *, synthesis_model=None,
-                 probabilities=False, labels="brats2018", chunk=CHUNK) -> list[Path]:
-  """Segments one case into ``out_dir``; returns the files written.
+                 probabilities=False, labels="brats2018", chunk=CHUNK,
+                 mirror=DEFAULT_MIRROR) -> list[Path]:
+  """Segments one case into ``out_dir`` with ``model`` (a ``LoadedModel``, or a list of
+  them: an ensemble) and test-time ``mirror`` (``predict_volume``); returns the files
+  written.
 
   All or nothing (``urn_jax.files.staged``): every output is written under a temporary name
   and renamed only when the case is complete, the label map last, so an existing label map
   means a finished case; a failure or Ctrl-C removes the temporaries."""
   with staged() as staging:
     _segment_case(case, model, out_dir, staging, synthesis_model=synthesis_model,
-                  probabilities=probabilities, labels=labels, chunk=chunk)
+                  probabilities=probabilities, labels=labels, chunk=chunk, mirror=mirror)
   return staging.last + staging.files
 
 
 def _segment_case(case, model, out_dir, staging: Staging, *, synthesis_model, probabilities,
-                  labels, chunk):
+                  labels, chunk, mirror):
+  members = model if isinstance(model, (list, tuple)) else [model]
+  model = members[0]  # every member pre-processes as the first (``_load_models``)
   volume, _, meta = preprocess_case(case, model.preprocess)
   for why in meta.ignored.values():
     say(f"warning: case {case.case_id}: {why}")
   reference = nib.load(case.reference_path)  # its header: the outputs' grid
   mask = np.asarray(meta.available, bool)
-  out = predict_volume(model, volume, mask, chunk)
+  out = predict_volume(members, volume, mask, chunk, mirror)
   label_path, probabilities_path, *synthesized_paths = _case_outputs(out_dir, case.case_id)
   brain = given_brain(nonzero_voxels({m: p for m, p in case.paths.items()
                                       if m not in meta.ignored}, case.case_id), mask)
@@ -175,26 +187,50 @@ def _output_folder(out_dir) -> Path:
   return out_dir
 
 
-def _load_models(model_dir, synthesis: bool, synthesis_model_dir: str):
-  model = load_model(model_dir)
-  if model.job != "segment":
-    raise DataError(f"{model_dir} is a {model.job} run; urn-segment needs a segmentation "
-                    "run (configs/segment.py)")
-  return model, _synthesis_model(model, synthesis_model_dir) if synthesis else None
+def _load_models(model_dirs, synthesis: bool, synthesis_model_dir: str):
+  """The segmentation runs of ``model_dirs`` (one, or an ensemble, whose members must
+  pre-process a case alike) and the synthesis model (the first member's pre-training)."""
+  models = []
+  for model_dir in model_dirs:
+    model = load_model(model_dir)
+    if model.job != "segment":
+      raise DataError(f"{model_dir} is a {model.job} run; urn-segment needs a segmentation "
+                      "run (configs/segment.py)")
+    if models and model.preprocess != models[0].preprocess:
+      raise DataError(f"{model_dir} pre-processes cases unlike {model_dirs[0]} (data.spacing, "
+                      "size or n4 differ); the members of an ensemble must see the same "
+                      "slices")
+    models.append(model)
+  if not models:
+    raise DataError("no model given: --model RUN (repeat it for an ensemble)")
+  return models, _synthesis_model(models[0], synthesis_model_dir) if synthesis else None
+
+
+def _model_dirs(model) -> list[str]:
+  """``model``: one work directory, several as a list, or several comma-separated."""
+  if isinstance(model, (list, tuple)):
+    return [str(m) for m in model]
+  return [m.strip() for m in str(model).split(",") if m.strip()]
 
 
 def segment_cases(model_dir, cases, out_dir, *, synthesis=False, synthesis_model_dir="",
                   probabilities=False, overwrite=False, labels="brats2018", chunk=CHUNK,
-                  progress=True) -> list[Outcome]:
-  """Segments ``cases`` with the model trained in ``model_dir``; returns one ``Outcome``
-  per case it came to (after Ctrl-C, the cases not started have none)."""
+                  progress=True, mirror=DEFAULT_MIRROR) -> list[Outcome]:
+  """Segments ``cases`` with the model trained in ``model_dir`` (several work directories,
+  as a list or comma-separated: an ensemble, their probabilities averaged) and test-time
+  ``mirror``; returns one ``Outcome`` per case it came to (after Ctrl-C, the cases not
+  started have none)."""
   if labels not in LABEL_VALUES:
     raise DataError(f"labels must be one of {sorted(LABEL_VALUES)}, got {labels!r}")
   if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
     raise DataError(f"chunk (slices per inference call) must be a whole number >= 1, got "
                     f"{chunk!r}")
+  try:
+    mirrored_views(mirror)
+  except ValueError as e:
+    raise DataError(f"mirror: {e}") from None
   out_dir = _output_folder(out_dir)
-  model, synthesis_model = _load_models(model_dir, synthesis, synthesis_model_dir)
+  model, synthesis_model = _load_models(_model_dirs(model_dir), synthesis, synthesis_model_dir)
   outcomes = []
   for n, case in enumerate(progress_bar(cases, desc="segmenting", unit="case",
                                         disable=not progress)):
@@ -207,7 +243,8 @@ def segment_cases(model_dir, cases, out_dir, *, synthesis=False, synthesis_model
       continue
     try:
       files = segment_case(case, model, out_dir, synthesis_model=synthesis_model,
-                           probabilities=probabilities, labels=labels, chunk=chunk)
+                           probabilities=probabilities, labels=labels, chunk=chunk,
+                           mirror=mirror)
       outcomes.append(Outcome(case.case_id, "segmented", files=tuple(files)))
     except KeyboardInterrupt:
       outcomes.append(Outcome(
@@ -250,7 +287,8 @@ def run(config, workdir):
   outcomes = segment_cases(
       config.model, cases, workdir, synthesis=config.synthesis,
       synthesis_model_dir=config.synthesis_model, probabilities=config.probabilities,
-      overwrite=config.overwrite, labels=config.labels, chunk=config.chunk)
+      overwrite=config.overwrite, labels=config.labels, chunk=config.chunk,
+      mirror=parse_mirror(config.get("mirror", ",".join(DEFAULT_MIRROR))))
   status = _finish(cases, outcomes, problems, workdir)
   if status:
     raise SystemExit(status)
@@ -271,8 +309,9 @@ def main(argv=None):
       prog="urn-segment", description="Segments brain tumours from whatever MRI modalities "
       "a patient has, with a model trained by urn_jax; writes NIfTI label maps (BraTS "
       "labels 0, 1, 2, 4) on the input's grid.")
-  parser.add_argument("--model", required=True,
-                      help="work directory of a segmentation run (configs/segment.py)")
+  parser.add_argument("--model", required=True, action="append",
+                      help="work directory of a segmentation run (configs/segment.py); "
+                      "repeat it for an ensemble, whose probabilities are averaged")
   parser.add_argument("--input", default="", help="a case folder or a folder of case folders")
   parser.add_argument("--output", required=True, help="folder for <case id>.nii.gz")
   for modality in MODALITIES:
@@ -290,6 +329,12 @@ def main(argv=None):
   parser.add_argument("--chunk", type=_positive_int, default=CHUNK,
                       help="slices per inference call (>= 1)")
   parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+  parser.add_argument("--mirror", default=",".join(DEFAULT_MIRROR),
+                      help="test-time mirroring: average over flips of these axes, "
+                      f"comma-separated among {', '.join(MIRROR_AXES)} (lr: left-right, "
+                      f"ap: front-back; default {','.join(DEFAULT_MIRROR) or 'none'})")
+  parser.add_argument("--no-mirror", dest="mirror", action="store_const", const="",
+                      help="no test-time mirroring")
   args = parser.parse_args(argv)
   try:
     cases, problems = cases_from_arguments(
@@ -297,7 +342,8 @@ def main(argv=None):
     outcomes = segment_cases(
         args.model, cases, args.output, synthesis=args.synthesis,
         synthesis_model_dir=args.synthesis_model, probabilities=args.probabilities,
-        overwrite=args.overwrite, labels=args.labels, chunk=args.chunk)
+        overwrite=args.overwrite, labels=args.labels, chunk=args.chunk,
+        mirror=parse_mirror(args.mirror))
   except UserError as e:
     parser.exit(2, f"urn-segment: error: {e}\n")
   except KeyboardInterrupt:

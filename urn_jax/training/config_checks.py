@@ -12,6 +12,7 @@ import numbers
 
 from urn_jax.errors import ConfigError
 from urn_jax.job_config import pretrained_encoders, read_config
+from urn_jax.lesion_metrics import DEFINITIONS as LESION_DEFINITIONS
 from urn_jax.model.build import DTYPES, MODEL_KINDS
 from urn_jax.model.stacking import STACKINGS
 from urn_jax.model.urn import FUSIONS
@@ -197,5 +198,9 @@ def check_evaluation_settings(settings) -> None:
   if not _is_whole(settings.max_cases) or settings.max_cases < 0:
     problems.append("evaluate.max_cases must be a whole number >= 0 (0: every test "
                     f"patient), got {settings.max_cases!r}")
+  definition = settings.get("lesion_metrics", "")
+  if definition and definition not in LESION_DEFINITIONS:
+    problems.append(f"evaluate.lesion_metrics must be one of {', '.join(LESION_DEFINITIONS)} "
+                    f"or '' (none), got {definition!r}")
   if problems:
     raise ConfigError("; ".join(problems))
