@@ -6,7 +6,8 @@ of inference (probabilities and labels, or synthesis, and the unified representa
 asked, for any mask); ``predict_slices`` runs any number of slices through it in chunks of
 ``CHUNK``, and ``predict_volume`` a pre-processed volume ``[Z, X, Y, M]``, so a single
 compilation serves every case, every volume length and every one of the 15 combinations of
-modalities (the mask is data). ``to_original_classes`` maps the prediction
+modalities (the mask is data); both can average over mirror images (``MIRROR_AXES``), and
+``predict_volume`` over the members of an ensemble. ``to_original_classes`` maps the prediction
 back onto the original file's grid, where every voxel that all the given modalities leave
 at 0 is background (``given_brain``): the BraTS convention, and what keeps a slice the
 model never saw a brain in, or the air around the head, from ever being labelled tumour.
