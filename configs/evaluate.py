@@ -9,7 +9,8 @@ CSVs.
 
 ``models``: comma-separated training work directories (segmentation and/or pre-training);
 each is named after its scenario (from its ``config.json``) unless ``names`` gives
-comma-separated names. Runs with the same name (several seeds) are averaged, and the table
+comma-separated names; work directories joined by '+' (``runs/urn_md_s0+runs/urn_md_s1``)
+are one ensemble, their probabilities averaged. Runs with the same name (several seeds) are averaged, and the table
 cells show the mean and the spread over them. Every model must have been trained with the
 same split (``<workdir>/split.json``); its test BraTS patients, which neither trained nor
 chose any model, are evaluated. ``evaluate.masks`` picks combinations, e.g.

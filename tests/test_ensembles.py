@@ -1,14 +1,17 @@
-"""Ensembles and test-time mirroring (``urn_jax.inference.predict``, ``urn-segment``):
+"""Ensembles and test-time mirroring (``urn_jax.inference.predict``, ``urn-segment``,
+evaluation):
 members' probabilities are averaged before the argmax, mirrored views are flipped back
 before they are averaged, and members that would see different slices are refused."""
 
 import json
 import shutil
 
+import ml_collections
 import nibabel as nib
 import numpy as np
 import pytest
 
+import urn_jax.evaluation.evaluate as evaluate
 from urn_jax.inference import predict
 from urn_jax.inference.segment import main as urn_segment
 
@@ -76,3 +79,19 @@ def test_members_that_pre_process_differently_are_refused(runs, tmp_path, capsys
     urn_segment(["--model", str(runs["urn_md"]), "--mirror", "up", "--input",
                  str(runs["data"] / "brats"), "--output", str(tmp_path / "out")])
   assert "mirror axes must be among ['ap', 'lr']" in capsys.readouterr().err
+
+
+def test_evaluation_scores_an_ensemble_as_one_model(runs, tmp_path, monkeypatch):
+  seen = []
+  real = evaluate.predict_volume
+  monkeypatch.setattr(evaluate, "predict_volume", lambda loaded, *a, **k: seen.append(
+      loaded) or real(loaded, *a, **k))
+  settings = dict(chunk=8, max_cases=0, figure_case="", figures=False, masks="1111")
+  entry = f"{runs['baseline_md']}+{runs['urn_md']}"
+  evaluate.evaluate_models([entry], tmp_path, ml_collections.ConfigDict(settings))
+  assert seen and all(isinstance(m, predict.Ensemble) and len(m) == 2 for m in seen)
+  rows = (tmp_path / "cases.csv").read_text().splitlines()
+  assert len(rows) == 1 + len(seen) and "(ensemble of 2)" in rows[1]
+  with pytest.raises(evaluate.DataError, match="must do the same job"):
+    evaluate.evaluate_models([f"{runs['urn_md']}+{runs['pretrain']}"], tmp_path / "x",
+                             ml_collections.ConfigDict(settings))

@@ -40,7 +40,7 @@ from urn_jax.data.datasets import held_out_patients
 from urn_jax.data.meta import CaseMeta
 from urn_jax.errors import DataError
 from urn_jax.files import replaced_atomically, write_text_atomically
-from urn_jax.inference.predict import (DEFAULT_MIRROR, given_brain, load_model,
+from urn_jax.inference.predict import (DEFAULT_MIRROR, Ensemble, given_brain, load_model,
                                        nonzero_voxels, parse_mirror, predict_volume,
                                        to_original_classes)
 from urn_jax.job_config import read_config
@@ -221,7 +221,8 @@ def _checked_cache(cache: Path, model) -> Path:
   ``model``'s: same folder and step, but retrained (``checkpoints.fingerprint``). A folder
   from before the fingerprint was kept is trusted, and gets it."""
   marker = cache / "checkpoint.json"
-  current = fingerprint(Path(model.checkpoint) / str(model.step))
+  current = "+".join(fingerprint(Path(m.checkpoint) / str(m.step))
+                     for m in (model if isinstance(model, Ensemble) else [model]))
   if marker.is_file() and json.loads(marker.read_text()).get("fingerprint") != current:
     say(f"{model.workdir} was retrained since {cache} was written: evaluating it again")
     shutil.rmtree(cache)
@@ -243,26 +244,32 @@ class _Model:
   cache: Path | None = None
 
 
-def _models(workdirs, names, settings) -> tuple[list[_Model], list[str], str]:
+def _models(entries, names, settings) -> tuple[list[_Model], list[str], str]:
   """Every model loaded, with its test patients; the patients scored (the first model's,
-  which every other model must have too) and the one the figures draw."""
+  which every other model must have too) and the one the figures draw. An entry that joins
+  work directories with '+' is one ensemble (``urn_jax.inference.predict.Ensemble``), named
+  and seeded after its first member."""
   models, reference_ids, figure_case = [], None, None
-  for n, workdir in enumerate(workdirs):
-    config = read_config(workdir)
-    cases = held_out_patients(config, workdir)
-    ids = sorted(c.name for c in cases)
-    if reference_ids is None:
-      reference_ids = ids[:settings.max_cases] if settings.max_cases else ids
-      figure_case = settings.figure_case or _largest_tumour(cases, reference_ids)
-    elif not set(reference_ids) <= set(ids):
-      raise DataError(f"{workdir} has other test patients than {workdirs[0]} "
-                      f"({len(set(reference_ids) - set(ids))} differ); compare only runs "
-                      "with the same split (the same data and split_seed)")
-    models.append(_Model({"workdir": str(workdir), "name": names[n] if names else "",
-                          "job": config.job, "seed": int(config.seed), "rows": [],
+  for n, entry in enumerate(entries):
+    for workdir in entry.split("+"):
+      config = read_config(workdir)
+      cases = held_out_patients(config, workdir)
+      ids = sorted(c.name for c in cases)
+      if reference_ids is None:
+        reference_ids = ids[:settings.max_cases] if settings.max_cases else ids
+        figure_case = settings.figure_case or _largest_tumour(cases, reference_ids)
+      elif not set(reference_ids) <= set(ids):
+        raise DataError(f"{workdir} has other test patients than {entries[0].split('+')[0]} "
+                        f"({len(set(reference_ids) - set(ids))} differ); compare only runs "
+                        "with the same split (the same data and split_seed)")
+    first = read_config(entry.split("+")[0])
+    models.append(_Model({"workdir": entry, "name": names[n] if names else "",
+                          "job": first.job, "seed": int(first.seed), "rows": [],
                           "figure": {}}, None, {c.name: c for c in cases}))
   for model in models:
-    model.loaded = load_model(model.run["workdir"])
+    members = model.run["workdir"].split("+")
+    model.loaded = (load_model(members[0]) if len(members) == 1 else
+                    Ensemble.of([load_model(m) for m in members], members))
     model.run["name"] = model.run["name"] or model.loaded.name
     model.run["step"] = model.loaded.step
   return models, reference_ids, figure_case
@@ -290,7 +297,7 @@ def evaluate_models(models, out_dir, settings, names=None) -> dict:
   writes the tables and figures into ``out_dir``; returns ``{"files": [...]}`` and the
   mean rows of the tables."""
   from urn_jax.evaluation import report  # matplotlib: only when writing the report
-  workdirs = [Path(m[-1] if isinstance(m, (tuple, list)) else m) for m in models]
+  workdirs = [str(m[-1] if isinstance(m, (tuple, list)) else m) for m in models]
   if not workdirs:
     raise DataError("no model to evaluate: give --config.models=<workdir>[,<workdir>...]")
   if names and len(names) != len(workdirs):

@@ -30,7 +30,7 @@ from urn_jax.data.datasets import preprocess_settings
 from urn_jax.data.grids import to_original_classes_grid, to_original_grid
 from urn_jax.data.meta import CaseMeta
 from urn_jax.data.preprocess import PreprocessConfig
-from urn_jax.errors import MissingInput
+from urn_jax.errors import DataError, MissingInput
 from urn_jax.job_config import pretrained_encoders, read_config
 from urn_jax.modalities import MODALITIES
 from urn_jax.model.build import build_model
@@ -78,6 +78,33 @@ class LoadedModel:
       except MissingInput:  # the pre-training was moved away: named without its data
         pass
     return name_of(self.config, used_hcp)
+
+
+class Ensemble(list):
+  """Trained models used as one: ``predict_volume`` averages their outputs (nnU-Net's
+  ensembles of folds; here seeds or runs of a scenario). ``Ensemble.of`` checks that they
+  can be: the same job, and the same pre-processing, so that every member sees the same
+  slices. Answers what a ``LoadedModel`` answers, its members' values joined by '+'."""
+
+  @classmethod
+  def of(cls, members, names=None) -> "Ensemble":
+    members, names = list(members), [str(n) for n in (names or [m.workdir for m in members])]
+    for member, name in zip(members[1:], names[1:]):
+      if member.job != members[0].job:
+        raise DataError(f"{name} is a {member.job} run and {names[0]} a {members[0].job} "
+                        "run; the members of an ensemble must do the same job")
+      if member.preprocess != members[0].preprocess:
+        raise DataError(f"{name} pre-processes cases unlike {names[0]} (data.spacing, size "
+                        "or n4 differ); the members of an ensemble must see the same slices")
+    return cls(members)
+
+  job = property(lambda self: self[0].job)
+  preprocess = property(lambda self: self[0].preprocess)
+  config = property(lambda self: self[0].config)
+  name = property(lambda self: f"{self[0].name} (ensemble of {len(self)})")
+  workdir = property(lambda self: "+".join(str(m.workdir) for m in self))
+  step = property(lambda self: "+".join(str(m.step) for m in self))
+  checkpoint = property(lambda self: "+".join(str(m.checkpoint) for m in self))
 
 
 def load_model(workdir) -> LoadedModel:

@@ -45,9 +45,9 @@ from urn_jax.data.grids import to_original_grid
 from urn_jax.data.preprocess import preprocess_case
 from urn_jax.errors import DataError, UserError
 from urn_jax.files import Staging, staged, temporary_path
-from urn_jax.inference.predict import (CHUNK, DEFAULT_MIRROR, MIRROR_AXES, given_brain,
-                                       load_model, mirrored_views, nonzero_voxels, parse_mirror,
-                                       predict_volume, to_original_classes)
+from urn_jax.inference.predict import (CHUNK, DEFAULT_MIRROR, MIRROR_AXES, Ensemble,
+                                       given_brain, load_model, mirrored_views, nonzero_voxels,
+                                       parse_mirror, predict_volume, to_original_classes)
 from urn_jax.labels import LABEL_VALUES, classes_to_labels
 from urn_jax.modalities import MODALITIES, MODALITY_LABELS
 
@@ -196,13 +196,10 @@ def _load_models(model_dirs, synthesis: bool, synthesis_model_dir: str):
     if model.job != "segment":
       raise DataError(f"{model_dir} is a {model.job} run; urn-segment needs a segmentation "
                       "run (configs/segment.py)")
-    if models and model.preprocess != models[0].preprocess:
-      raise DataError(f"{model_dir} pre-processes cases unlike {model_dirs[0]} (data.spacing, "
-                      "size or n4 differ); the members of an ensemble must see the same "
-                      "slices")
     models.append(model)
   if not models:
     raise DataError("no model given: --model RUN (repeat it for an ensemble)")
+  models = Ensemble.of(models, model_dirs)
   return models, _synthesis_model(models[0], synthesis_model_dir) if synthesis else None
 
 
