@@ -43,6 +43,7 @@ def _settings(**overrides):
 @pytest.fixture(scope="module")
 def report(runs, tmp_path_factory):
   out = tmp_path_factory.mktemp("report")
+  infer.clear_cache()  # what earlier tests compiled must not hide this evaluation's own
   compiled = infer._cache_size()
   models = [runs["baseline_md"], runs["urn_md"], runs["urn_md_pretrained"], runs["pretrain"]]
   summary = evaluate_models(models, out, _settings())

@@ -39,6 +39,15 @@ penalty; no instance on either side: Dice 1, HD95 0, ``rq`` 1 (panoptica itself 
 there, which the package then leaves out of its means; we keep every case in the means,
 as ``urn_jax.metrics`` does).
 
+Against the official BraTS evaluation package (``BraTS-evaluation`` 0.0.10 on panoptica
+2.1.7, glioma configuration; ``tests/test_official_metrics.py``): the Dice, the matched
+instances' Dice and counts, and ``rq`` agree. Where they differ it is theirs that departs
+from the physical definition: their volume-wise HD95 pools both directions into one
+percentile and ignores the voxel spacing; their instance-wise HD95 takes the spacing in
+reverse axis order (SimpleITK's arrays are z, y, x; the spacing x, y, z); empty regions
+give NaN (both empty) or infinity; and BraTS 2018 label maps (ET = 4) lose their enhancing
+tumour to the resection-cavity label, where ``urn_jax.labels`` refuses the value.
+
 ``nsd`` is the normalized surface Dice at a tolerance in mm (Nikolov et al., 2021): the
 surface voxels of each mask within the tolerance of the other's surface, over all surface
 voxels of both. Surfaces are ``urn_jax.metrics``'s (counted as voxels, as MONAI's
