@@ -62,7 +62,7 @@ class Case:
     return self.paths[next(m for m in MODALITIES if m in self.paths)]
 
 
-def _nifti_files(folder: Path, problems: list[str]) -> list[Path]:
+def nifti_files(folder: Path, problems: list[str]) -> list[Path]:
   """Every NIfTI file below ``folder``, sorted. Symbolic links to folders are followed (a
   folder of linked cases is common), each real folder once, so a link loop ends; a folder
   that cannot be read is added to ``problems``, by name."""
@@ -91,7 +91,7 @@ def discover_brats(folder) -> tuple[list[Case], list[str]]:
     raise DataError(f"BraTS folder {folder} does not exist or is not a directory")
   groups: dict[Path, list[tuple[str, Path]]] = {}
   cases, problems = [], []
-  for path in _nifti_files(folder, problems):
+  for path in nifti_files(folder, problems):
     match = _BRATS_FILE.match(path.name)
     if match:
       groups.setdefault(path.parent, []).append((match.group("suffix").lower(), path))

@@ -251,8 +251,8 @@ def _models(entries, names, settings) -> tuple[list[_Model], list[str], str]:
   and seeded after its first member."""
   models, reference_ids, figure_case = [], None, None
   for n, entry in enumerate(entries):
-    for workdir in entry.split("+"):
-      config = read_config(workdir)
+    configs = [read_config(workdir) for workdir in entry.split("+")]
+    for workdir, config in zip(entry.split("+"), configs):
       cases = held_out_patients(config, workdir)
       ids = sorted(c.name for c in cases)
       if reference_ids is None:
@@ -262,9 +262,8 @@ def _models(entries, names, settings) -> tuple[list[_Model], list[str], str]:
         raise DataError(f"{workdir} has other test patients than {entries[0].split('+')[0]} "
                         f"({len(set(reference_ids) - set(ids))} differ); compare only runs "
                         "with the same split (the same data and split_seed)")
-    first = read_config(entry.split("+")[0])
     models.append(_Model({"workdir": entry, "name": names[n] if names else "",
-                          "job": first.job, "seed": int(first.seed), "rows": [],
+                          "job": configs[0].job, "seed": int(configs[0].seed), "rows": [],
                           "figure": {}}, None, {c.name: c for c in cases}))
   for model in models:
     members = model.run["workdir"].split("+")

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from urn_jax.console import progress, say
-from urn_jax.data.cases import case_id_of_file, file_role, read_volume
+from urn_jax.data.cases import case_id_of_file, file_role, nifti_files, read_volume
 from urn_jax.errors import DataError, UserError
 from urn_jax.files import write_text_atomically
 from urn_jax.labels import LABEL_VALUES, REGIONS, labels_to_classes
@@ -47,10 +47,15 @@ _SKIPPED = re.compile(r"_(probabilities|[a-z0-9]+_synthesized)\.nii(\.gz)?$", re
 
 
 def _nifti_files(folder: Path, what: str) -> list[Path]:
+  """``urn_jax.data.cases.nifti_files``, where a folder that cannot be read is an error:
+  scores over part of the cases would pass for scores over all of them."""
   if not folder.is_dir():
     raise DataError(f"{what} folder {folder} does not exist or is not a directory")
-  return sorted(p for p in folder.rglob("*") if re.search(r"\.nii(\.gz)?$", p.name) and
-                p.is_file())
+  problems: list[str] = []
+  files = nifti_files(folder, problems)
+  if problems:
+    raise DataError(f"{what}: " + "; ".join(problems))
+  return [f for f in files if re.search(r"\.nii(\.gz)?$", f.name)]
 
 
 def _by_case(paths, what: str) -> dict[str, Path]:
