@@ -4,6 +4,7 @@ input files; bad input is reported, not fatal."""
 
 import csv
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from conftest import ROOT, SHAPE, _save, write_brats_case
 import urn_jax.evaluation.evaluate
 from urn_jax.evaluation.evaluate import evaluate_models
 import urn_jax.inference.segment
+from urn_jax.evaluation.score_folder import main as urn_evaluate
 from urn_jax.inference.segment import main as urn_segment
 from urn_jax.modalities import MODALITIES, availability_masks, mask_symbols
 from urn_jax.inference.predict import infer
@@ -318,7 +320,9 @@ def test_urn_segment_reads_a_4d_file_of_one_volume_as_that_volume(runs, tmp_path
   np.testing.assert_array_equal(outputs["4d"].dataobj, outputs["3d"].dataobj)
 
 
-def test_urn_segment_on_a_folder_names_outputs_by_case_and_writes_options(runs, tmp_path):
+def test_urn_segment_on_a_folder_names_outputs_by_case_and_writes_options(runs, tmp_path,
+                                                                          capsys):
+  """... and urn-evaluate scores that folder against the cases' labels as it is."""
   status = urn_segment(["--model", str(runs["urn_md_pretrained"]), "--input",
                         str(runs["data"] / "brats"), "--output", str(tmp_path),
                         "--probabilities", "--synthesis"])
@@ -329,6 +333,14 @@ def test_urn_segment_on_a_folder_names_outputs_by_case_and_writes_options(runs, 
   assert probabilities.shape == SHAPE + (4,)
   np.testing.assert_allclose(np.asarray(probabilities.dataobj).sum(-1), 1, atol=1e-4)
   assert not list(tmp_path.glob("*_synthesized.nii.gz"))  # nothing is missing
+  capsys.readouterr()
+  scores = tmp_path / "scores"
+  assert urn_evaluate(["--predictions", str(tmp_path), "--labels", str(runs["data"] / "brats"),
+                       "--output", str(scores)]) == 0
+  assert re.search(r"^lesion_dice +[0-9.]+ \(", capsys.readouterr().err, re.M)
+  with open(scores / "cases.csv") as stream:
+    assert [row["case_id"] for row in csv.DictReader(stream)] == [
+        f"Brats18_{i}" for i in range(5)]
 
 
 def test_urn_segment_synthesizes_the_missing_modalities(runs, tmp_path):

@@ -1,5 +1,6 @@
 """urn-evaluate (urn_jax.evaluation.score_folder): a folder of label maps scored against a
-folder of ground truths, matched by case id, with every mismatch refused by name."""
+folder of ground truths, matched by case id; a case that cannot be scored is named with its
+reason and the others are scored."""
 
 import csv
 
@@ -47,7 +48,9 @@ def _rows(path):
 
 def test_scores_every_case_and_summarizes(folders):
   predictions, labels, out = folders
-  summary = S.evaluate_folders(predictions, labels, out, ("volume", "brats2023", "panoptica"))
+  scores = S.evaluate_folders(predictions, labels, out, ("volume", "brats2023", "panoptica"))
+  summary = scores.summary
+  assert scores.skipped == {}
   rows = {row["case_id"]: row for row in _rows(out / "cases.csv")}
   assert sorted(rows) == ["Brats18_A", "Brats18_B"]
   assert float(rows["Brats18_A"]["WT/dice"]) == 1.0
@@ -61,29 +64,46 @@ def test_scores_every_case_and_summarizes(folders):
   assert "ET mean (median, std)" in S.format_summary(summary)
 
 
-def test_a_case_on_one_side_only_is_named(folders):
+def test_a_case_on_one_side_only_is_named_and_the_rest_scored(folders):
   predictions, labels, out = folders
   (predictions / "Brats18_B.nii.gz").rename(predictions / "Brats18_C.nii.gz")
-  with pytest.raises(S.DataError, match=r"label but no prediction: Brats18_B.*"
-                                        r"prediction\(s\) have no label: Brats18_C"):
-    S.evaluate_folders(predictions, labels, out)
+  scores = S.evaluate_folders(predictions, labels, out)
+  assert list(scores.skipped) == ["Brats18_B", "Brats18_C"]
+  assert scores.skipped["Brats18_B"].endswith("Brats18_B_seg.nii.gz has no prediction")
+  assert scores.skipped["Brats18_C"].endswith("Brats18_C.nii.gz has no label")
+  assert [row["case_id"] for row in _rows(out / "cases.csv")] == ["Brats18_A"]
+  assert {e["cases"] for e in scores.summary} == {1}
+  assert [row["case_id"] for row in _rows(out / "skipped.csv")] == ["Brats18_B", "Brats18_C"]
+
+
+def test_label_values_of_the_other_convention_are_named_by_file(folders):
+  predictions, labels, out = folders
+  with pytest.raises(S.DataError, match=r"no case could be scored: Brats18_A: label file "
+                                        r".*Brats18_A_seg.nii.gz holds values \[4\]"):
+    S.evaluate_folders(predictions, labels, out, labels_convention="brats2023")
   assert not out.exists()
 
 
-def test_label_values_of_the_other_convention_are_refused_by_file(folders):
+def test_a_missing_case_another_grid_and_an_unknown_label_are_each_named(folders):
+  """Three problems in one folder: each case named with its own reason, the fourth scored,
+  and the command's exit status says that not every case was scored."""
   predictions, labels, out = folders
-  with pytest.raises(S.DataError, match=r"Brats18_A_seg.nii.gz holds values \[4\]"):
-    S.evaluate_folders(predictions, labels, out, labels_convention="brats2023")
+  for case, shift in (("Brats18_C", 6), ("Brats18_D", 7)):
+    _write(labels / case / f"{case}_seg.nii.gz", _label(shift))
+  _write(predictions / "Brats18_A.nii.gz", _label(5), affine=np.eye(4))  # another grid
+  seven = _label(7)
+  seven[0, 0, 0] = 7
+  _write(predictions / "Brats18_D.nii.gz", seven)                       # label 7
+  # Brats18_C has no prediction; Brats18_B is the one left to score.
+  scores = S.evaluate_folders(predictions, labels, out)
+  assert list(scores.skipped) == ["Brats18_A", "Brats18_C", "Brats18_D"]
+  assert "Brats18_A.nii.gz (shape (24, 24, 12)) is not on the grid" in scores.skipped["Brats18_A"]
+  assert "has no prediction" in scores.skipped["Brats18_C"]
+  assert "Brats18_D.nii.gz holds values [7]" in scores.skipped["Brats18_D"]
+  assert [row["case_id"] for row in _rows(out / "cases.csv")] == ["Brats18_B"]
 
 
-def test_a_prediction_on_another_grid_is_refused(folders):
-  predictions, labels, out = folders
-  _write(predictions / "Brats18_A.nii.gz", _label(5), affine=np.eye(4))
-  with pytest.raises(S.DataError, match="Brats18_A.nii.gz .* not on the grid"):
-    S.evaluate_folders(predictions, labels, out)
-
-
-def test_the_command_reports_errors_in_one_line(folders, capsys):
+def test_the_command_reports_errors_in_one_line_and_skipped_cases_by_name(folders, capsys):
   predictions, labels, out = folders
   with pytest.raises(SystemExit) as exit:
     S.main(["--predictions", str(predictions), "--labels", str(labels), "--output", str(out),
@@ -91,6 +111,18 @@ def test_the_command_reports_errors_in_one_line(folders, capsys):
   assert exit.value.code == 2
   assert "urn-evaluate: error: metrics must be among volume, brats2023, panoptica" in (
       capsys.readouterr().err)
-  assert S.main(["--predictions", str(predictions), "--labels", str(labels),
-                 "--output", str(out)]) == 0
+  command = ["--predictions", str(predictions), "--labels", str(labels), "--output", str(out)]
+  assert S.main(command) == 0
   assert "WT" in capsys.readouterr().err
+  assert not (out / "skipped.csv").exists()
+  (predictions / "Brats18_B.nii.gz").unlink()
+  assert S.main(command) == 1
+  err = capsys.readouterr().err
+  assert "1 case(s) skipped, not in the summary of the 1 scored" in err
+  assert "skipped: Brats18_B: label " in err
+  assert (out / "skipped.csv").exists()
+  (predictions / "Brats18_A.nii.gz").unlink()
+  with pytest.raises(SystemExit) as exit:
+    S.main(command)
+  assert exit.value.code == 2
+  assert "no case could be scored: Brats18_A: label" in capsys.readouterr().err

@@ -7,10 +7,15 @@
 Predictions are NIfTI files named by case id (``<case>.nii.gz``, as ``urn-segment`` writes,
 or ``<case>_seg.nii.gz``); ``urn-segment``'s ``*_probabilities`` and ``*_synthesized`` files
 are skipped. Ground truths are the ``*_seg`` / ``*-seg`` files of a BraTS folder (modality
-files are skipped), or ``<case>.nii.gz`` files. They are matched by case id, and a case on
-one side only is an error naming it: nothing is dropped silently. Each pair must hold only
-the label values of its convention (``--labels-convention``, ``--predictions-convention``:
-brats2018 0, 1, 2, 4; brats2023 0, 1, 2, 3) and lie on the same grid (shape and affine).
+files are skipped), or ``<case>.nii.gz`` files. They are matched by case id. Each pair must
+hold only the label values of its convention (``--labels-convention``,
+``--predictions-convention``: brats2018 0, 1, 2, 4; brats2023 0, 1, 2, 3) and lie on the same
+grid (shape and affine). A case that cannot be scored - on one side only, a value outside
+the convention, another grid, a file that cannot be read - is named with its reason, printed
+and written to ``<output>/skipped.csv``, and the others are scored; the command then exits
+with status 1, so that a script cannot take scores over part of the cases for scores over
+all of them. Nothing is dropped silently, and nothing is rescored (a missing prediction is
+not an empty one).
 
 Metrics per region (ET, TC, WT), in mm from the ground truth's header:
 ``volume``, the volume-wise Dice, HD95, sensitivity and specificity of
@@ -18,14 +23,15 @@ Metrics per region (ET, TC, WT), in mm from the ground truth's header:
 counts; ``panoptica``, the instance-wise metrics of the panoptica-based BraTS package; and
 with either lesion-wise definition the normalized surface Dice at ``--nsd-tolerance`` mm
 (``urn_jax.lesion_metrics`` states each definition and its source). Writes
-``<output>/cases.csv`` (one row per case) and ``<output>/summary.csv`` (mean, median and
-standard deviation over the cases, per region and metric), and prints the summary.
+``<output>/cases.csv`` (one row per scored case) and ``<output>/summary.csv`` (mean, median
+and standard deviation over the scored cases, per region and metric), and prints the summary.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import re
 import sys
@@ -81,22 +87,16 @@ def label_files(folder) -> dict[str, Path]:
   return _by_case(files, "label")
 
 
-def matched_cases(predictions: dict, labels: dict) -> list[str]:
-  """The case ids on both sides; a ``DataError`` names every case found on one side only."""
-  def listed(ids):
-    ids = sorted(ids)
-    return ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
+def matched_cases(predictions: dict, labels: dict) -> tuple[list[str], dict[str, str]]:
+  """The case ids on both sides, and ``{case id: why it cannot be scored}`` for every case
+  found on one side only."""
   if not labels:
     raise DataError("no label file found (expected <case>_seg.nii.gz or <case>.nii.gz)")
-  missing, extra = set(labels) - set(predictions), set(predictions) - set(labels)
-  problems = []
-  if missing:
-    problems.append(f"{len(missing)} case(s) have a label but no prediction: {listed(missing)}")
-  if extra:
-    problems.append(f"{len(extra)} prediction(s) have no label: {listed(extra)}")
-  if problems:
-    raise DataError("; ".join(problems) + " (predictions are matched to labels by case id)")
-  return sorted(labels)
+  unmatched = {case_id: f"label {labels[case_id]} has no prediction"
+               for case_id in set(labels) - set(predictions)}
+  unmatched.update({case_id: f"prediction {predictions[case_id]} has no label"
+                    for case_id in set(predictions) - set(labels)})
+  return sorted(set(labels) & set(predictions)), dict(sorted(unmatched.items()))
 
 
 def _classes(path: Path, convention: str, what: str, case_id: str):
@@ -147,10 +147,20 @@ def _csv(rows: list[dict]) -> str:
   return stream.getvalue()
 
 
+@dataclasses.dataclass(frozen=True)
+class FolderScores:
+  """What ``evaluate_folders`` found: the summary over the scored cases, and every case it
+  could not score with the reason."""
+  summary: list[dict]
+  skipped: dict[str, str]
+
+
 def evaluate_folders(predictions, labels, output, metrics=DEFAULT_METRICS,
                      labels_convention="brats2018", predictions_convention=None,
-                     nsd_tolerance=1.0) -> list[dict]:
-  """Scores every case (module docstring), writes the two CSV files; returns the summary."""
+                     nsd_tolerance=1.0) -> FolderScores:
+  """Scores every case that can be scored (module docstring), writes the CSV files.
+
+  A ``DataError`` only where no case at all can be scored, naming why for each."""
   unknown = set(metrics) - set(METRIC_GROUPS)
   if unknown or not metrics:
     raise UserError(f"metrics must be among {', '.join(METRIC_GROUPS)}; got "
@@ -160,11 +170,19 @@ def evaluate_folders(predictions, labels, output, metrics=DEFAULT_METRICS,
       raise UserError(f"unknown label convention {convention!r}; expected one of "
                       f"{', '.join(LABEL_VALUES)}")
   predicted, truths = prediction_files(predictions), label_files(labels)
-  cases = matched_cases(predicted, truths)
-  rows = [score_case(case_id, predicted[case_id], truths[case_id], metrics,
-                     labels_convention, predictions_convention or labels_convention,
-                     nsd_tolerance)
-          for case_id in progress(cases, desc="scoring", unit="case")]
+  cases, skipped = matched_cases(predicted, truths)
+  rows = []
+  for case_id in progress(cases, desc="scoring", unit="case"):
+    try:
+      rows.append(score_case(case_id, predicted[case_id], truths[case_id], metrics,
+                             labels_convention, predictions_convention or labels_convention,
+                             nsd_tolerance))
+    except DataError as e:
+      skipped[case_id] = str(e).removeprefix(f"case {case_id}: ")
+  skipped = dict(sorted(skipped.items()))
+  if not rows:
+    raise DataError("no case could be scored: " + "; ".join(
+        f"{case_id}: {why}" for case_id, why in skipped.items()))
   summary = summarize(rows)
   output = Path(output)
   try:
@@ -173,7 +191,13 @@ def evaluate_folders(predictions, labels, output, metrics=DEFAULT_METRICS,
     raise UserError(f"cannot create the output folder {output}: {e.strerror or e}") from None
   write_text_atomically(output / "cases.csv", _csv(rows))
   write_text_atomically(output / "summary.csv", _csv(summary))
-  return summary
+  skipped_csv = output / "skipped.csv"
+  if skipped:
+    write_text_atomically(skipped_csv, _csv([{"case_id": c, "problem": why}
+                                             for c, why in skipped.items()]))
+  elif skipped_csv.exists():
+    skipped_csv.unlink()  # an earlier run's, in the same folder
+  return FolderScores(summary, skipped)
 
 
 def format_summary(summary: list[dict]) -> str:
@@ -208,17 +232,24 @@ def main(argv=None):
                       help="tolerance of the normalized surface Dice, mm (default 1)")
   args = parser.parse_args(argv)
   try:
-    summary = evaluate_folders(args.predictions, args.labels, args.output,
-                               tuple(m for m in args.metrics.split(",") if m),
-                               args.labels_convention, args.predictions_convention,
-                               args.nsd_tolerance)
+    scores = evaluate_folders(args.predictions, args.labels, args.output,
+                              tuple(m for m in args.metrics.split(",") if m),
+                              args.labels_convention, args.predictions_convention,
+                              args.nsd_tolerance)
   except UserError as e:
     parser.exit(2, f"urn-evaluate: error: {e}\n")
   except KeyboardInterrupt:
     parser.exit(130, "urn-evaluate: interrupted (Ctrl-C); nothing written\n")
-  say(format_summary(summary))
-  say(f"per case: {Path(args.output) / 'cases.csv'}; summary: "
-      f"{Path(args.output) / 'summary.csv'}")
+  say(format_summary(scores.summary))
+  output = Path(args.output)
+  say(f"per case: {output / 'cases.csv'}; summary: {output / 'summary.csv'}")
+  if scores.skipped:
+    scored = scores.summary[0]["cases"]
+    say(f"{len(scores.skipped)} case(s) skipped, not in the summary of the {scored} scored "
+        f"(also in {output / 'skipped.csv'}):")
+    for case_id, why in scores.skipped.items():
+      say(f"  skipped: {case_id}: {why}")
+    return 1
   return 0
 
 
