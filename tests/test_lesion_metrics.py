@@ -40,6 +40,22 @@ def test_a_found_a_missed_and_a_false_lesion_weigh_one_third_each():
   assert got["lesion_hd95"] == pytest.approx(2 * 374 / 3)
 
 
+def test_a_prediction_missing_one_of_three_lesions_by_hand():
+  """Three lesions of 125 voxels, far apart; the prediction finds two exactly. BraTS 2023:
+  Dice (1 + 1 + 0) / 3, HD95 (0 + 0 + 374) / 3. Panoptica: the two matched pairs are
+  perfect (sq_dice 1, sq_hd95 0), rq = 2 / (2 + (0 + 1) / 2) = 0.8, pq_dice = 1 * 0.8."""
+  truth = cube(cube(cube(empty(), (2, 2, 2), 5), (2, 30, 2), 5), (30, 16, 30), 5)
+  pred = cube(cube(empty(), (2, 2, 2), 5), (2, 30, 2), 5)
+  got = L.lesion_wise(pred, truth, ONE_MM)
+  assert (got["lesions_tp"], got["lesions_fp"], got["lesions_fn"]) == (2, 0, 1)
+  assert got["lesion_dice"] == pytest.approx(2 / 3)
+  assert got["lesion_hd95"] == pytest.approx(374 / 3)
+  got = L.panoptic(pred, truth, ONE_MM)
+  assert (got["instances_tp"], got["instances_fp"], got["instances_fn"]) == (2, 0, 1)
+  assert (got["sq_dice"], got["sq_hd95"]) == (1.0, 0.0)
+  assert got["rq"] == pytest.approx(0.8) and got["pq_dice"] == pytest.approx(0.8)
+
+
 def test_lesions_closer_than_the_dilation_are_one_lesion():
   truth = cube(cube(empty(), (5, 5, 5), 5), (5, 5, 14), 5)  # 4 voxels apart
   assert L.true_lesions(truth, dilation=3)[1] == 1

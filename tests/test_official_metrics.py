@@ -87,6 +87,34 @@ def test_dice_and_the_matched_instances_agree(official, shift):
         result["tp"], result["fp"], result["fn"]), region
 
 
+def test_their_instances_are_not_dilated_ours_brats_2023_lesions_are(official):
+  """Two enhancing lesions 4 voxels apart; one prediction finds the first, another lies 2
+  voxels beside it without touching it. The package (panoptica, no dilation) sees two
+  instances. BraTS 2023's glioma definition dilates the truth by 3 voxels, which joins them
+  into one lesion, and matches what touches that dilation: half found by the first
+  prediction, found with Dice 0 by the second. Without the dilation (and its size
+  threshold) urn_jax's lesion-wise counts are theirs."""
+  truth = np.zeros(SHAPE, np.uint8)
+  truth[10:16, 10:16, 10:16] = truth[10:16, 10:16, 20:26] = 3  # 216 voxels each
+  overlapping, beside = np.zeros(SHAPE, np.uint8), np.zeros(SHAPE, np.uint8)
+  overlapping[10:16, 10:16, 10:16] = 3
+  beside[18:22, 10:16, 10:16] = 3
+  t = region_mask(labels_to_classes(truth, "brats2023"), "ET")
+  for pred, counts, lesion_dice, theirs_counts in (
+      (overlapping, (1, 0, 0), 2 * 216 / (216 + 432), (1, 0, 1)),
+      (beside, (1, 0, 0), 0.0, (0, 1, 2))):
+    theirs = official(pred, truth)["et"]
+    assert (theirs["tp"], theirs["fp"], theirs["fn"]) == theirs_counts
+    p = region_mask(labels_to_classes(pred, "brats2023"), "ET")
+    ours = L.lesion_wise(p, t, (1.0, 1.0, 1.0))
+    assert (ours["lesions_tp"], ours["lesions_fp"], ours["lesions_fn"]) == counts
+    assert ours["lesion_dice"] == pytest.approx(lesion_dice)
+    undilated = L.lesion_wise(p, t, (1.0, 1.0, 1.0), L.LesionWiseSettings(0, 0.0))
+    assert (undilated["lesions_tp"], undilated["lesions_fp"], undilated["lesions_fn"]) == (
+        theirs_counts)
+    assert _ours(pred, truth, "ET")["rq"] == pytest.approx(theirs["rq"], abs=1e-9)
+
+
 def test_their_global_hd95_pools_both_directions_and_ignores_the_spacing(official):
   truth, pred = _case(extra=False), _case((1, 0, 1), missed=False)
   at_1mm, at_2mm = official(pred, truth), official(pred, truth, (2.0, 1.0, 1.0))
