@@ -46,7 +46,7 @@ on either side); ``ap`` is the other axis nnU-Net also mirrors."""
 DEFAULT_MIRROR: tuple[str, ...] = ()
 """``urn-segment``'s and evaluation's default test-time mirroring: none. On the validation
 patients of a ``small`` Baseline + MD, mirroring left-right lowered TC and WT Dice by 2.7
-and 1.5 points (``benchmarks/mirroring.py``; benchmarks/RESULTS.md)."""
+and 1.5 points (``benchmarks/ensembles.py``; benchmarks/RESULTS.md)."""
 
 
 @dataclasses.dataclass(frozen=True)

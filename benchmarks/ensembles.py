@@ -1,0 +1,168 @@
+"""Ensembles and test-time mirroring, scored patient by patient: what they gain and cost.
+
+    python benchmarks/ensembles.py --models runs/baseline_md                  # validation
+    python benchmarks/ensembles.py --models runs/s0/urn_md,runs/s1/urn_md,runs/s2/urn_md \
+        --split test --out benchmarks/cpu/ensembles_urn_md.json
+
+For each patient of the first model's split (``--split validation``, the default, to choose
+a default such as ``urn_jax.inference.predict.DEFAULT_MIRROR``; ``test`` only to report what
+was chosen) and each combination of ``--masks`` that the patient has, every model predicts
+with each mirroring of ``--mirrors``. Scored are each model alone and, with more than one,
+their ensemble: the members' probabilities averaged, as ``predict_volume`` does, so the
+ensemble's scores need no pass of their own; its time is the sum of its members' (they run
+one after another there too). Each prediction goes back onto the original grid as
+``urn-segment`` writes it (background outside the given modalities' brain) and is scored per
+region by Dice (``urn_jax.metrics``) and, with ``--lesion-wise`` (the default), the BraTS
+2023 lesion-wise Dice (``urn_jax.lesion_metrics``).
+
+Prints, per model (or ensemble) and mirroring: the mean of each score over the (patient,
+combination) pairs, the median seconds per volume, and paired differences over the pairs
+(mean, and how many pairs went up and down): a mirroring against no mirroring of the same
+model; an ensemble against the mean of its members alone, at the same mirroring. ``--out``
+writes every score and time as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from urn_jax import lesion_metrics as L
+from urn_jax.data.cases import file_role
+from urn_jax.data.datasets import data_from_config
+from urn_jax.data.meta import CaseMeta
+from urn_jax.evaluation.evaluate import original_label, parse_masks
+from urn_jax.inference.predict import (given_brain, load_model, nonzero_voxels, parse_mirror,
+                                       predict_volume, to_original_classes)
+from urn_jax.labels import REGIONS, region_mask
+from urn_jax.metrics import dice
+from urn_jax.modalities import MODALITIES, mask_key
+
+ENSEMBLE = "ensemble"
+
+
+def _score(predicted, classes, spacing, lesion_wise: bool) -> dict:
+  scores = {f"{r}/dice": dice(region_mask(predicted, r), region_mask(classes, r))
+            for r in REGIONS}
+  if lesion_wise:
+    scores.update({f"{r}/lesion_dice": L.lesion_wise(region_mask(predicted, r),
+                                                     region_mask(classes, r),
+                                                     spacing)["lesion_dice"]
+                   for r in REGIONS})
+  return scores
+
+
+def _patient(case_dir):
+  meta = CaseMeta.read(case_dir)
+  classes, spacing = original_label(meta)
+  nonzero = nonzero_voxels({file_role(p): p for p in meta.sources
+                            if file_role(p) in MODALITIES}, meta.case_id)
+  return meta, classes, spacing, np.load(Path(case_dir) / "image.npy"), nonzero
+
+
+def measure(workdirs, mirrors, masks, split="validation", chunk=32, lesion_wise=True):
+  """``(scores, seconds)``: one dict per (patient, combination, model, mirroring) with its
+  scores; ``{(model, mirroring): [seconds per volume]}`` of the single models."""
+  models = [load_model(w) for w in workdirs]
+  names = [str(w) for w in workdirs]
+  cases = data_from_config(models[0].config, workdirs[0], use_hcp=False)["brats"][split]
+  scores, seconds = [], {}
+  for case_dir in cases:
+    meta, classes, spacing, image, nonzero = _patient(case_dir)
+    for mask in parse_masks(masks):
+      if np.any(mask & ~np.asarray(meta.available, bool)):
+        continue
+      brain = given_brain(nonzero, mask)
+      for mirror_name, mirror in mirrors.items():
+        probabilities = {}
+        for name, model in zip(names, models):
+          start = time.perf_counter()
+          probabilities[name] = predict_volume(model, image, mask, chunk, mirror)["probabilities"]
+          seconds.setdefault(f"{name}|{mirror_name}", []).append(time.perf_counter() - start)
+        if len(models) > 1:
+          probabilities[ENSEMBLE] = np.mean(list(probabilities.values()), axis=0)
+        for name, p in probabilities.items():
+          predicted = to_original_classes(p, meta, brain)
+          scores.append({"case_id": meta.case_id, "mask": mask_key(mask), "model": name,
+                         "mirror": mirror_name,
+                         **_score(predicted, classes, spacing, lesion_wise)})
+    print(f"{meta.case_id}: scored", flush=True)
+  return scores, seconds
+
+
+def _pairs(scores, model, mirror):
+  return {(s["case_id"], s["mask"]): s for s in scores
+          if s["model"] == model and s["mirror"] == mirror}
+
+
+def _difference(mine: dict, reference: dict, column: str) -> str:
+  d = 100 * np.array([mine[k][column] - reference[k][column] for k in mine])
+  return f"{d.mean():+.2f} ({np.sum(d > 0)} up, {np.sum(d < 0)} down)"
+
+
+def report(scores, seconds, names, mirrors) -> list[str]:
+  """The printed table (module docstring), one line per model and mirroring, then the
+  paired differences."""
+  columns = [c for c in scores[0] if "/" in c]
+  models = list(names) + ([ENSEMBLE] if len(names) > 1 else [])
+  lines = [f"{len({(s['case_id'], s['mask']) for s in scores})} (patient, combination) "
+           f"pairs of {len({s['case_id'] for s in scores})} patients; mean %, seconds per "
+           "volume (median)"]
+  lines.append("model | mirror | " + " | ".join(columns) + " | s / volume")
+  for model in models:
+    for mirror in mirrors:
+      mine = list(_pairs(scores, model, mirror).values())
+      if model == ENSEMBLE:
+        per_volume = np.median(np.sum([seconds[f"{n}|{mirror}"] for n in names], axis=0))
+      else:
+        per_volume = np.median(seconds[f"{model}|{mirror}"])
+      lines.append(f"{model} | {mirror} | " + " | ".join(
+          f"{100 * np.mean([s[c] for s in mine]):.2f}" for c in columns)
+          + f" | {per_volume:.2f}")
+  lines.append("paired differences, points (pairs up, down):")
+  for model in models:
+    none = _pairs(scores, model, "none") if "none" in mirrors else None
+    for mirror in mirrors:
+      mine = _pairs(scores, model, mirror)
+      if none is not None and mirror != "none":
+        lines.append(f"{model} {mirror} vs none | " + " | ".join(
+            _difference(mine, none, c) for c in columns))
+      if model == ENSEMBLE:
+        members = [_pairs(scores, n, mirror) for n in names]
+        mean = {k: {c: np.mean([m[k][c] for m in members]) for c in columns} for k in mine}
+        lines.append(f"{model} {mirror} vs its members alone (mean) | " + " | ".join(
+            _difference(mine, mean, c) for c in columns))
+  return lines
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--models", required=True,
+                      help="comma-separated segmentation runs; several are also scored as "
+                      "one ensemble")
+  parser.add_argument("--mirrors", default="none;lr;lr,ap",
+                      help="semicolon-separated mirrorings to compare")
+  parser.add_argument("--masks", default="all")
+  parser.add_argument("--split", default="validation", choices=("validation", "test"))
+  parser.add_argument("--chunk", type=int, default=32)
+  parser.add_argument("--lesion-wise", default=True, action=argparse.BooleanOptionalAction,
+                      help="also the BraTS 2023 lesion-wise Dice (default on)")
+  parser.add_argument("--out", help="JSON file for every score and time")
+  args = parser.parse_args(argv)
+  workdirs = [w for w in args.models.split(",") if w]
+  mirrors = {m: parse_mirror(m) for m in args.mirrors.split(";")}
+  scores, seconds = measure(workdirs, mirrors, args.masks, args.split, args.chunk,
+                            args.lesion_wise)
+  print(f"{args.split} patients of {workdirs[0]}'s split; models: {', '.join(workdirs)}")
+  print("\n".join(report(scores, seconds, workdirs, mirrors)))
+  if args.out:
+    Path(args.out).write_text(json.dumps({"models": workdirs, "split": args.split,
+                                          "scores": scores, "seconds": seconds}, indent=1))
+
+
+if __name__ == "__main__":
+  main()
