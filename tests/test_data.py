@@ -17,7 +17,7 @@ from urn_jax.data.grids import to_original_classes_grid, to_original_grid
 from urn_jax.data.loader import SliceSource, make_loader
 from urn_jax.data.preprocess import (PreprocessConfig, n4_correct, preprocess_case,
                                      preprocess_dataset, zscore)
-from urn_jax.data.splits import load_or_create_split, make_split
+from urn_jax.data.splits import load_or_create_split, make_split, phantom_source
 from urn_jax.labels import classes_to_labels, labels_to_classes
 
 FAST = PreprocessConfig(n4=False, size=48)
@@ -360,6 +360,29 @@ def test_a_split_file_without_test_patients_is_an_error_not_a_silent_re_split(tm
   with pytest.raises(DataError, match="only training and validation patients.*new --workdir"):
     load_or_create_split(tmp_path, {"brats": ["a", "b", "c", "d"]}, seed=0)
   assert json.loads((tmp_path / "split.json").read_text()) == old  # untouched
+
+
+def test_a_split_of_another_phantom_is_refused_on_resume(tmp_path, capsys):
+  """The phantom's case ids are the same for every seed: the split file records the seed
+  (and the phantom's version), and a rerun on another phantom is refused by name."""
+  ids = {"brats": [f"Brats18_PHANTOM_{i:03d}" for i in range(6)]}
+  seed0, seed1 = phantom_source(2, 0), phantom_source(2, 1)
+  split = load_or_create_split(tmp_path, ids, seed=0, source=seed0)
+  assert json.loads((tmp_path / "split.json").read_text())["source"] == {"version": 2,
+                                                                          "seed": 0}
+  assert load_or_create_split(tmp_path, ids, seed=0, source=seed0) == split
+  for other, named in ((seed1, "the phantom version 2, seed 1"),
+                       (phantom_source(3, 0), "the phantom version 3, seed 0"),
+                       (None, "folders of real data")):
+    with pytest.raises(DataError, match=f"written for the phantom version 2, seed 0, but this "
+                                        f"run's data are {named}"):
+      load_or_create_split(tmp_path, ids, seed=0, source=other)
+  older = json.loads((tmp_path / "split.json").read_text())
+  del older["source"]  # a file from before the record: used, with a note
+  (tmp_path / "split.json").write_text(json.dumps(older))
+  capsys.readouterr()
+  assert load_or_create_split(tmp_path, ids, seed=0, source=seed1) == split
+  assert "does not record which phantom" in capsys.readouterr().err
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from urn_jax.console import say
 from urn_jax.data.cases import discover_brats, discover_hcp
 from urn_jax.data.loader import SliceSource
 from urn_jax.data.preprocess import PreprocessConfig, preprocess_dataset, report
-from urn_jax.data.splits import load_or_create_split
+from urn_jax.data.splits import load_or_create_split, phantom_source
 from urn_jax.errors import DataError
 
 
@@ -80,6 +80,15 @@ def phantom_folders(cache_dir, num_brats: int, num_hcp: int, seed: int, workers:
   return write_phantom(out, num_brats, num_hcp, seed=seed, workers=workers)
 
 
+def data_source(settings: DataSettings) -> dict | None:
+  """Where the patients of ``settings`` come from, as the split file records it: the
+  phantom's version and seed, or ``None`` for folders (``urn_jax.data.splits``)."""
+  if settings.brats_dir or settings.hcp_dir:
+    return None
+  from urn_jax.data.phantom_cases import VERSION
+  return phantom_source(VERSION, settings.phantom_seed)
+
+
 def default_cache_dir() -> Path:
   """``$URN_JAX_CACHE``, else ``~/.cache/urn_jax``: shared by runs, so the phantom and the
   pre-processed cases are made once for every scenario."""
@@ -128,7 +137,7 @@ def prepare_data(workdir, settings: DataSettings = DataSettings(), progress: boo
   cached = _cached_cases(settings, cache_dir, progress)
   split = load_or_create_split(workdir, {n: list(c) for n, c in cached.items()},
                                settings.split_seed, settings.train_fraction,
-                               settings.test_fraction)
+                               settings.test_fraction, data_source(settings))
   result = {name: {part: [cached[name][i] for i in ids] for part, ids in split[name].items()}
             for name in cached}
   for name, parts in result.items():

@@ -9,7 +9,10 @@ recipe; the test patients are only scored (``urn_jax.evaluation.evaluate``). HCP
 labels and are never scored, so HCP is split 70/30 with no test part.
 
 The split is drawn from a seed, written to ``<workdir>/split.json`` and read back whenever
-it exists, so every scenario and every rerun sees the same patients.
+it exists, so every scenario and every rerun sees the same patients. The file also records
+where the patients came from (``source``: the phantom's version and seed, or ``None`` for
+folders of real data), and a rerun whose data come from elsewhere is refused: the phantom's
+case ids are the same for every seed, so only the record tells its patients apart.
 """
 
 from __future__ import annotations
@@ -60,8 +63,30 @@ def make_split(case_ids, seed: int, train_fraction: float = 0.7,
           "test": sorted(order[:n_test])}
 
 
+def _check_source(path: Path, recorded, source) -> None:
+  """``source`` (this run's) against the one ``path`` recorded; ``recorded`` is ``...``
+  when the file predates the record."""
+  if recorded is ...:
+    if source is not None:
+      say(f"note: {path} does not record which phantom its patients came from (written by "
+          "an older urn_jax); it is used as it is")
+    return
+  if recorded != source:
+    def described(s):
+      return ("folders of real data" if s is None else
+              f"the phantom version {s.get('version')}, seed {s.get('seed')}")
+    raise DataError(f"split file {path} was written for {described(recorded)}, but this run's "
+                    f"data are {described(source)}: its patients are other patients. Train "
+                    "in a new --workdir (or give the data it was made for)")
+
+
+def phantom_source(version: int, seed: int) -> dict:
+  """The ``source`` record of the built-in phantom's patients."""
+  return {"version": int(version), "seed": int(seed)}
+
+
 def load_or_create_split(workdir, datasets: dict, seed: int, train_fraction: float = 0.7,
-                         test_fraction: float = 0.2):
+                         test_fraction: float = 0.2, source: dict | None = None):
   """``datasets``: name -> case ids. Returns name -> {"train", "validation", "test": ids}.
 
   ``test_fraction`` applies to ``SCORED_DATASETS``; the others get an empty test part.
@@ -71,15 +96,18 @@ def load_or_create_split(workdir, datasets: dict, seed: int, train_fraction: flo
   moves from one part to another, so fixing or removing a case never strands the file.
   A file written before there was a test part is an error that says what to do, never
   re-split silently: its validation patients chose checkpoints and cannot become test
-  patients.
+  patients. ``source``: where the patients come from (``phantom_source``, or ``None`` for
+  folders), recorded in the file and checked against it (module docstring).
   """
   path = Path(workdir) / SPLIT_FILE
   if path.exists():
     try:
-      split = json.loads(path.read_text())["datasets"]
+      stored = json.loads(path.read_text())
+      split = stored["datasets"]
     except (ValueError, KeyError, TypeError):
       raise DataError(f"split file {path} is not a split urn_jax wrote (expected JSON with "
                       "'datasets'); delete it to re-split") from None
+    _check_source(path, stored.get("source", ...), source)
     for name, ids in datasets.items():
       if name not in split:
         raise DataError(f"split file {path} has no {name!r} split; delete it to re-split")
@@ -104,6 +132,6 @@ def load_or_create_split(workdir, datasets: dict, seed: int, train_fraction: flo
            for name, ids in datasets.items()}
   path.parent.mkdir(parents=True, exist_ok=True)
   write_text_atomically(path, json.dumps({"seed": seed, "train_fraction": train_fraction,
-                                          "test_fraction": test_fraction, "datasets": split},
-                                         indent=1))
+                                          "test_fraction": test_fraction, "source": source,
+                                          "datasets": split}, indent=1))
   return split
