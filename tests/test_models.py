@@ -5,10 +5,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import SIZE, TINY, make_batch
+from conftest import SIZE, TINY, load_config, make_batch
 
 import urn_jax as U
 from urn_jax.model import unet
+from urn_jax.model.build import build_model
 from urn_jax.model.decoder import ResidualBlock
 from urn_jax.model.encoder import Encoders
 
@@ -274,3 +275,18 @@ def test_baseline_ignores_what_missing_modalities_hold():
   other = model.apply(variables, b["image"].at[..., 1].set(jnp.nan), mask,
                       train=False)["segmentation"]
   np.testing.assert_array_equal(out, other)
+
+
+@pytest.mark.parametrize("preset", ["small", "paper"])
+def test_the_wide_baseline_has_about_the_urn_segmentation_networks_parameters(preset):
+  """Baseline + MD (wide) is there to tell a URN's lead from its size: its trainable
+  parameters must be within 1 % of URN + MD's, five times the plain baseline's."""
+  def count(variant):
+    config = load_config("segment", f"{variant},{preset}")
+    model = build_model(config)
+    variables = jax.eval_shape(lambda: model.init(
+        jax.random.key(0), jnp.zeros((1, 32, 32, 4)), jnp.ones((1, 4), bool), train=False))
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(variables["params"]))
+  urn, wide, plain = count("urn_md"), count("baseline_md_wide"), count("baseline_md")
+  assert abs(wide - urn) / urn < 0.015, (wide, urn)
+  assert 4.5 < wide / plain < 5.5

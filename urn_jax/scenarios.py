@@ -5,8 +5,9 @@ with modality dropout ("Baseline + MD"), the URN trained with it end to end ("UR
 and the URN whose encoders were pre-trained by synthesis on BraTS and HCP, then frozen
 ("URN + MD w/ HCP"). Table 2 compares two pre-trainings: on BraTS alone ("URN") and on
 BraTS + HCP ("URN w/ HCP"). Two names go beyond the paper: frozen encoders pre-trained on
-BraTS alone ("URN + MD pre-trained"), and pre-trained encoders fine-tuned rather than frozen
-(", fine-tuned" appended). Results files, tables, figures and claims use these names and
+BraTS alone ("URN + MD pre-trained"), pre-trained encoders fine-tuned rather than frozen
+(", fine-tuned" appended), and Baseline + MD with about the URN's parameter count
+("Baseline + MD (wide)"). Results files, tables, figures and claims use these names and
 nothing else: ``name_of`` gives a trained run its name, the others compare against these
 constants.
 """
@@ -17,6 +18,7 @@ from urn_jax.job_config import pretrained_encoders
 
 BASELINE = "Baseline"
 BASELINE_MD = "Baseline + MD"
+BASELINE_MD_WIDE = "Baseline + MD (wide)"
 URN_MD = "URN + MD"
 URN_MD_HCP = "URN + MD w/ HCP"
 URN_MD_PRETRAINED = "URN + MD pre-trained"
@@ -24,7 +26,8 @@ PRETRAINING = "URN"
 PRETRAINING_HCP = "URN w/ HCP"
 FINE_TUNED = ", fine-tuned"
 
-VARIANT_NAMES = {"baseline": BASELINE, "baseline_md": BASELINE_MD, "urn_md": URN_MD,
+VARIANT_NAMES = {"baseline": BASELINE, "baseline_md": BASELINE_MD,
+                 "baseline_md_wide": BASELINE_MD_WIDE, "urn_md": URN_MD,
                  "urn_md_pretrained": URN_MD_PRETRAINED,
                  "urn_md_finetuned": URN_MD_PRETRAINED + FINE_TUNED}
 """``configs/segment.py``'s variants (their encoders pre-trained on BraTS alone, where
