@@ -1,11 +1,14 @@
-"""The claims' paired statistics: differences are paired by patient and seed, an effect
-that is there is found, one that is not is not claimed, and the verdict says which."""
+"""The claims as the paper states them: differences are paired by patient and seed, an
+effect that is there is found, one that is not is not claimed, each claim's intervals are
+simultaneous over its family, claim 3 is judged combination by combination, FLAIR on
+matched combinations, and claims.md says which. The statistic itself:
+tests/test_claims_statistics.py."""
 
 import numpy as np
 import pytest
 
-from urn_jax.evaluation.claims import (Comparison, claims, differences, evaluate_claims, holm,
-                             paired_test)
+from urn_jax.evaluation.claims import (FLAIR_PAIRS, NEEDS_SEEDS, WIDE, Comparison, claims,
+                                      differences, evaluate_claims, paired_test)
 from urn_jax.modalities import availability_masks, mask_key
 
 KEYS = [mask_key(m) for m in availability_masks()]
@@ -65,88 +68,200 @@ def test_a_real_effect_holds_and_none_does_not():
   assert noisy["ci_low"] < 0 < noisy["ci_high"] and noisy["p_value"] > 0.05
 
 
-def test_the_five_claims_on_rows_where_each_is_built_in():
-  no_flair = lambda k, p: -30 * (k[0] == "0")  # the baseline needs FLAIR
+def _claim(prefix, comparisons=None):
+  return [c for c in comparisons or claims() if c.claim.startswith(prefix)]
+
+
+def _claim_rows(results, prefix):
+  return [r for r in results if r["claim"].startswith(prefix)]
+
+
+def test_the_claims_on_rows_where_each_is_built_in():
+  no_flair = lambda k: k[0] == "0"
   rows = _rows({
-      "Baseline": lambda k, p: no_flair(k, p) - 10 * (k != "1111"),
-      "Baseline + MD": lambda k, p: 0.0,  # recovers, and no gain with all four
-      "URN + MD": lambda k, p: 8.0,
+      "Baseline": lambda k, p: -30 * no_flair(k) - 10 * (k != "1111"),  # needs FLAIR
+      "Baseline + MD": lambda k, p: -5.0 * no_flair(k),  # recovers; no gain with all four
+      "URN + MD": lambda k, p: 8.0,  # no FLAIR effect
       "URN + MD pre-trained": lambda k, p: 8.0,  # pre-training changes nothing
-  })
-  results = {(r["claim"][:2], r["region"], r["combinations"]): r
-             for r in evaluate_claims(rows)}
-  verdict = lambda claim, region, combination="mean": \
-      results[claim, region, combination]["verdict"]
-  assert verdict("1.", "WT") == "holds"
-  assert [r["verdict"] for r in evaluate_claims(rows, claims()[1:2])] == ["holds"]
-  assert verdict("2.", "WT") == "holds"
-  assert all(verdict("3.", region, key) == "holds" for region in ("WT", "TC", "ET")
-             for key in ["mean", "most"] + KEYS)
-  assert verdict("4.", "TC") == verdict("4.", "ET") == "does not hold"  # built in: no gain
-  assert all(verdict("5.", region) == "does not hold" for region in ("WT", "TC", "ET"))
-  assert all(results["5.", r, "mean"]["patients"] == 12 for r in ("WT", "TC", "ET"))
-  assert results["5.", "WT", "mean"]["mean"] == pytest.approx(
+  }, seeds=5, noise=0.5)
+  results = evaluate_claims(rows)
+  verdicts = {(r["claim"][:2], r["region"], r["comparison"], r["combinations"]): r["verdict"]
+              for r in results}
+  assert verdicts["1.", "WT", "Baseline - Baseline", "mean"] == "holds"
+  assert verdicts["1.", "WT", "Baseline + MD: S + FLAIR - S + X", "mean"] == "holds"
+  assert verdicts["1.", "WT", "URN + MD: S + FLAIR - S + X", "mean"] == "does not hold"
+  assert verdicts["2.", "WT", "Baseline + MD - Baseline", "mean"] == "holds"
+  highest = next(r for r in results if r["combinations"] == "highest")
+  assert (highest["highest_on"], highest["holds_on"], highest["of"]) == (15, 15, 15)
+  assert highest["verdict"] == "holds"
+  assert highest["comparison"] == "URN + MD - the best of Baseline, Baseline + MD"
+  assert highest["mean"] == pytest.approx(8 + 5 * 7 / 15, abs=0.5)
+  assert all(verdicts["3.", "WT", "URN + MD - Baseline + MD", key] == "holds"
+             for key in ["mean"] + KEYS)
+  assert verdicts["4.", "TC", "URN + MD pre-trained - URN + MD", "mean"] == "does not hold"
+  assert verdicts["4.", "ET", "URN + MD pre-trained - URN + MD", "mean"] == "does not hold"
+  for region in ("WT", "TC", "ET"):
+    assert verdicts["5.", region, "Baseline + MD - Baseline", "mean"] == "does not hold"
+    assert verdicts["5.", region, "URN + MD - Baseline", "mean"] == "holds"
+  five = [r for r in results if r["claim"].startswith("5.")]
+  assert len(five) == 6 and all(r["patients"] == 12 and r["seeds"] == 5 for r in five)
+  assert five[0]["mean"] == pytest.approx(
       np.mean([r["WT/dice"] for r in rows if r["model"] == "Baseline + MD"
                and r["mask"] == "1111"]) * 100
       - np.mean([r["WT/dice"] for r in rows if r["model"] == "Baseline"
                  and r["mask"] == "1111"]) * 100)
 
 
-def test_holm_adjusts_one_family_step_down():
-  np.testing.assert_allclose(holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
-  np.testing.assert_allclose(holm([0.5, 0.9]), [1.0, 1.0])
+def test_each_claim_is_one_family_with_simultaneous_intervals():
+  """A claim's k verdict rows each get the level 1 - 0.05 / k (Bonferroni): 1 for claim 2,
+  2 for FLAIR, 6 for claim 5, one per combination for claim 3 (15), 1 or 2 for claim 3's
+  means (2 with the wide baseline); each interval is paired_test's at that level."""
+  rows = _rows({"Baseline": lambda k, p: 0.0, "Baseline + MD": lambda k, p: 1.0,
+                "URN + MD": lambda k, p: 3.0, WIDE: lambda k, p: 2.0,
+                "URN + MD pre-trained": lambda k, p: 3.0}, seeds=3)
+  comparisons = claims(wide=True)
+  sizes = {"1. the": 1, "1. ...": 2, "2.": 1, "3. URN": 15, "3. ...": 2, "4.": 2, "5.": 6}
+  results = evaluate_claims(rows, comparisons)
+  for prefix, k in sizes.items():
+    family = [r for r in results if r["claim"].startswith(prefix)
+              and r["combinations"] != "highest"]
+    assert len(family) == k and all(r["k"] == k for r in family), prefix
+    assert all(r["level"] == pytest.approx(1 - 0.05 / k) for r in family), prefix
+  mean_rows = [r for r in results if r["claim"].startswith("3. ...")]
+  assert [r["comparison"] for r in mean_rows] == ["URN + MD - Baseline + MD",
+                                                  f"URN + MD - {WIDE}"]
+  for comparison, r in zip(_claim("5.", comparisons), _claim_rows(results, "5.")):
+    expected = paired_test(differences(rows, comparison)[2], level=1 - 0.05 / 6)
+    assert (r["ci_low"], r["ci_high"]) == pytest.approx(
+        (expected["ci_low"], expected["ci_high"]))
+  one = evaluate_claims(rows, _claim("2."))[0]
+  assert one["level"] == 0.95 and one["k"] == 1
+  without_wide = [r for r in evaluate_claims([r for r in rows if r["model"] != WIDE])
+                  if r["claim"].startswith("3. ...")]
+  assert len(without_wide) == 1 and without_wide[0]["level"] == 0.95
 
 
-def _claim_3_wt(rows):
-  results = evaluate_claims(rows, [c for c in claims()
-                                   if c.claim.startswith("3.") and c.region == "WT"])
-  return {r["combinations"]: r for r in results}
+def test_flair_is_compared_on_matched_combinations():
+  """A model whose Dice only counts the inputs has no FLAIR effect matched (S + FLAIR
+  against S + X have as many), though the combinations with FLAIR average more inputs
+  (16/7) than those without (12/7). With Dice 10 per FLAIR, 4 per T1, 2 per T1c, 0 per T2,
+  each X is in 4 of the 12 pairs: the mean difference is 10 - (4 + 2 + 0) / 3 = 8."""
+  assert len(FLAIR_PAIRS) == 12 and len(set(FLAIR_PAIRS)) == 12
+  assert all(x[0] == "1" and y[0] == "0" and x[1:].count("1") + 1 == y[1:].count("1")
+             and sum(a != b for a, b in zip(x[1:], y[1:])) == 1 for x, y in FLAIR_PAIRS)
+  counting = lambda k, p: 10.0 * k.count("1")
+  weighted = lambda k, p: float(np.dot([10, 4, 2, 0], [c == "1" for c in k]))
+  rows = _rows({"Baseline + MD": counting, "URN + MD": weighted}, noise=0.5)
+  flair = {r["comparison"]: r for r in evaluate_claims(rows, _claim("1. ..."))}
+  assert flair["Baseline + MD: S + FLAIR - S + X"]["mean"] == pytest.approx(0.0, abs=0.2)
+  assert flair["Baseline + MD: S + FLAIR - S + X"]["verdict"] == "does not hold"
+  assert flair["URN + MD: S + FLAIR - S + X"]["mean"] == pytest.approx(8.0, abs=0.2)
+  assert flair["URN + MD: S + FLAIR - S + X"]["verdict"] == "holds"
+  assert flair["URN + MD: S + FLAIR - S + X"]["pairs"] == 12
+  some = [r for r in rows if r["mask"] in ("1111", "1000", "0010", "1010", "0110")]
+  assert evaluate_claims(some, _claim("1. ..."))[1]["pairs"] == 2  # the pairs evaluated
 
 
-def test_one_combination_of_fifteen_passing_alone_is_not_a_verdict():
-  """Claim 3 is tested on 15 combinations: an effect that one test alone would call real
-  (p 0.013, interval above 0) is not, once adjusted for the 14 others."""
-  rows = _rows({"Baseline + MD": lambda k, p: 0.0,
-                "URN + MD": lambda k, p: 1.0 * (k == "1010")
-                + 8.0 * (k in ("1111", "0111", "0011"))}, seed=3)
-  results = _claim_3_wt(rows)
-  alone = results["1010"]
-  assert alone["p_value"] < 0.05 and alone["ci_low"] > 0  # one test alone: "holds"
-  assert alone["p_holm"] > 0.05 and alone["verdict"] == "cannot tell at this size"
-  assert all(results[k]["verdict"] == "holds" for k in ("1111", "0111", "0011"))
-  assert results["most"]["holds_on"] == 3
+def _claim_3(effects, wide=None, noise=0.5, seed=0):
+  """Claim 3's results on rows where URN + MD is ``effects[key]`` above Baseline + MD on
+  combination ``key`` (0 elsewhere), and the wide baseline ``wide[key]`` above it."""
+  models = {"Baseline": lambda k, p: -20.0, "Baseline + MD": lambda k, p: 0.0,
+            "URN + MD": lambda k, p: effects.get(k, 0.0)}
+  if wide is not None:
+    models[WIDE] = lambda k, p: wide.get(k, -1.0)
+  rows = _rows(models, seeds=5, noise=noise, seed=seed)
+  results = evaluate_claims(rows, _claim("3.", claims(wide=wide is not None)))
+  return {r["combinations"]: r for r in results if r["claim"].startswith("3. URN")}
 
 
-def test_most_combinations_is_judged_on_the_count():
-  """Better on 3 combinations of 15 and the same (within 1 Dice point, surely) on the
-  other 12: "beats Baseline + MD on most combinations" does not hold, although the mean
-  over the 15 is better."""
-  rows = _rows({"Baseline + MD": lambda k, p: 0.0,
-                "URN + MD": lambda k, p: 8.0 * (k in ("1111", "0111", "0011"))}, noise=0.5)
-  results = _claim_3_wt(rows)
-  assert results["mean"]["verdict"] == "holds"
-  assert (results["most"]["holds_on"], results["most"]["fails_on"]) == (3, 12)
-  assert results["most"]["verdict"] == "does not hold"
+def test_claim_3_holds_on_14_of_15_not_on_13():
+  """URN + MD 8 points above the rest on 13 combinations and 0.8 above on 2: highest on
+  all 15, but sure of it on 13: cannot tell, where 14 would hold."""
+  small = ("1000", "0100")
+  thirteen = _claim_3({k: 0.8 if k in small else 8.0 for k in KEYS})
+  assert thirteen["highest"]["highest_on"] == 15 and thirteen["highest"]["holds_on"] == 13
+  assert all(thirteen[k]["verdict"] != "holds" for k in small)
+  assert thirteen["highest"]["verdict"] == "cannot tell at this size"
+  fourteen = _claim_3({k: 0.8 if k == "1000" else 8.0 for k in KEYS})
+  assert fourteen["highest"]["holds_on"] == 14 and fourteen["highest"]["verdict"] == "holds"
+  assert fourteen["0100"]["level"] == pytest.approx(1 - 0.05 / 15)
+  assert fourteen["0100"]["k"] == 15
+
+
+def test_claim_3_does_not_hold_when_another_scenario_is_higher_on_two():
+  """The wide baseline beats URN + MD on two combinations: claim 3 does not hold, and those
+  two combinations are tested against the wide baseline, the best there."""
+  beaten = ("1111", "0011")
+  results = _claim_3({k: 8.0 for k in KEYS}, wide={k: 10.0 for k in beaten})
+  assert results["highest"]["highest_on"] == 13
+  assert results["highest"]["verdict"] == "does not hold"
+  assert results["highest"]["comparison"] == (
+      "URN + MD - the best of Baseline, Baseline + MD, Baseline + MD (wide)")
+  for key in beaten:
+    assert results[key]["comparison"] == f"URN + MD - {WIDE}" and not results[key]["highest"]
+    assert results[key]["against"][WIDE] == pytest.approx(-2.0, abs=0.5)
+  assert results["0111"]["comparison"] == "URN + MD - Baseline + MD"
+  one = _claim_3({k: 8.0 for k in KEYS}, wide={"1111": 10.0})
+  assert one["highest"]["highest_on"] == 14 and one["highest"]["verdict"] == "holds"
+
+
+def test_the_margin_reaches_every_verdict():
+  """URN + MD 3 points above Baseline + MD everywhere: sure of more than 1 point, not of
+  more than 10; evaluate_claims's margin decides the mean rows and claim 3's combinations."""
+  rows = _rows({"Baseline + MD": lambda k, p: 0.0, "URN + MD": lambda k, p: 3.0}, seeds=5,
+               noise=0.5)
+  for margin, verdict, holds_on in ((1.0, "holds", 15),
+                                    (10.0, "positive but under 10 points", 0)):
+    results = evaluate_claims(rows, _claim("3."), margin=margin)
+    assert next(r for r in results if r["combinations"] == "mean")["verdict"] == verdict
+    assert next(r for r in results if r["combinations"] == "highest")["holds_on"] == holds_on
+
+
+def test_a_run_to_run_difference_is_not_a_real_one():
+  """URN + MD's seeds differ by a training-run effect of sd 4 Dice points, its mean over
+  patients is 2 points above Baseline + MD: averaging the seeds per patient (or counting
+  them as patients) would call that certain; across seeds it is not."""
+  rows = _rows({"Baseline + MD": lambda k, p: 0.0, "URN + MD": lambda k, p: 0.0}, seeds=3,
+               noise=1.0)
+  run = {0: 6.0, 1: -2.0, 2: 2.0}  # the seeds' effects: mean 2, sd 4
+  for row in rows:
+    if row["model"] == "URN + MD":
+      row["WT/dice"] += run[row["seed"]] / 100
+  result = evaluate_claims(rows, _claim("3. ..."))[0]
+  assert result["mean"] == pytest.approx(2.0, abs=0.2)
+  assert result["var_seed"] == pytest.approx(16.0, rel=0.1)
+  assert result["verdict"] == "cannot tell at this size"
+  assert result["ci_low"] < 0 and result["df"] < 3
+
+
+def test_one_seed_is_no_verdict():
+  rows = _rows({"Baseline + MD": lambda k, p: 0.0, "URN + MD": lambda k, p: 8.0}, seeds=1)
+  results = evaluate_claims(rows, _claim("3."))
+  assert all(r["verdict"] in (NEEDS_SEEDS, "cannot tell at this size") for r in results)
+  assert all(r["verdict"] == NEEDS_SEEDS for r in results if r["combinations"] != "highest")
 
 
 def test_a_missing_seed_is_an_error_not_a_silent_unpairing():
   rows = [r for r in _rows({"Baseline": lambda k, p: 0, "Baseline + MD": lambda k, p: 0})
           if not (r["model"] == "Baseline" and r["seed"] == 2 and r["case_id"] == "P03")]
   with pytest.raises(ValueError, match="not every patient has every seed"):
-    evaluate_claims(rows, claims()[2:3])
+    evaluate_claims(rows, _claim("2."))
   with pytest.raises(ValueError, match=r"no patient and seed has rows for both 'URN \+ MD'"):
-    evaluate_claims(rows, claims()[3:4])  # a claim about models the rows do not have
+    evaluate_claims(rows, _claim("3. ..."))  # a claim about models the rows do not have
+  with pytest.raises(ValueError, match=r"the rows lack 'URN \+ MD'"):
+    evaluate_claims(rows, _claim("3. URN"))
 
 
 def test_the_report_tests_the_claims_on_flat_runs_only(tmp_path):
   """claims.md comes from the runs whose curves flattened; the others are named as left out.
-  Baseline + MD and URN + MD (seed 0) have flat curves; URN + MD seed 1's is still falling."""
+  Baseline + MD and URN + MD (seeds 0 and 2) have flat curves; URN + MD seed 1's is still
+  falling. Each verdict row names its test, size, interval with its level, p and verdict."""
   import json
   from urn_jax.evaluation.claims_report import claims_report
   from urn_jax.evaluation.curves import training_report
   from urn_jax.evaluation.runs import count_runs
-  rows = _rows({"Baseline + MD": lambda k, p: 0.0, "URN + MD": lambda k, p: 8.0}, seeds=2)
-  runs = _segment_runs(tmp_path, rows, ("Baseline + MD", "URN + MD"), seeds=(0, 1),
+  rows = _rows({"Baseline + MD": lambda k, p: 0.0, "URN + MD": lambda k, p: 8.0}, seeds=3)
+  runs = _segment_runs(tmp_path, rows, ("Baseline + MD", "URN + MD"), seeds=(0, 1, 2),
                        falling=lambda name, seed: (name, seed) == ("URN + MD", 1))
   counted = count_runs(runs)
   training_report(counted.every, tmp_path, figures=True)
@@ -157,9 +272,22 @@ def test_the_report_tests_the_claims_on_flat_runs_only(tmp_path):
   assert "Left out, their curves not flat: URN + MD (seed 1)." in text
   results = json.loads((tmp_path / "claims.json").read_text())
   mean_rows = [r for r in results if r["combinations"] == "mean"]
-  assert {r["claim"][:2] for r in mean_rows} == {"3."}  # the only claim these models test
-  assert all(r["patients"] == 12 and r["seeds"] == 1 and r["verdict"] == "holds"
-             for r in mean_rows)
+  assert {r["claim"][:2] for r in mean_rows} == {"1.", "3."}  # FLAIR, and claim 3's mean
+  three = [r for r in mean_rows if r["claim"][:2] == "3."]
+  assert len(three) == 1 and three[0]["seeds"] == 2 and three[0]["verdict"] == "holds"
+  assert all(r["patients"] == 12 for r in mean_rows)
+  line = next(l for l in text.splitlines() if l.startswith("| 3. ... URN + MD against"))
+  r = three[0]
+  assert line == (f"| {r['claim']} | WT | URN + MD - Baseline + MD | mean | "
+                  f"t, patients x seeds crossed, Satterthwaite df {r['df']:.1f} | 12 x 2 | "
+                  f"{r['mean']:+.1f} | [{r['ci_low']:+.1f}, {r['ci_high']:+.1f}] (95 %, k = 1)"
+                  f" | {r['p_value']:.3g} | {np.sqrt(r['var_patient']):.1f} / "
+                  f"{np.sqrt(r['var_seed']):.1f} / {np.sqrt(r['var_residual']):.1f} | holds |")
+  count = next(r for r in results if r["combinations"] == "highest")
+  assert count["highest_on"] == 15  # sure on fewer: 2 seeds leave few degrees of freedom
+  assert (f"| **highest on 15 of 15**, holds on {count['holds_on']} | | | "
+          f"{count['mean']:+.1f} (mean of the 15) | | | | **{count['verdict']}** |") in text
+  assert "(99.67 %, k = 15) |" in text
 
 
 def test_a_claim_without_paired_rows_and_a_run_without_curve_do_not_stop_the_report(tmp_path):
@@ -185,7 +313,8 @@ def test_a_claim_without_paired_rows_and_a_run_without_curve_do_not_stop_the_rep
   claims_report(counted, tmp_path)
   text = (tmp_path / "claims.md").read_text()
   assert "URN + MD (seed 2, no curve)" in text
-  assert "Not testable with these runs:\n- 3. URN + MD beats Baseline + MD (WT)" in text
+  assert ("Not testable with these runs:\n- 3. URN + MD is highest on at least 14 of 15 "
+          "combinations (WT)") in text
 
 
 def test_the_report_names_runs_whose_pretraining_did_not_flatten(tmp_path):
@@ -268,18 +397,19 @@ def test_the_fine_tuned_scenario_is_tested_beyond_the_papers_claims():
 
 def test_a_difference_made_by_one_patient_without_et_is_shown_without_that_patient(tmp_path):
   """A patient with no ET gets ET Dice 100 from a model that predicts none and 0 from one
-  that predicts a voxel: here that patient alone makes URN + MD's ET look 8 points better.
-  claims.md repeats the ET test on the patients with ET, where the difference vanishes."""
+  that predicts a voxel: here that patient alone makes URN + MD's ET look 8 points better
+  than Baseline's (claim 5). claims.md repeats the ET test on the patients with ET, where
+  the difference vanishes."""
   import json
   from urn_jax.evaluation.claims_report import claims_report
   from urn_jax.evaluation.curves import training_report
   from urn_jax.evaluation.runs import count_runs
-  rows = _rows({"Baseline + MD": lambda k, p: 0.0, "URN + MD": lambda k, p: 0.0}, seeds=1,
+  rows = _rows({"Baseline": lambda k, p: 0.0, "URN + MD": lambda k, p: 0.0}, seeds=2,
                noise=0.0)
   for row in rows:
     if row["case_id"] == "P03":
       row["ET/dice"] = 1.0 if row["model"] == "URN + MD" else 0.0
-  runs = _segment_runs(tmp_path, rows, ("Baseline + MD", "URN + MD"))
+  runs = _segment_runs(tmp_path, rows, ("Baseline", "URN + MD"), seeds=(0, 1))
   cases = [f"P{p:02d}" for p in range(12)]
   tumours = {c: {"WT": 50.0, "TC": 20.0, "ET": 0.0 if c == "P03" else 5.0} for c in cases}
   counted = count_runs(runs)
@@ -291,7 +421,8 @@ def test_a_difference_made_by_one_patient_without_et_is_shown_without_that_patie
   assert everyone["patients"] == 12 and everyone["mean"] == pytest.approx(100 / 12)
   assert with_et["patients"] == 11 and with_et["subset"] == "patients with ET"
   assert with_et["mean"] == pytest.approx(0.0) and with_et["verdict"] == "does not hold"
-  assert "| mean, patients with ET only | 11 x 1 |" in (tmp_path / "claims.md").read_text()
+  assert ("| mean, patients with ET only | t, patients x seeds crossed, Satterthwaite df "
+          "10.0 | 11 x 2 |") in (tmp_path / "claims.md").read_text()
   assert not any("subset" in r for r in results if r["region"] != "ET")
 
 

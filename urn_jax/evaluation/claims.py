@@ -1,67 +1,112 @@
-"""The paper's five claims as paired tests over test patients and seeds.
+"""The paper's claims as paired tests over test patients and seeds.
 
 Input: the per-case rows of an evaluation (``cases.csv``: one row per model, seed, test
 patient and input combination, with ``WT/dice``, ``TC/dice``, ``ET/dice``, ...). Each claim
 compares two things measured on the same patients, so every test is paired: for each
 patient and seed, the difference of the two Dice scores (0-100), each first averaged over
-the input combinations the claim is about.
+the input combinations the claim is about. That gives a matrix of differences
+[P patients, S seeds].
 
-Statistics (``paired_test``):
-- the unit of inference is the patient: the differences of a patient's seeds are averaged,
-  and a Wilcoxon signed-rank test (scipy) over patients gives the p-value (one-sided, in
-  the claimed direction);
-- a 95 % bootstrap interval of the mean difference resamples patients and, independently,
-  seeds (a training run is a random draw too), 10,000 times from a fixed seed;
-- the verdict: **holds** when the interval lies above 0 and p < 0.05; **does not hold**
-  when the interval lies below ``margin`` (1 Dice point: the effect is absent, negligible or
-  reversed); otherwise **cannot tell at this size**;
-- a claim about combinations one by one (claim 3) is 15 tests: their p-values are
-  Holm-adjusted over the 15 (family-wise 5 %; ``holm``), so that a few "holds" are not what
-  chance alone gives, and the claim's own words, "on most combinations", get a verdict of
-  their own (``combinations == "most"``): holds when it holds on at least 8 of the 15, does
-  not hold when it does not hold on at least 8, otherwise cannot tell.
+Statistics (``paired_test``). Patients and seeds are crossed random effects: a patient is
+a draw from the patients the claim is about, a training run (seed) a draw from the runs
+the recipe can give, and a difference can depend on either. The matrix is a two-way
+random-effects ANOVA without replication:
+- m = the grand mean; MS_p = S * var(row means, ddof=1); MS_s = P * var(column means,
+  ddof=1); MS_e = the sum of the squared residuals (x - row mean - column mean + m) over
+  (P - 1)(S - 1);
+- the variance components by the method of moments, each truncated at 0 (the usual rule
+  at the boundary): var_patient = max(0, (MS_p - MS_e) / S), var_seed = max(0, (MS_s -
+  MS_e) / P), var_residual = MS_e; Var(m) is estimated as V = var_patient / P + var_seed /
+  S + var_residual / (P S), which is (MS_p + MS_s - MS_e) / (P S) when both components are
+  positive, MS_p / (P S) when only the patients' is, MS_s / (P S) when only the seeds' is,
+  and MS_e / (P S) when neither is;
+- degrees of freedom by Satterthwaite for that combination of mean squares (sum c_i MS_i,
+  each MS_i with its own degrees of freedom d_i: P - 1, S - 1, (P - 1)(S - 1)):
+  df = (sum c_i MS_i)^2 / sum (c_i MS_i)^2 / d_i; with both components positive,
+  df = (MS_p + MS_s - MS_e)^2 / (MS_p^2 / (P-1) + MS_s^2 / (S-1) + MS_e^2 / ((P-1)(S-1)));
+- the interval: m +- t(df, 1 - (1 - level) / 2) sqrt(V); the p-value, reported beside it
+  and deciding nothing: one-sided t test of mean <= 0 against mean > 0;
+- a matrix without any variation (every mean square 0) has V = 0: the interval [m, m],
+  p = 0 when m > 0, else 1;
+- with fewer than 2 patients or 2 seeds no interval can include both sources of variation:
+  the interval is NaN and the verdict "cannot tell (needs >= 2 patients and 2 seeds)".
+The three variance components are reported with the result.
 
-The claims (``CLAIMS``), in the paper's words where it has them (sections 3.2-3.3):
-1. the baseline collapses when modalities are missing (WT, all four against the mean of the
-   14 incomplete combinations), FLAIR above all (incomplete combinations with FLAIR against
-   those without);
-2. modality dropout largely recovers it (Baseline + MD against Baseline, mean of the 14
-   incomplete combinations);
-3. URN + MD beats Baseline + MD on most combinations (all 15, per region, and per
-   combination);
+The verdict (``_verdict``) rests on the interval alone, against a margin of 1 Dice point,
+in four categories that cannot overlap: **holds** when the interval lies above the margin;
+**positive but under 1 point** when it lies above 0 and below the margin; **does not
+hold** when it lies below the margin and reaches 0 or below; otherwise **cannot tell at
+this size**.
+
+Multiple comparisons: each of the paper's claims is one family, and its k verdict rows
+get Bonferroni-simultaneous intervals, each at level 1 - 0.05 / k (k = 1: 95 %); claims are
+not adjusted against each other (the paper states them separately). A result row records
+its ``level`` and ``k``.
+
+The claims (``claims``), in the paper's words where it has them (section 3.2, Figure 2 and
+the supplement); each statement below (a ``claim`` string) is one family:
+1. the baseline collapses when modalities are missing (Baseline, WT, all four against the
+   mean of the 14 incomplete combinations; k = 1); FLAIR above all (``FLAIR_PAIRS``): for
+   every set S of the other three modalities and every X of T1, T1c, T2 not in S, the WT
+   Dice with S + FLAIR minus that with S + X, same patient, seed and model, averaged over
+   the 12 pairs (those the rows have, where an evaluation scored only some combinations),
+   for Baseline + MD and for URN + MD (k = 2);
+2. modality dropout largely recovers it (Baseline + MD against Baseline, WT, mean of the 14
+   incomplete combinations; k = 1);
+3. URN + MD has the highest WT Dice of all scenarios on at least 14 of the 15 combinations
+   (``HIGHEST``): per combination, URN + MD against each of Baseline, Baseline + MD and
+   Baseline + MD (wide) present in the rows (``RIVALS``); it is highest where its point
+   estimate (mean over patients and seeds of the paired differences) is above every one of
+   them, and each combination is tested against the best of them there (k = the number of
+   combinations, 15). A count row gives on how many it is highest, "of 15", and the mean
+   over the combinations of URN + MD minus the best other. The claim holds when the test
+   holds on at least 14, does not hold when URN + MD is not highest on at least 2, and
+   otherwise cannot tell at this size. Beside it, URN + MD against Baseline + MD, and
+   against Baseline + MD (wide) when the rows have it, on the mean of the 15 (a family of
+   their own, k = 1 or 2);
 4. pre-training on pooled data helps ET and TC (the pre-trained URN + MD against URN + MD
-   trained end to end, all 15 combinations);
-5. modality dropout also helps with all modalities present (Baseline + MD against Baseline,
-   all four).
+   trained end to end, all 15 combinations; k = 2);
+5. modality dropout makes the baseline and the URN better than the baseline also with all
+   four (Baseline + MD and URN + MD against Baseline, all four, WT, TC, ET; k = 6).
 Beyond the paper (``beyond_the_paper``), when the rows have the fine-tuned fifth scenario:
 6. fine-tuning the pre-trained encoders beats freezing them; 7. pre-training then
-fine-tuning beats training end to end.
+fine-tuning beats training end to end (each WT, TC, ET; k = 3).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from typing import Callable
 
 import numpy as np
 from scipy import stats
 
 FULL = "1111"
-FLAIR = 0  # position of FLAIR in a mask key such as "1010"
+FLAIR = 0  # position of FLAIR in a mask key such as "1010" (FLAIR, T1, T1c, T2)
+ALPHA = 0.05  # family-wise error rate of each claim's intervals
+MARGIN = 1.0  # Dice points: a difference below it is not the one a claim means
+WIDE = "Baseline + MD (wide)"  # a baseline as large as the URN, when the study has it
+RIVALS = ("Baseline", "Baseline + MD", WIDE)  # claim 3: the scenarios URN + MD must beat
+HIGHEST = 14  # claim 3: combinations (of 15) on which URN + MD must surely be highest
+NEEDS_SEEDS = "cannot tell (needs >= 2 patients and 2 seeds)"
+TEST = "t, patients x seeds crossed, Satterthwaite df"
 
 
-@dataclasses.dataclass(frozen=True)
-class Comparison:
-  """``better`` minus ``worse`` (model names, or one model twice with two selections of
-  combinations), Dice of ``region``; the claim is that the difference is positive."""
+def _flair_pairs() -> tuple[tuple[str, str], ...]:
+  """(S + FLAIR, S + X) for every set S of T1, T1c, T2 and every X of them not in S: 12
+  pairs of mask keys that differ only in FLAIR standing where X stands, so that the
+  difference is FLAIR's worth against each other modality with everything else equal."""
+  pairs = []
+  for rest in itertools.product("01", repeat=3):  # S, over T1, T1c, T2
+    for x in range(3):
+      if rest[x] == "0":
+        with_x = rest[:x] + ("1",) + rest[x + 1:]
+        pairs.append(("1" + "".join(rest), "0" + "".join(with_x)))
+  return tuple(pairs)
 
-  claim: str
-  region: str
-  better: str
-  worse: str
-  better_masks: Callable[[str], bool]
-  worse_masks: Callable[[str], bool]
-  per_combination: bool = False
+
+FLAIR_PAIRS = _flair_pairs()
 
 
 def _incomplete(key: str) -> bool:
@@ -76,115 +121,235 @@ def _full(key: str) -> bool:
   return key == FULL
 
 
-def _with_flair(key: str) -> bool:
-  return key != FULL and key[FLAIR] == "1"
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+  """``better`` minus ``worse`` (model names, or one model twice with two selections of
+  combinations), Dice of ``region``; the claim is that the difference is positive.
+  ``matched``: pairs of mask keys (better's, worse's) whose differences are averaged
+  instead of the two selections' means. ``rivals``: a claim that ``better`` is highest on
+  each combination, against each of these present in the rows (``worse`` only names
+  them). ``k``: the number of verdict rows of the claim's family (Bonferroni)."""
+
+  claim: str
+  region: str
+  better: str
+  worse: str
+  better_masks: Callable[[str], bool] = _everything
+  worse_masks: Callable[[str], bool] = _everything
+  matched: tuple[tuple[str, str], ...] = ()
+  rivals: tuple[str, ...] = ()
+  k: int = 1
+
+  def describe(self) -> str:
+    if self.matched:
+      return f"{self.better}: S + FLAIR - S + X"
+    return f"{self.better} - {self.worse}"
+
+  def testable_with(self, names) -> bool:
+    """Whether models ``names`` have both sides (for ``rivals``, at least one rival)."""
+    if self.rivals:
+      return self.better in names and any(r in names for r in self.rivals)
+    return {self.better, self.worse} <= set(names)
 
 
-def _without_flair(key: str) -> bool:
-  return key[FLAIR] == "0"
+def _families(comparisons: list[Comparison]) -> list[Comparison]:
+  """Each comparison with ``k``, the number of comparisons of its claim: a claim is one
+  family. (A ``rivals`` comparison counts once; it is a family of its combinations.)"""
+  sizes = {}
+  for c in comparisons:
+    sizes[c.claim] = sizes.get(c.claim, 0) + 1
+  return [dataclasses.replace(c, k=sizes[c.claim]) for c in comparisons]
 
 
-def claims(pretrained: str = "URN + MD pre-trained") -> list[Comparison]:
+def claims(pretrained: str = "URN + MD pre-trained", wide: bool = False) -> list[Comparison]:
   """The comparisons behind the paper's five claims; ``pretrained``: the name of the
-  pre-trained scenario in the rows ("URN + MD pre-trained", or "URN + MD w/ HCP")."""
-  return [
+  pre-trained scenario in the rows ("URN + MD pre-trained", or "URN + MD w/ HCP"); ``wide``:
+  whether the rows have the wide baseline (``WIDE``), which claim 3 then compares too."""
+  baselines = ("Baseline + MD", WIDE) if wide else ("Baseline + MD",)
+  return _families([
       Comparison("1. the baseline collapses without modalities", "WT", "Baseline",
                  "Baseline", _full, _incomplete),
-      Comparison("1. ... FLAIR above all", "WT", "Baseline", "Baseline", _with_flair,
-                 _without_flair),
+      *(Comparison("1. ... FLAIR above all", "WT", model, model, matched=FLAIR_PAIRS)
+        for model in ("Baseline + MD", "URN + MD")),
       Comparison("2. modality dropout recovers it", "WT", "Baseline + MD", "Baseline",
                  _incomplete, _incomplete),
-      *(Comparison("3. URN + MD beats Baseline + MD", region, "URN + MD", "Baseline + MD",
-                   _everything, _everything, per_combination=True)
-        for region in ("WT", "TC", "ET")),
-      *(Comparison("4. pre-training helps ET and TC", region, pretrained, "URN + MD",
-                   _everything, _everything) for region in ("TC", "ET")),
-      *(Comparison("5. modality dropout helps with all four", region, "Baseline + MD",
-                   "Baseline", _full, _full) for region in ("WT", "TC", "ET")),
-  ]
+      Comparison("3. URN + MD is highest on at least 14 of 15 combinations", "WT",
+                 "URN + MD", "the best other", rivals=RIVALS),
+      *(Comparison("3. ... URN + MD against each baseline, mean of the 15", "WT",
+                   "URN + MD", baseline) for baseline in baselines),
+      *(Comparison("4. pre-training helps ET and TC", region, pretrained, "URN + MD")
+        for region in ("TC", "ET")),
+      *(Comparison("5. modality dropout helps with all four", region, model, "Baseline",
+                   _full, _full)
+        for model in ("Baseline + MD", "URN + MD") for region in ("WT", "TC", "ET")),
+  ])
+
+
+def _dice(rows, model: str, region: str, masks: Callable[[str], bool] | None):
+  """(patient, seed) -> mask key -> Dice points of ``model``'s rows (a list: rows that
+  repeat a patient, seed and combination are averaged, not dropped)."""
+  table = {}
+  for row in rows:
+    key = str(row["mask"]).zfill(4)
+    if row["model"] == model and (masks is None or masks(key)):
+      table.setdefault((row["case_id"], int(row["seed"])), {}).setdefault(key, []).append(
+          100.0 * float(row[f"{region}/dice"]))
+  return table
+
+
+def _present(comparison: Comparison, better: dict, worse: dict) -> list[tuple[str, str]]:
+  """The ``matched`` pairs of combinations whose both sides the rows have (all 12 where
+  every combination was evaluated; fewer where an evaluation scored only some)."""
+  better_keys = {key for entry in better.values() for key in entry}
+  worse_keys = {key for entry in worse.values() for key in entry}
+  return [(x, y) for x, y in comparison.matched if x in better_keys and y in worse_keys]
+
+
+def matched_pairs(rows, comparison: Comparison) -> int:
+  """How many of ``comparison``'s matched pairs of combinations the rows have."""
+  return len(_present(comparison, _dice(rows, comparison.better, comparison.region, None),
+                      _dice(rows, comparison.worse, comparison.region, None)))
 
 
 def differences(rows, comparison: Comparison, masks: Callable[[str], bool] | None = None):
   """``(patients, seeds, matrix [patients, seeds])``: the paired differences (Dice points)
   of ``comparison`` for every patient and seed both sides have; ``masks`` narrows both
-  sides to some combinations (one, for a per-combination test)."""
-  def mean_by(model, select):
-    values = {}
-    for row in rows:
-      key = str(row["mask"]).zfill(4)
-      if row["model"] == model and select(key) and (masks is None or masks(key)):
-        values.setdefault((row["case_id"], int(row["seed"])), []).append(
-            100.0 * float(row[f"{comparison.region}/dice"]))
-    return {k: float(np.mean(v)) for k, v in values.items()}
-  better = mean_by(comparison.better, comparison.better_masks)
-  worse = mean_by(comparison.worse, comparison.worse_masks)
-  pairs = sorted(set(better) & set(worse))
-  if not pairs:
+  sides to some combinations (one, for a per-combination test). A ``matched`` comparison
+  averages, per patient and seed, the differences of its pairs of combinations that the
+  rows have; a patient and seed missing any of those is not paired."""
+  better = _dice(rows, comparison.better, comparison.region, masks)
+  worse = _dice(rows, comparison.worse, comparison.region, masks)
+  matched = _present(comparison, better, worse)
+  values = {}
+  for pair in set(better) & set(worse):
+    b, w = better[pair], worse[pair]
+    if comparison.matched:
+      if matched and all(x in b and y in w for x, y in matched):
+        values[pair] = float(np.mean([np.mean(b[x]) - np.mean(w[y]) for x, y in matched]))
+      continue
+    b = [v for key, vs in b.items() if comparison.better_masks(key) for v in vs]
+    w = [v for key, vs in w.items() if comparison.worse_masks(key) for v in vs]
+    if b and w:
+      values[pair] = float(np.mean(b)) - float(np.mean(w))
+  if not values:
     models = sorted({row["model"] for row in rows})
     raise ValueError(f"{comparison.claim}: no patient and seed has rows for both "
                      f"{comparison.better!r} and {comparison.worse!r} with the combinations "
                      f"the claim compares (models in the rows: {models})")
-  patients = sorted({p for p, _ in pairs})
-  seeds = sorted({s for _, s in pairs})
+  patients = sorted({p for p, _ in values})
+  seeds = sorted({s for _, s in values})
   matrix = np.full((len(patients), len(seeds)), np.nan)
-  for p, s in pairs:
-    matrix[patients.index(p), seeds.index(s)] = better[p, s] - worse[p, s]
+  for (p, s), value in values.items():
+    matrix[patients.index(p), seeds.index(s)] = value
   if np.isnan(matrix).any():
     raise ValueError(f"{comparison.claim}: not every patient has every seed for both "
                      f"{comparison.better!r} and {comparison.worse!r}")
   return patients, seeds, matrix
 
 
-def paired_test(matrix, margin: float = 1.0, resamples: int = 10_000, seed: int = 0) -> dict:
-  """Tests that the mean of ``matrix [patients, seeds]`` (paired differences) is positive;
-  see the module's docstring. Returns the numbers that decide, and the verdict."""
-  matrix = np.asarray(matrix, np.float64)
-  patients, seeds = matrix.shape
-  per_patient = matrix.mean(axis=1)
-  rng = np.random.default_rng(seed)
-  rows = rng.integers(0, patients, (resamples, patients))
-  columns = rng.integers(0, seeds, (resamples, seeds))
-  # Every resample at once: [resamples, patients * seeds], each row summed as the one
-  # matrix[np.ix_(r, c)].mean() would sum it (the same numbers, 100x faster).
-  means = matrix[rows[:, :, None], columns[:, None, :]].reshape(resamples, -1).mean(axis=1)
-  low, high = np.percentile(means, [2.5, 97.5])
-  if np.allclose(per_patient, 0):
-    p_value = 1.0
-  else:
-    p_value = float(stats.wilcoxon(per_patient, alternative="greater").pvalue)
-  result = {"patients": patients, "seeds": seeds, "mean": float(matrix.mean()),
-            "ci_low": float(low), "ci_high": float(high), "p_value": p_value}
-  return {**result, "verdict": _verdict(result, p_value, margin)}
+def paired_test(matrix, margin: float = MARGIN, level: float = 1 - ALPHA) -> dict:
+  """Tests that the mean of ``matrix [patients, seeds]`` (paired differences) is positive,
+  patients and seeds crossed random effects (the module's docstring has the formulas): a
+  variance component estimated below 0 counts as 0, and the degrees of freedom are
+  Satterthwaite's for the mean squares that V then rests on. A matrix without any
+  variation (V = 0) has the interval [m, m] and p 0 when m > 0, else 1.
+
+  Returns patients, seeds, mean, ci_low, ci_high, level, df, se, p_value (one-sided,
+  mean > 0; reported, not used for the verdict), the variance components var_patient,
+  var_seed, var_residual, and the verdict."""
+  x = np.asarray(matrix, np.float64)
+  patients, seeds = x.shape
+  m = float(x.mean())
+  result = {"patients": patients, "seeds": seeds, "mean": m, "level": float(level),
+            "test": TEST}
+  if patients < 2 or seeds < 2:
+    nan = float("nan")
+    return {**result, "ci_low": nan, "ci_high": nan, "df": nan, "se": nan, "p_value": nan,
+            "var_patient": nan, "var_seed": nan, "var_residual": nan,
+            "verdict": NEEDS_SEEDS}
+  row, column = x.mean(axis=1), x.mean(axis=0)
+  ms_p = seeds * float(row.var(ddof=1))
+  ms_s = patients * float(column.var(ddof=1))
+  df_e = (patients - 1) * (seeds - 1)
+  ms_e = float(((x - row[:, None] - column[None, :] + m) ** 2).sum()) / df_e
+  var_patient, var_seed = max(0.0, (ms_p - ms_e) / seeds), max(0.0, (ms_s - ms_e) / patients)
+  # V * P * S as (coefficient, mean square, its degrees of freedom) terms.
+  terms = [(1.0, ms_p, patients - 1)] if var_patient > 0 else []
+  terms += [(1.0, ms_s, seeds - 1)] if var_seed > 0 else []
+  terms += [(1.0 - len(terms), ms_e, df_e)]
+  numerator = sum(c * ms for c, ms, _ in terms)
+  spread = sum((c * ms) ** 2 / d for c, ms, d in terms)
+  df = numerator ** 2 / spread if spread > 0 else float(df_e)
+  se = float(np.sqrt(max(numerator, 0.0) / (patients * seeds)))
+  if se > 0:
+    half = float(stats.t.ppf(1 - (1 - level) / 2, df)) * se
+    p_value = float(stats.t.sf(m / se, df))
+  else:  # every mean square 0: the matrix is one number repeated
+    half, p_value = 0.0, 0.0 if m > 0 else 1.0
+  result.update({"ci_low": m - half, "ci_high": m + half, "df": float(df), "se": se,
+                 "p_value": p_value, "var_patient": var_patient, "var_seed": var_seed,
+                 "var_residual": ms_e})
+  return {**result, "verdict": _verdict(result["ci_low"], result["ci_high"], margin)}
 
 
-def holm(p_values) -> np.ndarray:
-  """Holm's step-down adjustment of ``p_values`` (one family): the i-th smallest is
-  multiplied by (m - i), i from 0, made monotone and capped at 1. scipy has only the
-  false-discovery-rate versions (``stats.false_discovery_control``)."""
-  p = np.asarray(p_values, np.float64)
-  order = np.argsort(p)
-  scaled = np.minimum(1.0, p[order] * (len(p) - np.arange(len(p))))
-  adjusted = np.empty_like(p)
-  adjusted[order] = np.maximum.accumulate(scaled)
-  return adjusted
-
-
-def _verdict(result: dict, p_value: float, margin: float) -> str:
-  if result["ci_low"] > 0 and p_value < 0.05:
+def _verdict(ci_low: float, ci_high: float, margin: float = MARGIN) -> str:
+  """The verdict of one interval against ``margin``; the four cases exclude each other
+  (a NaN interval is none of the first three)."""
+  if ci_low > margin:
     return "holds"
-  if result["ci_high"] < margin:
+  if ci_low > 0 and ci_high < margin:
+    return f"positive but under {margin:g} point{'' if margin == 1 else 's'}"
+  if ci_high < margin and ci_low <= 0:
     return "does not hold"
   return "cannot tell at this size"
 
 
-def _on_most(results: list[dict]) -> dict:
-  """The verdict on "most combinations" from the per-combination results."""
-  holds = sum(r["verdict"] == "holds" for r in results)
-  fails = sum(r["verdict"] == "does not hold" for r in results)
-  most = len(results) // 2 + 1
-  verdict = ("holds" if holds >= most else "does not hold" if fails >= most
-             else "cannot tell at this size")
-  return {"holds_on": holds, "fails_on": fails, "of": len(results), "verdict": verdict}
+def _highest_verdict(per_combination: list[dict]) -> str:
+  """Claim 3's verdict from its per-combination results: holds when the test holds on at
+  least ``HIGHEST`` of them; does not hold when URN + MD's point estimate is not the
+  highest on at least 2 of the 15 (then "on all combinations except one" is false as
+  measured); otherwise cannot tell at this size. A "holds" combination has a positive
+  mean, so the first two cannot both apply."""
+  if sum(r["verdict"] == "holds" for r in per_combination) >= HIGHEST:
+    return "holds"
+  if sum(not r["highest"] for r in per_combination) >= 2:
+    return "does not hold"
+  return "cannot tell at this size"
+
+
+def _highest(rows, comparison: Comparison, margin: float) -> list[dict]:
+  """Claim 3: a count row ("highest"), then one row per combination: ``better`` against
+  the rival with the highest mean Dice on that combination, each at the Bonferroni level
+  over the combinations. The count row's ``mean`` is the mean over the combinations of
+  ``better`` minus the best rival."""
+  names = {row["model"] for row in rows}
+  rivals = [r for r in comparison.rivals if r in names]
+  if comparison.better not in names or not rivals:
+    raise ValueError(f"{comparison.claim}: the rows lack {comparison.better!r} or all of "
+                     f"{list(comparison.rivals)} (models in the rows: {sorted(names)})")
+  keys = sorted({str(r["mask"]).zfill(4) for r in rows}, reverse=True)
+  k = len(keys)
+  family = []
+  for key in keys:
+    def only(mask, key=key):
+      return mask == key
+    matrices = {rival: differences(rows, dataclasses.replace(comparison, worse=rival),
+                                   masks=only)[2] for rival in rivals}
+    means = {rival: float(matrix.mean()) for rival, matrix in matrices.items()}
+    best = min(means, key=means.get)  # the highest Dice of the rivals
+    family.append({"claim": comparison.claim, "region": comparison.region,
+                   "comparison": f"{comparison.better} - {best}", "combinations": key,
+                   "k": k, "highest": all(v > 0 for v in means.values()),
+                   "against": means,
+                   **paired_test(matrices[best], margin, 1 - ALPHA / k)})
+  count = {"claim": comparison.claim, "region": comparison.region,
+           "comparison": f"{comparison.better} - the best of {', '.join(rivals)}",
+           "combinations": "highest", "k": k,
+           "highest_on": sum(r["highest"] for r in family),
+           "holds_on": sum(r["verdict"] == "holds" for r in family), "of": len(family),
+           "mean": float(np.mean([r["mean"] for r in family])),
+           "verdict": _highest_verdict(family)}
+  return [count] + family
 
 
 def beyond_the_paper(pretrained: str = "URN + MD pre-trained") -> list[Comparison]:
@@ -193,52 +358,40 @@ def beyond_the_paper(pretrained: str = "URN + MD pre-trained") -> list[Compariso
   all 15 combinations: 6. does fine-tuning beat freezing, and 7. does pre-training, then
   fine-tuning, beat training end to end?"""
   finetuned = f"{pretrained}, fine-tuned"
-  return [
+  return _families([
       *(Comparison("6. (beyond the paper) fine-tuned beats frozen encoders", region,
-                   finetuned, pretrained, _everything, _everything)
-        for region in ("WT", "TC", "ET")),
+                   finetuned, pretrained) for region in ("WT", "TC", "ET")),
       *(Comparison("7. (beyond the paper) pre-trained and fine-tuned beats end to end",
-                   region, finetuned, "URN + MD", _everything, _everything)
-        for region in ("WT", "TC", "ET")),
-  ]
+                   region, finetuned, "URN + MD") for region in ("WT", "TC", "ET")),
+  ])
 
 
 def claims_for(names) -> list[Comparison]:
   """``claims()`` with the pre-trained scenario the model ``names`` have: pooled with HCP
-  ("URN + MD w/ HCP") when present, else "URN + MD pre-trained"; and ``beyond_the_paper``
-  when they have its fine-tuned scenario."""
+  ("URN + MD w/ HCP") when present, else "URN + MD pre-trained"; with the wide baseline
+  when present; and ``beyond_the_paper`` when they have its fine-tuned scenario."""
   pretrained = "URN + MD w/ HCP" if "URN + MD w/ HCP" in names else "URN + MD pre-trained"
   extra = beyond_the_paper(pretrained) if f"{pretrained}, fine-tuned" in names else []
-  return claims(pretrained) + extra
+  return claims(pretrained, wide=WIDE in names) + extra
 
 
-def evaluate_claims(rows, comparisons=None, margin: float = 1.0) -> list[dict]:
-  """One result per comparison; a per-combination one adds a "most" result (how many of
-  the combinations hold, how many do not) and one per combination, with its Holm-adjusted
-  p-value (``p_holm``), on which that combination's verdict rests. ``comparisons``
-  defaults to ``claims()``, with the pre-trained scenario pooled with HCP ("URN + MD w/
-  HCP") when the rows have it."""
+def evaluate_claims(rows, comparisons=None, margin: float = MARGIN) -> list[dict]:
+  """One result per comparison (``combinations``: "mean"; a ``matched`` one adds
+  ``pairs``, how many of its pairs the rows have), at the Bonferroni level of its claim's
+  family (``level`` = 1 - 0.05 / ``k``); claim 3's ``rivals`` comparison gives a
+  count row ("highest") and one row per combination instead. ``comparisons`` defaults to
+  ``claims_for`` the models in the rows."""
   if comparisons is None:
     comparisons = claims_for({row["model"] for row in rows})
   results = []
   for comparison in comparisons:
+    if comparison.rivals:
+      results += _highest(rows, comparison, margin)
+      continue
     _, _, matrix = differences(rows, comparison)
+    pairs = {"pairs": matched_pairs(rows, comparison)} if comparison.matched else {}
     results.append({"claim": comparison.claim, "region": comparison.region,
-                    "comparison": f"{comparison.better} - {comparison.worse}",
-                    "combinations": "mean", **paired_test(matrix, margin)})
-    if comparison.per_combination:
-      keys = sorted({str(r["mask"]).zfill(4) for r in rows}, reverse=True)
-      family = []
-      for key in keys:
-        _, _, matrix = differences(rows, comparison, masks=lambda k, key=key: k == key)
-        family.append({"claim": comparison.claim, "region": comparison.region,
-                       "comparison": f"{comparison.better} - {comparison.worse}",
-                       "combinations": key, **paired_test(matrix, margin)})
-      for result, adjusted in zip(family, holm([r["p_value"] for r in family])):
-        result["p_holm"] = float(adjusted)
-        result["verdict"] = _verdict(result, adjusted, margin)
-      results.append({"claim": comparison.claim, "region": comparison.region,
-                      "comparison": f"{comparison.better} - {comparison.worse}",
-                      "combinations": "most", **_on_most(family)})
-      results += family
+                    "comparison": comparison.describe(), "combinations": "mean", **pairs,
+                    "k": comparison.k,
+                    **paired_test(matrix, margin, 1 - ALPHA / comparison.k)})
   return results
