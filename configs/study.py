@@ -8,12 +8,15 @@ For each seed in ``seeds``: URN synthesis pre-training on pooled BraTS + HCP (``
 the same on BraTS alone (``pretrain_brats``, Table 2's first column group; off with
 ``--config.pretrain_brats_only=False``), then the four segmentation scenarios of Table 1
 (``segment.baseline``, ``.baseline_md``, ``.urn_md``, ``.urn_md_pretrained``, the last on
-the frozen encoders of that seed's pooled pre-training) and a fifth beyond the paper,
-``.urn_md_finetuned`` (the same encoders, trained on). Then every model is evaluated on the
-same held-out test patients for all 15 combinations of modalities, and Tables 1 and 2 (mean
-and spread over the seeds), Figures 2-5, per-case CSVs, every run's curves and whether they
-flattened (``training.md``), and the paper's claims as paired tests over patients and
-seeds on the flat runs (``claims.md``) go to ``<workdir>/results``.
+the frozen encoders of that seed's pooled pre-training) and two beyond the paper:
+``.urn_md_finetuned`` (the same encoders, trained on) and ``.baseline_md_wide`` (Baseline +
+MD with about the URN's parameter count). Then the convergence check (``longer``): seed 0
+of the pooled pre-training and of every segmentation trained twice as long, compared in
+``convergence.md``. Then every model is evaluated on the same held-out test patients for
+all 15 combinations of modalities, and Tables 1 and 2 (mean and spread over the seeds),
+Figures 2-5, per-case CSVs, every run's curves (``training.md``), and the paper's claims
+as paired tests over patients and seeds (``claims.md``) go to ``<workdir>/results``.
+docs/STUDY_PLAN.md states, before any result, what is tested and how.
 Work directories are ``<workdir>/seed<seed>/<stage>``; the same command resumes an
 interrupted study. The seed changes initialization, modality dropout and data order; the
 data (phantom or folders) and the patient split are the same for every seed and stage.
@@ -27,10 +30,10 @@ Sizes. The default is the ``small`` preset of every job, with its training recip
 instead of 4000 and then holds its final learning rate for 2000 more, and each segmentation
 holds it for 1500 steps after its 6000 (the last fifth of every run shows whether the model
 still learns at its final rate): 3 mm slices of 64 x 64 (the paper: 1 mm, 240 x 240),
-U-Net widths 8-64 (the paper: 64-1024), seeds 0, 1 and 2, and a phantom of 60 BraTS-like
-cases (34 training, 14 validation, 12 test: the claims' tests need at least 12 test
-patients) and 24 HCP-like subjects (as many as a third of the pooled pre-training's
-subjects, so that pooling is a real test). ``paper`` is the paper's size and recipe for a
+U-Net widths 8-64 (the paper: 64-1024), seeds 0 to 4, validation on every validation slice
+every 250 steps, and a phantom (seed 1) of 60 BraTS-like cases (34 training, 14 validation,
+12 test: the claims' tests need at least 12 test patients) and 24 HCP-like subjects (as many
+as a third of the pooled pre-training's subjects, so that pooling is a real test). ``paper`` is the paper's size and recipe for a
 GPU; ``tiny`` runs every stage for a few steps, for the test.
 """
 
@@ -59,15 +62,22 @@ def get_config(arg: str = ""):
   job_preset = "paper" if preset == "paper" else "small"
   config = ml_collections.ConfigDict()
   config.job = "study"
-  config.seeds = (0, 1, 2)
+  config.seeds = (0, 1, 2, 3, 4)
   config.pretrain_brats_only = True
   config.stages = "all"  # "all", "train" (no evaluation) or "evaluate" (trained runs only)
   config.data = default.apply_preset(default.get_config(), job_preset).data
   config.data.phantom_brats, config.data.phantom_hcp = 60, 24
+  # Patients no earlier decision has seen: the phantom of seed 0 served to choose recipes
+  # and options (benchmarks/RESULTS.md), some of them by its test patients.
+  config.data.phantom_seed = 1
   config.pretrain = _stage(pretrain.get_config(job_preset))
   config.segment = ml_collections.ConfigDict(
       {v: _stage(segment.get_config(f"{v},{job_preset}")) for v in segment.VARIANTS})
   config.evaluate = evaluate.get_config().evaluate
+  # The convergence check (urn_jax.experiments.study.longer_plan): these stages of seed
+  # `seed` trained `factor` times as long, compared in results/convergence.md.
+  config.longer = ml_collections.ConfigDict(dict(
+      seed=0, factor=2.0, stages=("pretrain",) + segment.VARIANTS))
   # The probes of the representation (urn_jax/experiments/probes.py): batch-norm statistics
   # re-estimated in `passes` passes, each probe fitted in `steps` Adam steps.
   config.probes = ml_collections.ConfigDict(dict(passes=400, steps=600))
@@ -88,6 +98,11 @@ def get_config(arg: str = ""):
       config.segment[variant].train.max_steps = 7500
       config.segment[variant].train.hold_fraction = 0.2
   stages = [config.pretrain] + [config.segment[v] for v in segment.VARIANTS]
+  if preset != "tiny":
+    # Validation on every validation slice (not 64 of them), every 250 steps: the best
+    # checkpoint and the convergence check rest on all validation patients' slices.
+    for stage in stages:
+      stage.train.eval_slices, stage.train.eval_every = 1_000_000, 250
   if preset == "tiny":
     config.data.phantom_brats, config.data.phantom_hcp = 4, 2
     config.data.n4, config.data.spacing, config.data.size = False, 6.0, 32
@@ -104,4 +119,6 @@ def get_config(arg: str = ""):
         stage.model.segmentation_features = (4, 8)
       stage.train.max_steps = stage.train.eval_every = stage.train.checkpoint_every = 2
       stage.train.eval_slices = 8
+    config.segment.baseline_md_wide.model.segmentation_features = segment.wide((4, 8))
+    config.longer.stages = ("pretrain", "urn_md_pretrained")  # one of each kind, for the test
   return config

@@ -18,7 +18,7 @@ OUTPUTS = ("table1.md", "table1.csv", "table1_hd95.md", "table1_hd95.csv", "tabl
            "table2.csv", "figure2.png", "figure3.png", "figure4.png", "figure5.png",
            "cases.csv", "psnr_cases.csv", "runs.json", "training.md",
            "curves_URN___MD_w__HCP__fine_tuned.png", "probes.md", "probes.json", "paper.md",
-           "test_patients.csv", "timings.md")
+           "test_patients.csv", "timings.md", "convergence.md")
 
 
 def _study(workdir, environment, *extra):
@@ -36,24 +36,29 @@ def _study(workdir, environment, *extra):
 def test_the_study_runs_every_stage_and_writes_every_output(tmp_path, command_environment):
   result = _study(tmp_path / "study", command_environment)
   assert result.returncode == 0, result.stderr[-3000:]
-  for stage in ("pretrain", "pretrain_brats", "baseline", "baseline_md", "urn_md",
-                "urn_md_pretrained", "urn_md_finetuned"):
+  stages = ("pretrain", "pretrain_brats", "baseline", "baseline_md", "baseline_md_wide",
+            "urn_md", "urn_md_finetuned", "urn_md_pretrained")
+  longer = ["pretrain_x2", "urn_md_pretrained_x2"]  # the tiny study's convergence check
+  for stage in stages + tuple(longer):
     assert (tmp_path / "study" / "seed0" / stage / "best").is_dir(), stage
   results = tmp_path / "study" / "results"
   for name in OUTPUTS:
     assert (results / name).stat().st_size > 0, name
   runs = json.loads((results / "runs.json").read_text())
   assert sorted(r["name"] for r in runs) == sorted(
-      ["URN w/ HCP", "URN", "Baseline", "Baseline + MD", "URN + MD", "URN + MD w/ HCP",
-       "URN + MD w/ HCP, fine-tuned"])
+      ["URN w/ HCP", "URN", "Baseline", "Baseline + MD", "Baseline + MD (wide)", "URN + MD",
+       "URN + MD w/ HCP", "URN + MD w/ HCP, fine-tuned"])
   timings = [json.loads(l) for l in (tmp_path / "study" / "timings.jsonl").open()]
-  # A line per training (from step 0 to its last), then the evaluation and the probes.
-  assert [t["stage"] for t in timings[7:]] == ["evaluate", "probes"]
-  assert [(t["from_step"], t["to_step"]) for t in timings[:7]] == [(0, 2)] * 7
-  assert timings[7]["models"] == 7 and timings[8]["models"] == 4
+  # A line per training (from step 0 to its last; the longer runs twice as many steps),
+  # then the evaluation (of the ordinary runs only) and the probes.
+  assert [t["stage"] for t in timings] == [*stages, *longer, "evaluate", "probes"]
+  assert [(t["from_step"], t["to_step"]) for t in timings[:10]] == [(0, 2)] * 8 + [(0, 4)] * 2
+  assert timings[10]["models"] == 8 and timings[11]["models"] == 4
   # Two steps cannot show a flat curve: every run is listed as not flat.
   training = (results / "training.md").read_text()
-  assert training.count("| **no** |") == 7
+  assert training.count("| **no** |") == 8
+  convergence = (results / "convergence.md").read_text()
+  assert convergence.count("| 2 / 4 |") == 2 and "| urn_md_pretrained | 0 | 2 / 4 |" in convergence
   # Probes: both pre-trainings (as trained and with BraTS statistics), URN + MD and the
   # fine-tuned URN; the frozen one shares its pre-training's representation.
   probes = json.loads((results / "probes.json").read_text())["0"]
@@ -71,7 +76,7 @@ def test_the_study_runs_every_stage_and_writes_every_output(tmp_path, command_en
   assert again.returncode == 0, again.stderr[-3000:]
   assert (results / "table1.md").read_text() and "== study stage" not in again.stderr
   again_timings = [json.loads(l) for l in (tmp_path / "study" / "timings.jsonl").open()]
-  assert [t["stage"] for t in again_timings[9:]] == ["evaluate", "probes"]
+  assert [t["stage"] for t in again_timings[12:]] == ["evaluate", "probes"]
 
 
 def test_an_interrupted_stage_leaves_its_part_of_the_wall_time(tmp_path, monkeypatch):
@@ -129,3 +134,21 @@ def test_the_wall_time_table_adds_up_parts_and_names_what_it_could_not_count(tmp
   assert ("**Total: 6260 s (1.74 h)**, not counting the uncovered steps of pretrain, seed 1: "
           "steps 4800-6510.") in text
   assert write_timings(tmp_path / "nothing") is None
+
+
+def test_a_longer_run_decides_convergence():
+  """Within 1 Dice point of the run twice as long in every region (segmentation), within
+  5 % of its validation loss (pre-training); the longer run being worse is no objection."""
+  from urn_jax.evaluation.curves import longer_run_check
+  ordinary = {"validation_dice_WT": 0.90, "validation_dice_TC": 0.80,
+              "validation_dice_ET": 0.70, "best_validation_loss": 1.0}
+  def longer(wt, tc, et, loss=1.0):
+    return {"validation_dice_WT": wt, "validation_dice_TC": tc, "validation_dice_ET": et,
+            "best_validation_loss": loss}
+  check = longer_run_check(ordinary, longer(0.909, 0.75, 0.709), "segment")
+  assert check["converged"] and check["gaps"]["ET"] == pytest.approx(0.9)
+  assert not longer_run_check(ordinary, longer(0.90, 0.812, 0.70), "segment")["converged"]
+  assert longer_run_check(ordinary, longer(0, 0, 0, loss=0.96), "pretrain")["converged"]
+  assert not longer_run_check(ordinary, longer(0, 0, 0, loss=0.94), "pretrain")["converged"]
+  assert longer_run_check(ordinary, None, "segment")["converged"] is None
+

@@ -61,6 +61,62 @@ def curve_summary(metrics_file: Path) -> dict | None:
   return summary
 
 
+LONGER_DICE_POINTS = 1.0
+"""A segmentation has converged when its validation Dice (best checkpoint, each region) is
+within this many points of the same run trained twice as long."""
+
+
+def longer_run_check(ordinary: dict | None, longer: dict | None, job: str) -> dict:
+  """Whether a run has converged, shown by a longer one (``curve_summary`` of each): a
+  flat tail can be a learning rate too low to move anything, a run twice as long cannot
+  hide that. Segmentation: every region's validation Dice of the best checkpoint within
+  ``LONGER_DICE_POINTS`` of the longer run's; pre-training: its best validation loss within
+  ``FLAT`` (relative) of the longer run's. ``converged`` is None while either is missing."""
+  if ordinary is None or longer is None:
+    return {"converged": None, "gaps": {}}
+  if job == "segment":
+    gaps = {region: 100 * (longer[f"validation_dice_{region}"]
+                           - ordinary[f"validation_dice_{region}"]) for region in REGIONS}
+    return {"converged": all(g <= LONGER_DICE_POINTS for g in gaps.values()), "gaps": gaps}
+  gap = ((ordinary["best_validation_loss"] - longer["best_validation_loss"])
+         / ordinary["best_validation_loss"])
+  return {"converged": gap <= FLAT, "gaps": {"loss": gap}}
+
+
+def convergence_report(pairs, out_dir) -> Path:
+  """``convergence.md``: for each ``(stage, seed, job, ordinary workdir, longer workdir)``,
+  ``longer_run_check`` of the two runs' curves."""
+  lines = ["| stage | seed | steps, ordinary / longer | best (ordinary) | best (longer) | "
+           "longer minus ordinary | converged |", "|---|---|---|---|---|---|---|"]
+  for stage, seed, job, ordinary_dir, longer_dir in pairs:
+    curves = [curve_summary(Path(d) / "metrics.jsonl") if (Path(d) / "metrics.jsonl").is_file()
+              else None for d in (ordinary_dir, longer_dir)]
+    check = longer_run_check(*curves, job)
+    if check["converged"] is None:
+      lines.append(f"| {stage} | {seed} | not trained yet | | | | unknown |")
+      continue
+
+    def best(c):
+      if job == "segment":
+        return ", ".join(f"{r} {100 * c[f'validation_dice_{r}']:.1f}" for r in REGIONS)
+      return f"loss {c['best_validation_loss']:.4f}"
+    gaps = (", ".join(f"{r} {g:+.1f}" for r, g in check["gaps"].items()) if job == "segment"
+            else f"{-100 * check['gaps']['loss']:+.1f} % loss")
+    lines.append(f"| {stage} | {seed} | {curves[0]['steps']} / {curves[1]['steps']} | "
+                 f"{best(curves[0])} | {best(curves[1])} | {gaps} | "
+                 f"{'yes' if check['converged'] else '**no**'} |")
+  path = Path(out_dir) / "convergence.md"
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(
+      "# Convergence, shown by runs twice as long\n\nEach stage's run of one seed against "
+      "the same run with its schedule stretched over twice the steps. Converged: each "
+      f"region's validation Dice of the best checkpoint within {LONGER_DICE_POINTS:g} point "
+      f"of the longer run's (segmentation), the best validation loss within {100 * FLAT:.0f} "
+      "% (pre-training). Validation Dice is pooled over every validation slice.\n\n"
+      + "\n".join(lines) + "\n")
+  return path
+
+
 def plot_curves(workdirs: dict, out_png: Path):
   """Per model (columns): training and validation loss (top), validation Dice (bottom)."""
   fig, axes = plt.subplots(2, len(workdirs), figsize=(3.4 * len(workdirs), 5.6),

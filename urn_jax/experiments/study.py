@@ -2,7 +2,8 @@
 
 Each stage is an ordinary training job (``train_and_evaluate``) in its own work directory,
 ``<workdir>/seed<seed>/<stage>``, so any of them can be inspected, resumed or re-evaluated
-on its own. After the evaluation, ``urn_jax.experiments.probes`` probes the URNs' representations.
+on its own. After every seed's stages, the convergence check's longer runs
+(``longer_plan``) train, and ``results/convergence.md`` compares them with the ordinary ones. After the evaluation, ``urn_jax.experiments.probes`` probes the URNs' representations.
 Rerunning the study resumes every stage from its checkpoints; a finished stage costs only
 the data check and a model initialization. Wall time is appended to
 ``<workdir>/timings.jsonl``, a line per piece of work: each training run (with the step it
@@ -118,22 +119,47 @@ def plan(config, workdir) -> list[tuple[str, int, ml_collections.ConfigDict, Pat
   return jobs
 
 
+def longer_plan(config, workdir) -> list[tuple[str, int, ml_collections.ConfigDict, Path]]:
+  """The convergence check's runs (``config.longer``): the stages named in ``stages``, for
+  seed ``seed``, trained ``factor`` times as many steps with the same schedule stretched (its
+  warm-up, decay and held tail alike), in ``<workdir>/seed<seed>/<stage>_x<factor>``. A
+  segmentation on pre-trained encoders keeps the ordinary pre-training, so that each
+  longer run tells about its own stage's length only. They are compared with the ordinary
+  runs (``urn_jax.evaluation.curves.longer_run_check``), never evaluated on test patients."""
+  longer = config.get("longer")
+  if not longer or not longer.stages:
+    return []
+  jobs = {(name, seed): (job, job_dir) for name, seed, job, job_dir in plan(config, workdir)}
+  runs = []
+  for name in longer.stages:
+    if (name, longer.seed) not in jobs:
+      raise ConfigError(f"longer.stages names {name!r} with seed {longer.seed}, which the "
+                        f"study does not train (stages: {sorted({n for n, _ in jobs})})")
+    job, job_dir = jobs[name, longer.seed]
+    job = ml_collections.ConfigDict(job.to_dict())
+    job.train.max_steps = int(job.train.max_steps * longer.factor)
+    runs.append((name, int(longer.seed), job,
+                 job_dir.parent / f"{name}_x{longer.factor:g}"))
+  return runs
+
+
 def run(config, workdir):
   """Trains every stage of ``plan`` (unless ``stages == 'evaluate'``), then evaluates
   (unless ``stages == 'train'``); returns the evaluation's summary."""
   if config.stages not in ("all", "train", "evaluate"):
     raise ConfigError(f"stages must be 'all', 'train' or 'evaluate', got {config.stages!r}")
   workdir = Path(workdir)
-  jobs = plan(config, workdir)
-  for _, _, job, _ in jobs:  # every stage's config, before the first one trains for hours
+  jobs, longer = plan(config, workdir), longer_plan(config, workdir)
+  for _, _, job, _ in jobs + longer:  # every config, before the first one trains for hours
     check_training_config(job)
   check_evaluation_settings(config.evaluate)
   if is_main_process():
     workdir.mkdir(parents=True, exist_ok=True)
     write_config(config, workdir)
   if config.stages != "evaluate":
-    for n, (name, seed, job, job_dir) in enumerate(jobs):
-      say(f"== study stage {n + 1}/{len(jobs)}: {name}, seed {seed} ({job_dir})")
+    for n, (name, seed, job, job_dir) in enumerate(jobs + longer):
+      name = job_dir.name  # a longer run's stage is "<stage>_x<factor>"
+      say(f"== study stage {n + 1}/{len(jobs) + len(longer)}: {name}, seed {seed} ({job_dir})")
       start, from_step = time.perf_counter(), _saved_step(job_dir)
       record = {"stage": name, "seed": seed, "from_step": from_step}
       try:
@@ -163,5 +189,10 @@ def run(config, workdir):
                          "seconds": round(time.perf_counter() - start, 1)})
   if is_main_process():
     summary["files"].append(str(write_timings(workdir)))
+    if longer:
+      from urn_jax.evaluation.curves import convergence_report
+      summary["files"].append(str(convergence_report(
+          [(name, seed, job.job, job_dir.parent / name, job_dir)
+           for name, seed, job, job_dir in longer], workdir / "results")))
   summary["files"] += [str(workdir / "results" / f) for f in ("probes.md", "probes.json")]
   return summary
