@@ -1,5 +1,6 @@
 """``claims.md`` and ``claims.json``: the paper's claims tested (``urn_jax.evaluation.claims``)
-on the runs that count (``urn_jax.evaluation.runs``), with a note on what was left out."""
+on every segmentation run (``urn_jax.evaluation.runs``), with a note naming the runs whose
+curves have not flattened."""
 
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ def claims_report(counted: Counted, out_dir, cases=(), tumours=None) -> list:
   combinations evaluated, seeds left out) is listed as not testable rather than stopping
   the report. Runs whose encoders come from a pre-training that is not flat are tested,
   and named in the note."""
-  left_out = [f"{r['name']} (seed {r['seed']}{'' if r.get('curve') else ', no curve'})"
-              for r in counted.untested]
+  unflat = [f"{r['name']} (seed {r['seed']}{'' if r.get('curve') else ', no curve'})"
+            for r in counted.unflat if r["job"] == "segment"]
   rows = [row for r in counted.tested for row in r["rows"]]
   names = {row["model"] for row in rows}
   comparisons = [c for c in claims_for(names) if c.testable_with(names)]
@@ -70,8 +71,9 @@ def claims_report(counted: Counted, out_dir, cases=(), tumours=None) -> list:
           "other scenarios there: it holds when that holds on at least 14 of the 15, does "
           "not hold when URN + MD's mean is not the highest on at least 2, and otherwise "
           "cannot tell.")
-  if left_out:
-    note += " Left out, their curves not flat: " + ", ".join(left_out) + "."
+  if unflat:
+    note += (" Not flat (training.md), tested all the same (no run is left out for its "
+             "curve): " + ", ".join(unflat) + ".")
   if counted.resting:
     note += (" Their own curves are flat, but their encoders come from a pre-training whose "
              "curve is not: " + ", ".join(counted.resting) + "; their verdicts rest on it.")

@@ -1,10 +1,11 @@
 """Training curves: is a run's validation loss flat, what do its curves look like, and
 ``training.md``, the report's page on them.
 
-A run is *flat* (converged enough to report) when the best validation loss improved by less
-than ``FLAT`` (5 %, relative) during the last 20 % of its steps. ``benchmarks/convergence.py``
-uses the criterion, and so does the report (``urn_jax.evaluation.runs``): a run that is not
-flat is not a result.
+A run is *flat* when the best validation loss improved by less than ``FLAT`` (5 %,
+relative) during the last 20 % of its steps. ``benchmarks/convergence.py`` uses the
+criterion, and the report names the runs that are not (``urn_jax.evaluation.runs``). A flat
+tail can also be a learning rate too low to move anything: convergence itself is shown by
+a run twice as long (``longer_run_check``, ``convergence_report``).
 """
 
 from __future__ import annotations
@@ -176,7 +177,9 @@ def training_report(runs, out_dir, figures=True) -> list:
   path = Path(out_dir) / "training.md"
   path.write_text(f"# Training curves\n\nFlat: the best validation loss improved by less "
                   f"than {100 * FLAT:.0f} % in the last 20 % of the steps. Runs that are not "
-                  "flat are left out of the claims' tests (claims.md).\n\n"
+                  "flat are named under the tables and in claims.md, and counted all the same; "
+                  "convergence.md, where the study writes it, shows convergence by runs "
+                  "twice as long.\n\n"
                   + "\n".join(lines) + "\n")
   files = [path]
   if figures:

@@ -1,8 +1,8 @@
 """The report of an evaluation (``urn_jax.evaluation.evaluate``): every table, figure and CSV
 the evaluated runs allow, written into one folder.
 
-Which runs count is decided first, once (``urn_jax.evaluation.runs.count_runs``); then each
-writer makes its part:
+Every run counts; what each curve says is read first, once
+(``urn_jax.evaluation.runs.count_runs``); then each writer makes its part:
 
 - ``training.md`` and ``curves_<model>.png``: each run's training curve and whether it
   flattened (``urn_jax.evaluation.curves``);
@@ -35,15 +35,15 @@ from urn_jax.scenarios import SYNTHESIS_FIGURES
 def _segmentation_files(counted, out_dir: Path, figure_case, draw, cases, tumours):
   """Tables 1 (Dice, HD95), ``cases.csv``, the claims and Figures 2-3; returns ``(files,
   the mean Dice of each scenario)``."""
-  shown, note = counted.shown, counted.left_out("segment")
+  shown, note = counted.shown, counted.notes("segment")
   files = segmentation_table(shown, out_dir, "dice", cases=cases, tumours=tumours,
-                             left_out=note)
-  files += segmentation_table(shown, out_dir, "hd95", scale=1.0, cases=cases, left_out=note)
+                             runs_note=note)
+  files += segmentation_table(shown, out_dir, "hd95", scale=1.0, cases=cases, runs_note=note)
   segmentation_rows = [row for r in shown if r["job"] == "segment" for row in r["rows"]]
   if segmentation_rows and all("WT/lesion_dice" in row for row in segmentation_rows):
-    files += segmentation_table(shown, out_dir, "lesion_dice", cases=cases, left_out=note)
+    files += segmentation_table(shown, out_dir, "lesion_dice", cases=cases, runs_note=note)
     files += segmentation_table(shown, out_dir, "lesion_hd95", scale=1.0, cases=cases,
-                                left_out=note)
+                                runs_note=note)
   files.append(write_rows(out_dir / "cases.csv", [row for r in counted.every
                                                   if r["job"] == "segment"
                                                   for row in r["rows"]]))
@@ -59,7 +59,7 @@ def _segmentation_files(counted, out_dir: Path, figure_case, draw, cases, tumour
 def _pretraining_files(counted, out_dir: Path, figure_case, draw, cases) -> list:
   """Table 2, ``psnr_cases.csv`` and the synthesis figures (4 and 5, by the pre-training's
   name; others are named after it)."""
-  files = psnr_table(counted.shown, out_dir, cases, counted.left_out("pretrain"))
+  files = psnr_table(counted.shown, out_dir, cases, counted.notes("pretrain"))
   files.append(write_rows(out_dir / "psnr_cases.csv", [row for r in counted.every
                                                        if r["job"] == "pretrain"
                                                        for row in r["rows"]]))

@@ -5,13 +5,14 @@ A run is one evaluated model (``urn_jax.evaluation.evaluate``): a dict with its 
 combination of modalities; ``figure``: what the figures draw). Runs that share a name are
 seeds of one scenario; their results are averaged (``aggregate``).
 
-Which runs count is decided here, once, from each run's training curve
-(``urn_jax.evaluation.curves``): a run whose validation loss has not flattened is not a
-result. Where its scenario has flat runs, the tables, figures and the comparison with the
-paper leave it out; a scenario with no flat run at all (a smoke test's few steps) stays,
-marked as not a result. The claims are tested on flat segmentation runs only, and those
-whose encoders come from a pre-training that has not flattened are named. The report's
-writers receive what to show and the sentences that say what was left out (``Counted``).
+Every run counts: no run is left out of the tables, figures or claims for its training
+curve, since leaving runs out after their results are known is a choice made while
+looking (docs/STUDY_PLAN.md). Each run's curve is read here, once
+(``urn_jax.evaluation.curves``), and the runs whose validation loss has not flattened, or
+that have no curve, are named under every table and in the claims' report, as are the
+tested runs whose encoders come from a pre-training that has not flattened. Whether a
+scenario has converged is shown by runs twice as long (``curves.convergence_report``), not
+here. The report's writers receive the runs and those sentences (``Counted``).
 """
 
 from __future__ import annotations
@@ -74,28 +75,26 @@ def _seed(run, extra="") -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Counted:
-  """The runs of an evaluation, sorted by whether they count (``count_runs``)."""
+  """The runs of an evaluation with what their curves say (``count_runs``)."""
 
   every: list  # each with its "curve" (``curve_summary``, None without one)
-  shown: list  # in the tables, figures and comparison with the paper
-  dropped: list  # not flat, left out: their scenario has flat runs
-  not_results: list  # not flat, shown for want of a flat run of their scenario
-  tested: list  # the segmentation runs the claims are tested on: flat ones
-  untested: list  # the other segmentation runs, named in the claims' report
+  unflat: list  # not flat, or without a curve: named, and counted all the same
+  tested: list  # the segmentation runs the claims are tested on: all of them
   resting: list  # tested runs whose encoders come from a pre-training not flat, named
 
-  def left_out(self, job: str) -> str:
-    """The sentences under a table of ``job``'s runs that name the runs it leaves out or
-    shows without their being results (with a leading space; "" when none)."""
-    text = ""
-    for sentence, group in (
-        ("Left out, their curves not flat (training.md)", self.dropped),
-        ("Not flat, and shown only for want of a flat run of their scenario: not results "
-         "(training.md)", self.not_results)):
-      named = [_seed(r) for r in group if r["job"] == job]
-      if named:
-        text += f" {sentence}: " + ", ".join(named) + "."
-    return text
+  @property
+  def shown(self) -> list:
+    """The runs in the tables, figures and comparison with the paper: every one."""
+    return self.every
+
+  def notes(self, job: str) -> str:
+    """The sentence under a table of ``job``'s runs that names its runs whose curves have
+    not flattened (with a leading space; "" when none)."""
+    named = [_seed(r) for r in self.unflat if r["job"] == job]
+    if not named:
+      return ""
+    return (" Not flat (training.md), in the table all the same (no run is left out for "
+            "its curve): " + ", ".join(named) + ".")
 
 
 def _resting_on_unflat_pretraining(runs, tested) -> list[str]:
@@ -122,12 +121,7 @@ def count_runs(runs) -> Counted:
   for run in runs:
     metrics = Path(run["workdir"]) / "metrics.jsonl"
     run["curve"] = curve_summary(metrics) if metrics.is_file() else None
-  unflat = [r for r in runs if (r.get("curve") or {}).get("flat") is False]
-  has_flat = {r["name"] for r in runs if r not in unflat}
-  dropped = [r for r in unflat if r["name"] in has_flat]
-  tested = [r for r in runs if r["job"] == "segment" and (r.get("curve") or {}).get("flat")]
-  untested = [r for r in runs if r["job"] == "segment" and r not in tested]
-  return Counted(every=list(runs), shown=[r for r in runs if r not in dropped],
-                 dropped=dropped, not_results=[r for r in unflat if r not in dropped],
-                 tested=tested, untested=untested,
+  unflat = [r for r in runs if not (r.get("curve") or {}).get("flat")]
+  tested = [r for r in runs if r["job"] == "segment"]
+  return Counted(every=list(runs), unflat=unflat, tested=tested,
                  resting=_resting_on_unflat_pretraining(runs, tested))

@@ -14,7 +14,7 @@
 - ``write_rows``: a CSV of dict rows (``cases.csv``, ``psnr_cases.csv``, ...).
 
 Under each table's title: the test patients it scores, those without a region (their Dice
-for it is 100 or 0), and the runs left out (``Counted.left_out``).
+for it is 100 or 0), and the runs whose curves have not flattened (``Counted.notes``).
 """
 
 from __future__ import annotations
@@ -102,10 +102,10 @@ def empty_regions_note(cases, tumours) -> str:
 
 
 def segmentation_table(runs, out_dir, metric="dice", scale=100.0, title=None, cases=(),
-                       tumours=None, left_out=""):
+                       tumours=None, runs_note=""):
   """Table 1 for ``metric`` (``dice`` or ``lesion_dice`` in %, or ``hd95`` or
   ``lesion_hd95`` in mm with ``scale=1``);
-  ``left_out``: a sentence naming runs left out of it."""
+  ``runs_note``: a sentence naming its runs whose curves have not flattened."""
   names = run_names(runs, "segment")
   counts = {n: sum(r["name"] == n for r in runs) for n in names}
   cells = {(n, region): aggregate(runs, n, lambda row, r=region: scale * row[f"{r}/{metric}"])
@@ -127,12 +127,12 @@ def segmentation_table(runs, out_dir, metric="dice", scale=100.0, title=None, ca
                     "test patients, mean ± half the range over runs")
   stem = "table1" if metric == "dice" else f"table1_{metric}"
   return _write_table(Path(out_dir) / stem, title, header, rows, csv_header, csv_rows,
-                      _joined(_cases_note(cases, tumours), left_out))
+                      _joined(_cases_note(cases, tumours), runs_note))
 
 
-def psnr_table(runs, out_dir, cases=(), left_out=""):
-  """Table 2: PSNR of the synthesized (not given) modalities; ``left_out``: a sentence
-  naming runs left out of it."""
+def psnr_table(runs, out_dir, cases=(), runs_note=""):
+  """Table 2: PSNR of the synthesized (not given) modalities; ``runs_note``: a sentence
+  naming its runs whose curves have not flattened."""
   names = run_names(runs, "pretrain")
   counts = {n: sum(r["name"] == n for r in runs) for n in names}
   cells = {(n, j): aggregate(runs, n, lambda row: row["psnr"],
@@ -153,7 +153,7 @@ def psnr_table(runs, out_dir, cases=(), left_out=""):
   return _write_table(Path(out_dir) / "table2", "Table 2: PSNR (dB) of synthesized BraTS "
                       "modalities (\"-\": an input), test patients, mean ± half the range "
                       "over runs", header, rows, csv_header, csv_rows,
-                      _joined(_cases_note(cases), left_out))
+                      _joined(_cases_note(cases), runs_note))
 
 
 def _spearman(a, b) -> str:
