@@ -120,5 +120,5 @@ def get_config(arg: str = ""):
       stage.train.max_steps = stage.train.eval_every = stage.train.checkpoint_every = 2
       stage.train.eval_slices = 8
     config.segment.baseline_md_wide.model.segmentation_features = segment.wide((4, 8))
-    config.longer.stages = ("pretrain", "urn_md_pretrained")  # one of each kind, for the test
+    config.longer.stages = ("urn_md_pretrained",)  # one, on the ordinary pre-training
   return config

@@ -38,7 +38,7 @@ def test_the_study_runs_every_stage_and_writes_every_output(tmp_path, command_en
   assert result.returncode == 0, result.stderr[-3000:]
   stages = ("pretrain", "pretrain_brats", "baseline", "baseline_md", "baseline_md_wide",
             "urn_md", "urn_md_finetuned", "urn_md_pretrained")
-  longer = ["pretrain_x2", "urn_md_pretrained_x2"]  # the tiny study's convergence check
+  longer = ["urn_md_pretrained_x2"]  # the tiny study's convergence check
   for stage in stages + tuple(longer):
     assert (tmp_path / "study" / "seed0" / stage / "best").is_dir(), stage
   results = tmp_path / "study" / "results"
@@ -52,13 +52,13 @@ def test_the_study_runs_every_stage_and_writes_every_output(tmp_path, command_en
   # A line per training (from step 0 to its last; the longer runs twice as many steps),
   # then the evaluation (of the ordinary runs only) and the probes.
   assert [t["stage"] for t in timings] == [*stages, *longer, "evaluate", "probes"]
-  assert [(t["from_step"], t["to_step"]) for t in timings[:10]] == [(0, 2)] * 8 + [(0, 4)] * 2
-  assert timings[10]["models"] == 8 and timings[11]["models"] == 4
+  assert [(t["from_step"], t["to_step"]) for t in timings[:9]] == [(0, 2)] * 8 + [(0, 4)]
+  assert timings[9]["models"] == 8 and timings[10]["models"] == 4
   # Two steps cannot show a flat curve: every run is listed as not flat.
   training = (results / "training.md").read_text()
   assert training.count("| **no** |") == 8
   convergence = (results / "convergence.md").read_text()
-  assert convergence.count("| 2 / 4 |") == 2 and "| urn_md_pretrained | 0 | 2 / 4 |" in convergence
+  assert convergence.count("| 2 / 4 |") == 1 and "| urn_md_pretrained | 0 | 2 / 4 |" in convergence
   # Probes: both pre-trainings (as trained and with BraTS statistics), URN + MD and the
   # fine-tuned URN; the frozen one shares its pre-training's representation.
   probes = json.loads((results / "probes.json").read_text())["0"]
@@ -76,7 +76,7 @@ def test_the_study_runs_every_stage_and_writes_every_output(tmp_path, command_en
   assert again.returncode == 0, again.stderr[-3000:]
   assert (results / "table1.md").read_text() and "== study stage" not in again.stderr
   again_timings = [json.loads(l) for l in (tmp_path / "study" / "timings.jsonl").open()]
-  assert [t["stage"] for t in again_timings[12:]] == ["evaluate", "probes"]
+  assert [t["stage"] for t in again_timings[11:]] == ["evaluate", "probes"]
 
 
 def test_an_interrupted_stage_leaves_its_part_of_the_wall_time(tmp_path, monkeypatch):
@@ -152,3 +152,27 @@ def test_a_longer_run_decides_convergence():
   assert not longer_run_check(ordinary, longer(0, 0, 0, loss=0.94), "pretrain")["converged"]
   assert longer_run_check(ordinary, None, "segment")["converged"] is None
 
+
+
+def test_the_longer_runs_are_the_ordinary_ones_stretched(tmp_path):
+  """The study's convergence check: seed 0 of the pooled pre-training and of every
+  segmentation, with twice the steps (the same schedule stretched), in <stage>_x2, the
+  pre-trained segmentations on the ordinary pre-training; a stage it does not train is
+  refused by name."""
+  from urn_jax.errors import ConfigError
+  from urn_jax.experiments.study import longer_plan, plan
+  config = load_config("study")
+  ordinary = {(name, seed): job for name, seed, job, _ in plan(config, tmp_path)}
+  longer = longer_plan(config, tmp_path)
+  assert [(name, seed) for name, seed, _, _ in longer] == [
+      ("pretrain", 0), ("baseline", 0), ("baseline_md", 0), ("baseline_md_wide", 0),
+      ("urn_md", 0), ("urn_md_pretrained", 0), ("urn_md_finetuned", 0)]
+  for name, seed, job, job_dir in longer:
+    assert job_dir == tmp_path / "seed0" / f"{name}_x2"
+    assert job.train.max_steps == 2 * ordinary[name, seed].train.max_steps
+    assert job.train.hold_fraction == ordinary[name, seed].train.hold_fraction
+    assert job.pretrained_workdir == ordinary[name, seed].pretrained_workdir
+  assert longer[5][2].pretrained_workdir == str(tmp_path / "seed0" / "pretrain")
+  config.longer.stages = ("pretrain_brats", "segment_everything")
+  with pytest.raises(ConfigError, match="'segment_everything' with seed 0"):
+    longer_plan(config, tmp_path)
