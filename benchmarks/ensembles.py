@@ -2,7 +2,8 @@
 
     python benchmarks/ensembles.py --models runs/baseline_md                  # validation
     python benchmarks/ensembles.py --models runs/s0/urn_md,runs/s1/urn_md,runs/s2/urn_md \
-        --split test --out benchmarks/cpu/ensembles_urn_md.json
+        --split test --out benchmarks/cpu/ensembles_urn_md
+    python benchmarks/ensembles.py --report benchmarks/cpu/ensembles_urn_md
 
 For each patient of the first model's split (``--split validation``, the default, to choose
 a default such as ``urn_jax.inference.predict.DEFAULT_MIRROR``; ``test`` only to report what
@@ -19,12 +20,14 @@ Prints, per model (or ensemble) and mirroring: the mean of each score over the (
 combination) pairs, the median seconds per volume, and paired differences over the pairs
 (mean, and how many pairs went up and down): a mirroring against no mirroring of the same
 model; an ensemble against the mean of its members alone, at the same mirroring. ``--out``
-writes every score and time as JSON.
+writes every score and time (``write_results``), and ``--report FOLDER`` prints the table
+again from them without predicting anything.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import time
 from pathlib import Path
@@ -139,9 +142,37 @@ def report(scores, seconds, names, mirrors) -> list[str]:
   return lines
 
 
+def write_results(folder, workdirs, split, scores, seconds) -> None:
+  """``<folder>/scores.csv`` (a row per patient, combination, model and mirroring; scores
+  to 5 significant digits, a Dice to 0.001 points) and ``<folder>/run.json`` (the models,
+  the split and every volume's seconds): small enough to commit, enough to recompute every
+  number of the report."""
+  folder = Path(folder)
+  folder.mkdir(parents=True, exist_ok=True)
+  with open(folder / "scores.csv", "w", newline="") as stream:
+    writer = csv.DictWriter(stream, fieldnames=list(scores[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: f"{v:.5g}" if isinstance(v, float) else v for k, v in s.items()}
+                     for s in scores)
+  (folder / "run.json").write_text(json.dumps(
+      {"models": [str(w) for w in workdirs], "split": split,
+       "seconds": {k: [round(t, 4) for t in v] for k, v in seconds.items()}}, indent=1))
+
+
+def read_results(folder):
+  """``(models, split, scores, seconds)`` as ``write_results`` wrote them."""
+  folder = Path(folder)
+  run = json.loads((folder / "run.json").read_text())
+  with open(folder / "scores.csv") as stream:
+    scores = [{k: v if k in ("case_id", "mask", "model", "mirror") else float(v)
+               for k, v in row.items()} for row in csv.DictReader(stream)]
+  return run["models"], run["split"], scores, run["seconds"]
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--models", required=True,
+  parser.add_argument("--report", help="a folder --out wrote: print its table again")
+  parser.add_argument("--models",
                       help="comma-separated segmentation runs; several are also scored as "
                       "one ensemble")
   parser.add_argument("--mirrors", default="none;lr;lr,ap",
@@ -151,8 +182,17 @@ def main(argv=None):
   parser.add_argument("--chunk", type=int, default=32)
   parser.add_argument("--lesion-wise", default=True, action=argparse.BooleanOptionalAction,
                       help="also the BraTS 2023 lesion-wise Dice (default on)")
-  parser.add_argument("--out", help="JSON file for every score and time")
+  parser.add_argument("--out", help="folder for scores.csv and run.json (every score and "
+                      "time)")
   args = parser.parse_args(argv)
+  if args.report:
+    workdirs, split, scores, seconds = read_results(args.report)
+    mirrors = list(dict.fromkeys(s["mirror"] for s in scores))
+    print(f"{split} patients; models: {', '.join(workdirs)}")
+    print("\n".join(report(scores, seconds, workdirs, mirrors)))
+    return
+  if not args.models:
+    parser.error("--models is required (or --report FOLDER)")
   workdirs = [w for w in args.models.split(",") if w]
   mirrors = {m: parse_mirror(m) for m in args.mirrors.split(";")}
   scores, seconds = measure(workdirs, mirrors, args.masks, args.split, args.chunk,
@@ -160,8 +200,7 @@ def main(argv=None):
   print(f"{args.split} patients of {workdirs[0]}'s split; models: {', '.join(workdirs)}")
   print("\n".join(report(scores, seconds, workdirs, mirrors)))
   if args.out:
-    Path(args.out).write_text(json.dumps({"models": workdirs, "split": args.split,
-                                          "scores": scores, "seconds": seconds}, indent=1))
+    write_results(args.out, workdirs, args.split, scores, seconds)
 
 
 if __name__ == "__main__":
