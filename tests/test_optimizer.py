@@ -80,7 +80,7 @@ def test_the_study_holds_the_final_rate_after_the_same_decay_for_every_scenario(
   shipped = load_config("segment", "urn_md,small").train.max_steps
   decays = {v: round(study.segment[v].train.max_steps * (1 - study.segment[v].train.hold_fraction))
             for v in study.segment}
-  assert set(decays.values()) == {shipped} and len(decays) == 5
+  assert set(decays.values()) == {shipped} and len(decays) == 6
   assert {study.segment[v].train.max_steps for v in study.segment} == {7500}
   pretrain = study.pretrain.train
   assert (pretrain.max_steps, round(pretrain.max_steps * (1 - pretrain.hold_fraction))) == (
