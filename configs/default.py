@@ -79,6 +79,35 @@ def get_config():
   config.train.checkpoint_every = 100
   config.train.keep_checkpoints = 3
   config.train.log_every = 10
+
+  # Data augmentation of the training slices (urn_jax.data.augment; validation and evaluation
+  # never augment). Every transform is off (probability 0) until a measurement chooses;
+  # each p_<name> is the probability that a slice gets it, the ranges its magnitudes.
+  # AugmentSettings.typical() has nnU-Net's probabilities, e.g. for a measurement.
+  config.augment = ml_collections.ConfigDict()
+  config.augment.p_flip = 0.0        # left-right mirror (nnU-Net, MONAI: 0.5)
+  config.augment.p_rotate = 0.0      # in-plane rotation (nnU-Net: 0.2)
+  config.augment.rotate_degrees = (-30.0, 30.0)  # nnU-Net 3D's per-axis range
+  config.augment.p_scale = 0.0       # isotropic zoom (nnU-Net: 0.2)
+  config.augment.scale = (0.7, 1.4)  # > 1 magnifies; nnU-Net's range
+  config.augment.p_elastic = 0.0     # elastic deformation (nnU-Net v1: 0.2; v2: off)
+  config.augment.elastic_alpha = (0.0, 200.0)  # displacement scale; nnU-Net v1 2D's
+  config.augment.elastic_sigma = (9.0, 13.0)   # its smoothness in voxels; nnU-Net v1 2D's
+  config.augment.p_bias = 0.0        # smooth multiplicative bias field (MONAI: 0.1)
+  config.augment.bias_strength = (0.0, 0.3)  # the log-field's peak: 0.3 is x0.74 to x1.35
+  config.augment.bias_degree = 3     # its Legendre polynomial's degree (MONAI's), 1 to 6
+  config.augment.p_noise = 0.0       # additive Gaussian noise (nnU-Net: 0.1)
+  config.augment.noise_std = (0.0, 0.1)  # in standard deviations of the z-scored image
+  config.augment.p_blur = 0.0        # Gaussian blur (nnU-Net: 0.2)
+  config.augment.blur_sigma = (0.5, 1.0)  # voxels; nnU-Net's
+  config.augment.p_brightness = 0.0  # additive shift (nnU-Net v1: 0.15, off by default)
+  config.augment.brightness_shift = (-0.1, 0.1)  # standard deviations (MONAI's BraTS tutorial)
+  config.augment.p_contrast = 0.0    # scaled about the foreground mean (nnU-Net: 0.15)
+  config.augment.contrast_factor = (0.75, 1.25)  # nnU-Net's
+  config.augment.p_lowres = 0.0      # downsampled and upsampled back (nnU-Net: 0.25)
+  config.augment.lowres_factor = (1.0, 2.0)  # downsampling factor; nnU-Net's zoom 1 to 0.5
+  config.augment.p_gamma = 0.0       # gamma on the foreground in [0, 1] (nnU-Net: 0.3)
+  config.augment.gamma = (0.7, 1.5)  # nnU-Net's
   return config
 
 

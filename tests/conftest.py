@@ -152,6 +152,27 @@ def _state(workdir, sub="checkpoints"):
   return read_state(manager, manager.latest_step())
 
 
+def write_pooled_cache(root, preprocess):
+  """Two BraTS cases and an HCP subject written under ``root`` and pre-processed with
+  ``preprocess`` into ``root/cache``: ``(brats case dirs, hcp case dirs)``."""
+  from urn_jax.data.cases import discover_brats, discover_hcp
+  from urn_jax.data.preprocess import preprocess_dataset
+  for i in range(2):
+    write_brats_case(root / "brats", f"Brats18_{i}", seed=i)
+  write_hcp_subject(root / "hcp", "100307")
+  brats, _ = preprocess_dataset(discover_brats(root / "brats")[0], root / "cache", preprocess,
+                                progress=False)
+  hcp, _ = preprocess_dataset(discover_hcp(root / "hcp")[0], root / "cache", preprocess,
+                              progress=False)
+  return brats, hcp
+
+
+def first_batches(loader, n):
+  """The first ``n`` batches of a fresh iterator over ``loader``."""
+  iterator = iter(loader)
+  return [next(iterator) for _ in range(n)]
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):
   """Five BraTS cases and three HCP subjects (``write_brats_case``, ``write_hcp_subject``)."""

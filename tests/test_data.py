@@ -9,8 +9,8 @@ import re
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import (LPS, NAMES, SHAPE, _save, _volume, write_brats_case,
-                      write_hcp_subject)
+from conftest import (LPS, NAMES, SHAPE, _save, _volume, first_batches, write_brats_case,
+                      write_hcp_subject, write_pooled_cache)
 
 from urn_jax.data.cases import Case, DataError, discover_brats, discover_hcp, load_case
 from urn_jax.data.grids import to_original_classes_grid, to_original_grid
@@ -387,25 +387,13 @@ def test_a_split_of_another_phantom_is_refused_on_resume(tmp_path, capsys):
 
 @pytest.fixture
 def pooled_cache(tmp_path):
-  for i in range(2):
-    write_brats_case(tmp_path / "brats", f"Brats18_{i}", seed=i)
-  write_hcp_subject(tmp_path / "hcp", "100307")
-  brats, _ = preprocess_dataset(discover_brats(tmp_path / "brats")[0], tmp_path / "cache",
-                                FAST, progress=False)
-  hcp, _ = preprocess_dataset(discover_hcp(tmp_path / "hcp")[0], tmp_path / "cache", FAST,
-                              progress=False)
-  return brats, hcp
-
-
-def _first_batches(loader, n):
-  iterator = iter(loader)
-  return [next(iterator) for _ in range(n)]
+  return write_pooled_cache(tmp_path, FAST)
 
 
 def test_loader_shapes_and_pooled_availability(pooled_cache):
   brats, hcp = pooled_cache
   source = SliceSource(brats + hcp)
-  batches = _first_batches(make_loader(source, batch_size=8, seed=0), 6)
+  batches = first_batches(make_loader(source, batch_size=8, seed=0), 6)
   assert batches[0]["image"].shape == (8, 48, 48, 4) and batches[0]["image"].dtype == np.float32
   assert "label" not in batches[0]
   masks = {tuple(m) for b in batches for m in b["available"].tolist()}
@@ -414,7 +402,7 @@ def test_loader_shapes_and_pooled_availability(pooled_cache):
     hcp_rows = ~b["available"][:, 0]
     assert (b["image"][hcp_rows][..., [0, 2]] == 0).all()
   labelled = SliceSource(brats, labels=True)
-  batch = _first_batches(make_loader(labelled, batch_size=4, seed=0), 1)[0]
+  batch = first_batches(make_loader(labelled, batch_size=4, seed=0), 1)[0]
   assert batch["label"].shape == (4, 48, 48) and set(np.unique(batch["label"])) <= {0, 1, 2, 3}
   with pytest.raises(DataError, match="no label"):
     SliceSource(hcp, labels=True)
@@ -431,9 +419,9 @@ def test_skip_empty_slices(pooled_cache):
 def test_loader_is_deterministic_and_resumable(pooled_cache):
   brats, hcp = pooled_cache
   source = SliceSource(brats + hcp)
-  a = _first_batches(make_loader(source, 4, seed=1), 5)
-  b = _first_batches(make_loader(source, 4, seed=1), 5)
-  c = _first_batches(make_loader(source, 4, seed=2), 5)
+  a = first_batches(make_loader(source, 4, seed=1), 5)
+  b = first_batches(make_loader(source, 4, seed=1), 5)
+  c = first_batches(make_loader(source, 4, seed=2), 5)
   for x, y in zip(a, b):
     np.testing.assert_array_equal(x["image"], y["image"])
   assert not all(np.array_equal(x["image"], y["image"]) for x, y in zip(a, c))
@@ -449,8 +437,8 @@ def test_loader_is_deterministic_and_resumable(pooled_cache):
 def test_worker_processes_deliver_the_same_batches(pooled_cache):
   brats, hcp = pooled_cache
   source = SliceSource(brats + hcp)
-  a = _first_batches(make_loader(source, 4, seed=1, worker_count=0), 3)
-  b = _first_batches(make_loader(source, 4, seed=1, worker_count=2), 3)
+  a = first_batches(make_loader(source, 4, seed=1, worker_count=0), 3)
+  b = first_batches(make_loader(source, 4, seed=1, worker_count=2), 3)
   for x, y in zip(a, b):
     np.testing.assert_array_equal(x["image"], y["image"])
 
@@ -460,8 +448,8 @@ def test_hosts_share_each_global_batch_in_order(pooled_cache):
   does not depend on how many hosts share it (and no host reads another's slices)."""
   brats, hcp = pooled_cache
   source = SliceSource(brats + hcp)
-  whole = _first_batches(make_loader(source, 4, seed=3), 12)  # past the first epoch
-  shards = [_first_batches(make_loader(source, 4, seed=3, shard_index=i, shard_count=2), 12)
+  whole = first_batches(make_loader(source, 4, seed=3), 12)  # past the first epoch
+  shards = [first_batches(make_loader(source, 4, seed=3, shard_index=i, shard_count=2), 12)
             for i in range(2)]
   assert len(source) < 12 * 4
   for n, batch in enumerate(whole):
@@ -480,7 +468,7 @@ def test_every_epoch_is_a_new_permutation(pooled_cache):
   brats, _ = pooled_cache
   source = SliceSource(brats)
   n = len(source)
-  records = [b["image"][0].tobytes() for b in _first_batches(make_loader(source, 1, seed=0), 2 * n)]
+  records = [b["image"][0].tobytes() for b in first_batches(make_loader(source, 1, seed=0), 2 * n)]
   assert len(set(records[:n])) == n and set(records[:n]) == set(records[n:])
   assert records[:n] != records[n:]
 

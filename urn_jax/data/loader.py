@@ -7,10 +7,11 @@ modalities, HCP with T1 and T2) can be pooled in one source; their availability 
 with each slice, so a batch mixes them freely. Volumes are memory-mapped, opened lazily in
 each worker process.
 
-``make_loader`` turns it into a grain pipeline: shuffled by a seed, batched, worker
-processes, infinite by default; the iterator's ``get_state()`` / ``set_state()`` make it
-resumable. Across hosts, the order is global: every process shuffles the same way and takes
-its share of each global batch, so a run's batches are the same on one host or several.
+``make_loader`` turns it into a grain pipeline: shuffled by a seed, augmented if asked
+(``urn_jax.data.augment``; training only), batched, worker processes, infinite by default;
+the iterator's ``get_state()`` / ``set_state()`` make it resumable. Across hosts, the order
+is global: every process shuffles the same way and takes its share of each global batch,
+so a run's batches are the same on one host or several.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import grain
 import numpy as np
 from absl import flags
 
+from urn_jax.data.augment import AugmentSettings, augmenter
 from urn_jax.data.meta import CaseMeta
 from urn_jax.errors import DataError
 
@@ -95,7 +97,8 @@ class SliceSource(grain.sources.RandomAccessDataSource):
 
 def make_loader(source: SliceSource, batch_size: int, seed: int, shuffle: bool = True,
                 num_epochs: int | None = None, worker_count: int = 0,
-                shard_index: int = 0, shard_count: int = 1, drop_remainder: bool = True):
+                shard_index: int = 0, shard_count: int = 1, drop_remainder: bool = True,
+                augment: AugmentSettings | None = None):
   """Batches ``{"image": [B, H, W, M], "available": [B, M], "label": [B, H, W]}`` as a grain
   ``IterDataset``: ``iter()`` it, and the iterator's ``get_state()`` / ``set_state()`` save
   and restore the position. Each epoch is shuffled anew; ``num_epochs=None`` repeats
@@ -106,6 +109,13 @@ def make_loader(source: SliceSource, batch_size: int, seed: int, shuffle: bool =
   ``shard_index * b .. (shard_index + 1) * b - 1`` (``b = batch_size / shard_count``) of
   each one, and reads only those slices. Stacked in host order, the shards' batches are the
   unsharded loader's: a run's data order does not depend on how many hosts share it.
+
+  ``augment`` (training only) transforms each slice after shuffling and repeating, before
+  batching, with grain's ``random_map``: slice ``k`` of the repeated stream draws from a
+  generator seeded by ``augment_seed(seed)`` and ``k``, so each epoch augments each slice
+  differently, and the batches still depend only on the seed (not on workers, hosts, or
+  where a run was resumed). Settings that are all off (or None) leave the pipeline as it
+  is without them, batch for batch.
   """
   if batch_size % shard_count:
     raise DataError(f"a batch of {batch_size} cannot be shared by {shard_count} hosts")
@@ -119,10 +129,22 @@ def make_loader(source: SliceSource, batch_size: int, seed: int, shuffle: bool =
   if shuffle:
     dataset = dataset.shuffle(seed=seed)
   local = batch_size // shard_count
-  dataset = dataset.repeat(num_epochs).batch(local, drop_remainder=drop_remainder)
+  dataset = dataset.repeat(num_epochs)
+  if augment is not None and augment.active:
+    dataset = dataset.random_map(augmenter(augment), seed=augment_seed(seed))
+  dataset = dataset.batch(local, drop_remainder=drop_remainder)
   if shard_count > 1:  # global batch j is the local batches j * count .. j * count + count - 1
     dataset = dataset[:len(dataset) - len(dataset) % shard_count][shard_index::shard_count]
   dataset = dataset.to_iter_dataset()
   if worker_count:
     dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
   return dataset
+
+
+_AUGMENT_STREAM = 0x61756731  # "aug1": the augmentation's seed is (seed, this)
+
+
+def augment_seed(seed: int) -> int:
+  """The seed of the loader's augmentation: derived from ``seed`` (a 32-bit integer, as
+  grain asks) rather than equal to it, so that its draws are no copy of the shuffle's."""
+  return int(np.random.SeedSequence([seed % 2**64, _AUGMENT_STREAM]).generate_state(1)[0])

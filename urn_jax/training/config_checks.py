@@ -8,8 +8,10 @@ data set, and leaves the work directory as it was.
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 
+from urn_jax.data import augment
 from urn_jax.errors import ConfigError
 from urn_jax.job_config import pretrained_encoders, read_config
 from urn_jax.lesion_metrics import DEFINITIONS as LESION_DEFINITIONS
@@ -146,9 +148,39 @@ def _pretraining_problems(problems: _Problems):
          f"the {encoders} variant restores")
 
 
+def _augment_problems(problems: _Problems):
+  """``augment.*``: probabilities in [0, 1], each range a (low, high) pair in order and
+  within ``augment.RANGES``'s bounds, no field the settings do not know (a typo would
+  otherwise leave a transform silently off). A config without the block augments nothing."""
+  config, need = problems.config, problems.need
+  if "augment" not in config:
+    return
+  a = config.augment
+  known = {f.name for f in dataclasses.fields(augment.AugmentSettings)}
+  for field in sorted(set(a.keys()) - known):
+    problems.append(f"augment.{field} is not a setting of the augmentation; known: "
+                    f"{', '.join(sorted(known))}")
+  for field in augment.PROBABILITIES:
+    if field in a:
+      need(_is_number(a[field]) and 0 <= a[field] <= 1, f"augment.{field}",
+           "a probability in [0, 1] (0: off)")
+  for field, (lowest, highest, what) in augment.RANGES.items():
+    if field in a:
+      value = a[field]
+      need(isinstance(value, (tuple, list)) and len(value) == 2
+           and all(_is_number(v) for v in value) and lowest <= value[0] <= value[1] <= highest,
+           f"augment.{field}", f"a range (low, high) with {lowest:g} <= low <= high <= "
+           f"{highest:g} ({what})")
+  if "bias_degree" in a:
+    low, high = augment.BIAS_DEGREES
+    need(_is_whole(a.bias_degree) and low <= a.bias_degree <= high, "augment.bias_degree",
+         f"a whole number from {low} to {high}")
+
+
 def _problems(config) -> list[str]:
   problems = _Problems(config)
-  for check in (_data_problems, _model_problems, _train_problems, _pretraining_problems):
+  for check in (_data_problems, _model_problems, _train_problems, _pretraining_problems,
+                _augment_problems):
     check(problems)
   return problems
 

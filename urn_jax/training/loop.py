@@ -42,6 +42,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from urn_jax.console import progress, say
+from urn_jax.data.augment import AugmentSettings
 from urn_jax.data.datasets import slice_sources
 from urn_jax.data.loader import SliceSource, make_loader
 from urn_jax.errors import ConfigError, Interrupted, TrainingDiverged
@@ -117,7 +118,8 @@ def _set_up(config, workdir: Path) -> _Run:
   iterator = iter(make_loader(train_source, t.batch_size, config.seed,
                               worker_count=config.data.loader_workers,
                               shard_index=jax.process_index(),
-                              shard_count=jax.process_count()))
+                              shard_count=jax.process_count(),
+                              augment=AugmentSettings.from_config(config.get("augment", {}))))
   init_key, step_key = jax.random.split(jax.random.key(config.seed))
   size = config.data.size
   schedule = recipe.schedule(config, num_steps)
