@@ -46,7 +46,7 @@ on either side); ``ap`` is the other axis nnU-Net also mirrors."""
 DEFAULT_MIRROR: tuple[str, ...] = ()
 """``urn-segment``'s and evaluation's default test-time mirroring: none, by measurement
 (``benchmarks/ensembles.py``; benchmarks/RESULTS.md, "Ensembles and test-time mirroring"):
-on 14 validation patients x 15 combinations of the study's phantom, mirroring left-right
+on 14 validation patients x 15 combinations of a 60-case phantom, mirroring left-right
 raised the ``small`` Baseline + MD's Dice by at most 0.19 point and URN + MD's by 0.09-0.63,
 for twice the time; the rule asked for 0.5 point in both (earlier, on a smaller phantom, it
 lowered Baseline + MD's TC and WT by 2.7 and 1.5 points). ``--mirror lr`` turns it on."""
