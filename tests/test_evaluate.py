@@ -80,11 +80,11 @@ def test_table1_has_the_papers_layout_and_names_the_test_patients(report, runs):
   assert "test patients" in title
   patients = (f"Test patients ({len(test)}), never used for training or selection: "
               + ", ".join(test))
-  # The fixture's few steps may leave its runs unflat: then shown, and marked as not
-  # results, each segmentation run by name (and no pre-training: not in this table).
+  # The fixture's few steps may leave its runs unflat: then shown all the same, each
+  # segmentation run named (and no pre-training: not in this table).
   unflat = [f"{n} (seed 0)" for n in dict.fromkeys(h.split(":")[0] for h in header[4:])]
-  assert note in (patients, patients + ". Not flat, and shown only for want of a flat run "
-                  "of their scenario: not results (training.md): " + ", ".join(unflat) + ".")
+  assert note in (patients, patients + ". Not flat (training.md), in the table all the same "
+                  "(no run is left out for its curve): " + ", ".join(unflat) + ".")
   assert header[:4] == ["F", "T1", "T1c", "T2"]
   assert header[4:7] == ["Baseline + MD: ET", "Baseline + MD: WT", "Baseline + MD: TC"]
   assert len(header) == 4 + 3 * 3

@@ -269,7 +269,8 @@ def test_mixed_precision_runs(data, tmp_path):
      "'learning_rate'?"),
     ("--config.train.theta=abc", "--config.train.theta=abc: could not convert"),
     ("--config=configs/segment.py:urn_mdd", "ValueError: unknown config argument 'urn_mdd'; "
-     "variants: baseline, baseline_md, urn_md, urn_md_pretrained, urn_md_finetuned"),
+     "variants: baseline, baseline_md, baseline_md_wide, urn_md, urn_md_pretrained, "
+     "urn_md_finetuned"),
 ])
 @pytest.mark.slow
 def test_a_mistaken_override_is_one_line_naming_it(tmp_path, override, expected):
