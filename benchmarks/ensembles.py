@@ -35,15 +35,14 @@ from pathlib import Path
 import numpy as np
 
 from urn_jax import lesion_metrics as L
-from urn_jax.data.cases import file_role
 from urn_jax.data.datasets import data_from_config
-from urn_jax.data.meta import CaseMeta
-from urn_jax.evaluation.evaluate import original_label, parse_masks
-from urn_jax.inference.predict import (given_brain, load_model, nonzero_voxels, parse_mirror,
-                                       predict_volume, to_original_classes)
+from urn_jax.evaluation.evaluate import Patient, parse_masks
+from urn_jax.evaluation.tables import write_rows
+from urn_jax.inference.predict import (given_brain, load_model, parse_mirror, predict_volume,
+                                       to_original_classes)
 from urn_jax.labels import REGIONS, region_mask
 from urn_jax.metrics import dice
-from urn_jax.modalities import MODALITIES, mask_key
+from urn_jax.modalities import mask_key
 
 ENSEMBLE = "ensemble"
 
@@ -59,14 +58,6 @@ def _score(predicted, classes, spacing, lesion_wise: bool) -> dict:
   return scores
 
 
-def _patient(case_dir):
-  meta = CaseMeta.read(case_dir)
-  classes, spacing = original_label(meta)
-  nonzero = nonzero_voxels({file_role(p): p for p in meta.sources
-                            if file_role(p) in MODALITIES}, meta.case_id)
-  return meta, classes, spacing, np.load(Path(case_dir) / "image.npy"), nonzero
-
-
 def measure(workdirs, mirrors, masks, split="validation", chunk=32, lesion_wise=True):
   """``(scores, seconds)``: one dict per (patient, combination, model, mirroring) with its
   scores; ``{(model, mirroring): [seconds per volume]}`` of the single models."""
@@ -75,16 +66,18 @@ def measure(workdirs, mirrors, masks, split="validation", chunk=32, lesion_wise=
   cases = data_from_config(models[0].config, workdirs[0], use_hcp=False)["brats"][split]
   scores, seconds = [], {}
   for case_dir in cases:
-    meta, classes, spacing, image, nonzero = _patient(case_dir)
+    patient = Patient.read(Path(case_dir))
+    meta = patient.meta
     for mask in parse_masks(masks):
       if np.any(mask & ~np.asarray(meta.available, bool)):
         continue
-      brain = given_brain(nonzero, mask)
+      brain = given_brain(patient.nonzero, mask)
       for mirror_name, mirror in mirrors.items():
         probabilities = {}
         for name, model in zip(names, models):
           start = time.perf_counter()
-          probabilities[name] = predict_volume(model, image, mask, chunk, mirror)["probabilities"]
+          probabilities[name] = predict_volume(model, patient.image, mask, chunk,
+                                               mirror)["probabilities"]
           seconds.setdefault(f"{name}|{mirror_name}", []).append(time.perf_counter() - start)
         if len(models) > 1:
           probabilities[ENSEMBLE] = np.mean(list(probabilities.values()), axis=0)
@@ -92,7 +85,8 @@ def measure(workdirs, mirrors, masks, split="validation", chunk=32, lesion_wise=
           predicted = to_original_classes(p, meta, brain)
           scores.append({"case_id": meta.case_id, "mask": mask_key(mask), "model": name,
                          "mirror": mirror_name,
-                         **_score(predicted, classes, spacing, lesion_wise)})
+                         **_score(predicted, patient.classes, patient.spacing,
+                                  lesion_wise)})
     print(f"{meta.case_id}: scored", flush=True)
   return scores, seconds
 
@@ -149,11 +143,8 @@ def write_results(folder, workdirs, split, scores, seconds) -> None:
   number of the report."""
   folder = Path(folder)
   folder.mkdir(parents=True, exist_ok=True)
-  with open(folder / "scores.csv", "w", newline="") as stream:
-    writer = csv.DictWriter(stream, fieldnames=list(scores[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({k: f"{v:.5g}" if isinstance(v, float) else v for k, v in s.items()}
-                     for s in scores)
+  write_rows(folder / "scores.csv", [{k: f"{v:.5g}" if isinstance(v, float) else v
+                                      for k, v in s.items()} for s in scores])
   (folder / "run.json").write_text(json.dumps(
       {"models": [str(w) for w in workdirs], "split": split,
        "seconds": {k: [round(t, 4) for t in v] for k, v in seconds.items()}}, indent=1))

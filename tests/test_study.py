@@ -162,8 +162,9 @@ def test_the_longer_runs_are_the_ordinary_ones_stretched(tmp_path):
   from urn_jax.errors import ConfigError
   from urn_jax.experiments.study import longer_plan, plan
   config = load_config("study")
-  ordinary = {(name, seed): job for name, seed, job, _ in plan(config, tmp_path)}
-  longer = longer_plan(config, tmp_path)
+  jobs = plan(config, tmp_path)
+  ordinary = {(name, seed): job for name, seed, job, _ in jobs}
+  longer = longer_plan(config, jobs)
   assert [(name, seed) for name, seed, _, _ in longer] == [
       ("pretrain", 0), ("baseline", 0), ("baseline_md", 0), ("baseline_md_wide", 0),
       ("urn_md", 0), ("urn_md_pretrained", 0), ("urn_md_finetuned", 0)]
@@ -175,4 +176,4 @@ def test_the_longer_runs_are_the_ordinary_ones_stretched(tmp_path):
   assert longer[5][2].pretrained_workdir == str(tmp_path / "seed0" / "pretrain")
   config.longer.stages = ("pretrain_brats", "segment_everything")
   with pytest.raises(ConfigError, match="'segment_everything' with seed 0"):
-    longer_plan(config, tmp_path)
+    longer_plan(config, jobs)

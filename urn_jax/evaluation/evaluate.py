@@ -40,9 +40,8 @@ from urn_jax.data.datasets import held_out_patients
 from urn_jax.data.meta import CaseMeta
 from urn_jax.errors import DataError
 from urn_jax.files import replaced_atomically, write_text_atomically
-from urn_jax.inference.predict import (DEFAULT_MIRROR, Ensemble, given_brain, load_model,
-                                       nonzero_voxels, parse_mirror, predict_volume,
-                                       to_original_classes)
+from urn_jax.inference.predict import (Ensemble, given_brain, load_model, nonzero_voxels,
+                                       parse_mirror, predict_volume, to_original_classes)
 from urn_jax.job_config import read_config
 from urn_jax.labels import REGIONS, labels_to_classes, region_mask
 from urn_jax.lesion_metrics import lesion_metrics
@@ -65,7 +64,7 @@ def original_label(meta: CaseMeta):
 
 
 @dataclasses.dataclass
-class _Patient:
+class Patient:
   """A test patient as evaluation reads it, once for every model: the pre-processed image,
   the original label and voxel spacing, each modality's nonzero voxels (for the brain
   of each combination) and, filled as they are first needed, the label's distance maps
@@ -79,7 +78,7 @@ class _Patient:
   distances: dict
 
   @classmethod
-  def read(cls, case_dir: Path) -> "_Patient":
+  def read(cls, case_dir: Path) -> "Patient":
     meta = CaseMeta.read(case_dir)
     classes, spacing = original_label(meta)
     nonzero = nonzero_voxels({file_role(p): p for p in meta.sources
@@ -118,7 +117,7 @@ class _Scoring:
 
   @classmethod
   def of(cls, settings) -> "_Scoring":
-    return cls(settings.chunk, parse_mirror(settings.get("mirror", ",".join(DEFAULT_MIRROR))),
+    return cls(settings.chunk, parse_mirror(settings.get("mirror")),
                settings.get("lesion_metrics", ""))
 
   def key(self) -> str:
@@ -128,7 +127,7 @@ class _Scoring:
                     f":mirror={','.join(self.mirror)}" if self.mirror else ""])
 
 
-def _segmentation(loaded, patient: _Patient, mask, scoring: _Scoring):
+def _segmentation(loaded, patient: Patient, mask, scoring: _Scoring):
   """The prediction of ``loaded`` for ``patient`` with the modalities of ``mask``, on the
   original grid, and its metrics: volume-wise, and lesion-wise as ``scoring`` says."""
   out = predict_volume(loaded, patient.image, mask, scoring.chunk, scoring.mirror)
@@ -142,7 +141,7 @@ def _segmentation(loaded, patient: _Patient, mask, scoring: _Scoring):
   return predicted, metrics
 
 
-def _synthesis(loaded, patient: _Patient, mask, chunk):
+def _synthesis(loaded, patient: Patient, mask, chunk):
   """The synthesis of ``loaded`` for ``patient`` with the modalities of ``mask``, and the
   PSNR of every modality the patient has, given or not."""
   available = np.asarray(patient.meta.available, bool)
@@ -154,7 +153,7 @@ def _synthesis(loaded, patient: _Patient, mask, chunk):
   return synthesis, rows
 
 
-def _evaluate_case(loaded, patient: _Patient, masks, scoring: _Scoring, figure: bool):
+def _evaluate_case(loaded, patient: Patient, masks, scoring: _Scoring, figure: bool):
   """Rows of metrics for one model and one patient, a row per combination of modalities
   the patient has (and, for a pre-training, per modality); with ``figure``, also the
   slices Figures 3-5 draw."""
@@ -181,7 +180,7 @@ def _evaluate_case(loaded, patient: _Patient, masks, scoring: _Scoring, figure: 
   return rows, drawn
 
 
-def _figure_backgrounds(patient: _Patient, segmentation: bool, z_original, z_model) -> dict:
+def _figure_backgrounds(patient: Patient, segmentation: bool, z_original, z_model) -> dict:
   """What Figure 3 draws the segmentations over (the truth and T1c, original grid) or
   Figures 4-5 draw first (the real pre-processed slice)."""
   if not segmentation:
@@ -315,7 +314,7 @@ def evaluate_models(models, out_dir, settings, names=None) -> dict:
   # read once and dropped before the next patient.
   bar = progress(total=len(models) * len(reference_ids), desc="evaluating", unit="case")
   for case_id in reference_ids:
-    patient = functools.cache(lambda case_id=case_id: _Patient.read(models[0].cases[case_id]))
+    patient = functools.cache(lambda case_id=case_id: Patient.read(models[0].cases[case_id]))
     for model in models:
       bar.set_postfix_str(f"{case_id}: {model.run['name']} seed {model.run['seed']}")
       rows, drawn = _case_results(model, case_id, patient, masks, scoring,

@@ -119,9 +119,9 @@ def plan(config, workdir) -> list[tuple[str, int, ml_collections.ConfigDict, Pat
   return jobs
 
 
-def longer_plan(config, workdir) -> list[tuple[str, int, ml_collections.ConfigDict, Path]]:
-  """The convergence check's runs (``config.longer``): the stages named in ``stages``, for
-  seed ``seed``, trained ``factor`` times as many steps with the same schedule stretched (its
+def longer_plan(config, jobs) -> list[tuple[str, int, ml_collections.ConfigDict, Path]]:
+  """The convergence check's runs (``config.longer``): the stages of ``plan``'s ``jobs``
+  named in ``stages``, for seed ``seed``, trained ``factor`` times as many steps with the same schedule stretched (its
   warm-up, decay and held tail alike), in ``<workdir>/seed<seed>/<stage>_x<factor>``. A
   segmentation on pre-trained encoders keeps the ordinary pre-training, so that each
   longer run tells about its own stage's length only. They are compared with the ordinary
@@ -129,7 +129,7 @@ def longer_plan(config, workdir) -> list[tuple[str, int, ml_collections.ConfigDi
   longer = config.get("longer")
   if not longer or not longer.stages:
     return []
-  jobs = {(name, seed): (job, job_dir) for name, seed, job, job_dir in plan(config, workdir)}
+  jobs = {(name, seed): (job, job_dir) for name, seed, job, job_dir in jobs}
   runs = []
   for name in longer.stages:
     if (name, longer.seed) not in jobs:
@@ -149,7 +149,8 @@ def run(config, workdir):
   if config.stages not in ("all", "train", "evaluate"):
     raise ConfigError(f"stages must be 'all', 'train' or 'evaluate', got {config.stages!r}")
   workdir = Path(workdir)
-  jobs, longer = plan(config, workdir), longer_plan(config, workdir)
+  jobs = plan(config, workdir)
+  longer = longer_plan(config, jobs)
   for _, _, job, _ in jobs + longer:  # every config, before the first one trains for hours
     check_training_config(job)
   check_evaluation_settings(config.evaluate)

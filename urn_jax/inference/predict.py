@@ -140,9 +140,11 @@ def infer(model, variables, images, mask, representation: bool = False):
   return result
 
 
-def parse_mirror(text: str) -> tuple[str, ...]:
+def parse_mirror(text: str | None) -> tuple[str, ...]:
   """``'lr'``, ``'lr,ap'``, or ``''`` / ``'none'`` (no mirroring) -> the axis names, as the
-  command line and the configs give them."""
+  command line and the configs give them; None (not given) -> ``DEFAULT_MIRROR``."""
+  if text is None:
+    return DEFAULT_MIRROR
   return tuple(a.strip() for a in str(text).split(",") if a.strip() and a.strip() != "none")
 
 

@@ -285,7 +285,7 @@ def run(config, workdir):
       config.model, cases, workdir, synthesis=config.synthesis,
       synthesis_model_dir=config.synthesis_model, probabilities=config.probabilities,
       overwrite=config.overwrite, labels=config.labels, chunk=config.chunk,
-      mirror=parse_mirror(config.get("mirror", ",".join(DEFAULT_MIRROR))))
+      mirror=parse_mirror(config.get("mirror")))
   status = _finish(cases, outcomes, problems, workdir)
   if status:
     raise SystemExit(status)
