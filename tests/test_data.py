@@ -311,6 +311,21 @@ def test_cache_is_reused_resumed_and_rebuilt(tmp_path):
   assert os.path.getmtime(done[0] / "image.npy") != stamps[done[0]]
 
 
+def test_cases_of_one_name_in_two_folders_are_cached_apart(tmp_path):
+  """Two phantoms (or two copies of a data set) name their cases alike; each keeps its own
+  cached case, so preparing one never rewrites the case a job on the other is reading."""
+  for folder, seed in (("site_a", 0), ("site_b", 5)):
+    write_brats_case(tmp_path / folder, "Brats18_0", seed=seed)
+  a_cases, b_cases = (discover_brats(tmp_path / f)[0] for f in ("site_a", "site_b"))
+  (a,), _ = preprocess_dataset(a_cases, tmp_path / "cache", FAST, progress=False)
+  stamp = os.path.getmtime(a / "image.npy")
+  (b,), _ = preprocess_dataset(b_cases, tmp_path / "cache", FAST, progress=False)
+  assert a != b and a.name == b.name == "Brats18_0"
+  assert not np.array_equal(np.load(a / "image.npy"), np.load(b / "image.npy"))
+  (again,), _ = preprocess_dataset(a_cases, tmp_path / "cache", FAST, progress=False)
+  assert again == a and os.path.getmtime(a / "image.npy") == stamp
+
+
 def test_parallel_preprocessing_gives_the_same_result(tmp_path):
   for i in range(2):
     write_brats_case(tmp_path / "data", f"Brats18_{i}", seed=i)

@@ -188,7 +188,7 @@ def test_a_perfect_prediction_scores_perfectly_on_the_original_grid(runs, tmp_pa
   """The mapping back to the original file (window, LPS orientation) is exact: a model
   that outputs the pre-processed label scores Dice 1 and HD95 0 on the original label."""
   def oracle(loaded, image, mask, chunk, mirror=()):
-    case = next(d for d in (runs["data"] / "cache" / "preprocessed").glob("*/brats/*")
+    case = next(d for d in (runs["data"] / "cache" / "preprocessed").glob("*/brats/*/*")
                 if np.array_equal(np.load(d / "image.npy"), image))
     label = np.load(case / "label.npy")
     return {"probabilities": np.eye(4, dtype=np.float32)[label]}

@@ -10,8 +10,12 @@ The result is stored per case as ``image.npy`` float32 ``[Z, X, Y, M]`` (axial s
 memory-mappable), ``label.npy`` uint8 ``[Z, X, Y]`` (classes 0..3) and ``meta.json``, which
 holds everything needed to map a prediction back onto the original file's grid
 (``urn_jax.data.grids.to_original_grid``). The cache lives in
-``<cache_dir>/<settings hash>/``: a rerun reuses it, an interrupted run resumes (each case
-is written atomically), a changed setting or a changed input file rebuilds. Bad cases are reported and skipped; the others are processed.
+``<cache_dir>/<settings hash>/<dataset>/<folder hash>/<case id>/``: a rerun reuses it, an
+interrupted run resumes (each case is written atomically), a changed setting or a changed
+input file rebuilds. The folder hash (of the folder holding the case's files) keeps apart
+cases of the same name from different folders - two phantoms, two copies of a data set -
+so that one job never rewrites the cached case another is reading. Bad cases are reported
+and skipped; the others are processed.
 """
 
 from __future__ import annotations
@@ -166,6 +170,13 @@ def _sources(case: Case) -> dict:
   return {p: [os.path.getsize(p), os.path.getmtime(p)] for p in paths}
 
 
+def cached_case_dir(root: Path, case: Case) -> Path:
+  """Where ``case`` is cached under a settings folder ``root``: named by its id, below a
+  hash of the folder its files are in (module docstring)."""
+  folder = str(Path(case.reference_path).resolve().parent)
+  return root / case.dataset / hashlib.sha256(folder.encode()).hexdigest()[:12] / case.case_id
+
+
 def _is_current(out: Path, case: Case) -> bool:
   try:
     meta = CaseMeta.read(out)
@@ -207,7 +218,7 @@ def preprocess_dataset(cases, cache_dir, config: PreprocessConfig = PreprocessCo
   if is_main_process():  # the others find the cache written (urn_jax.data.datasets)
     write_text_atomically(root / "settings.json",
                           json.dumps(dataclasses.asdict(config), default=list))
-  outputs = [root / case.dataset / case.case_id for case in cases]
+  outputs = [cached_case_dir(root, case) for case in cases]
   todo = [i for i, case in enumerate(cases) if not _is_current(outputs[i], case)]
   bar = progress_bar(total=len(todo), desc="pre-processing", unit="case",
                      disable=not progress or not todo)
