@@ -70,6 +70,8 @@ def get_config(arg: str = ""):
   # Patients no earlier decision has seen: the phantom of seed 0 served to choose recipes
   # and options (benchmarks/RESULTS.md), some of them by its test patients.
   config.data.phantom_seed = 1
+  # The plan's phantom, whatever the defaults become: version 2, one scanner (site A).
+  config.data.phantom_version, config.data.phantom_site = 2, "a"
   config.pretrain = _stage(pretrain.get_config(job_preset))
   config.segment = ml_collections.ConfigDict(
       {v: _stage(segment.get_config(f"{v},{job_preset}")) for v in segment.VARIANTS})

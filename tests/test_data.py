@@ -388,6 +388,7 @@ def test_a_split_of_another_phantom_is_refused_on_resume(tmp_path, capsys):
   assert load_or_create_split(tmp_path, ids, seed=0, source=seed0) == split
   for other, named in ((seed1, "the phantom version 2, seed 1"),
                        (phantom_source(3, 0), "the phantom version 3, seed 0"),
+                       (phantom_source(2, 0, "b"), "the phantom version 2, seed 0, site b"),
                        (None, "folders of real data")):
     with pytest.raises(DataError, match=f"written for the phantom version 2, seed 0, but this "
                                         f"run's data are {named}"):

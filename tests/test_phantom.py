@@ -9,7 +9,8 @@ import pytest
 from scipy import ndimage
 
 from urn_jax.data import phantom, render
-from urn_jax.data.phantom_cases import BRATS_SHAPE, HCP_SHAPE
+from urn_jax.data.phantom_cases import (BRATS_SHAPE, HCP_SCANNER, HCP_SHAPE, SITES, VARIETY,
+                                        _thick_slices, generate, scanner_of)
 from urn_jax.data.cases import discover_brats, discover_hcp
 
 SEED, INDEX = 0, 2  # a case with necrosis, enhancing tumour and edema
@@ -159,3 +160,69 @@ def test_render_reads_a_written_case_folder(written, tmp_path, capsys):
   with pytest.raises(SystemExit):
     render.main([str(tmp_path), "--out", str(tmp_path / "none.png")])
   assert f"no image found in {tmp_path}" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def scanned_elsewhere():
+  """Case INDEX's FLAIR and T2 at site B and in version 3: the same patient, other scans."""
+  return {name: generate("brats", SEED, INDEX, ("flair", "t2"), lesion=True, **where)
+          for name, where in (("site b", dict(site="b")), ("version 3", dict(version=3)))}
+
+
+def test_site_b_and_version_3_scan_the_same_patients_with_other_contrasts(case,
+                                                                          scanned_elsewhere):
+  """The anatomy and lesions depend on (seed, index) only; the scanner changes the images.
+  Site B's edema is less hyperintense on FLAIR and T2 (its stated shift)."""
+  images, label, _, _ = case
+  edema, healthy = label == 2, (label == 0) & (images["t1"] > 0)
+
+  def ratio(image):
+    return image[edema].mean() / image[healthy].mean()
+
+  for name, (other, other_label, anatomy, _) in scanned_elsewhere.items():
+    full = np.zeros(BRATS_SHAPE, np.uint8)
+    full[anatomy.box] = other_label
+    assert np.array_equal(full, label), name
+    assert np.array_equal(other["flair"] > 0, images["flair"] > 0), name
+    assert not np.allclose(other["flair"], images["flair"]), name
+  site_b = scanned_elsewhere["site b"][0]
+  for modality in ("flair", "t2"):
+    assert ratio(site_b[modality]) < ratio(images[modality]) - 0.2, modality
+
+
+def test_version_3_draws_each_case_its_own_scanner_within_the_stated_ranges():
+  site_a = SITES["a"]
+  scanners = [scanner_of("brats", SEED, i, version=3) for i in range(40)]
+  assert scanner_of("brats", SEED, 5, version=3) == scanners[5]  # reproducible
+  assert len({s.thickness for s in scanners}) == 4
+  low, high = VARIETY["thickness"]
+  for s in scanners:
+    assert low <= s.thickness <= high
+    assert VARIETY["bias"][0] <= s.bias[0] == s.bias[1] <= VARIETY["bias"][1]
+    assert VARIETY["noise"][0] <= s.noise[0] == s.noise[1] <= VARIETY["noise"][1]
+    factors = np.array([np.array(s.means[m]) / site_a.means[m] for m in site_a.means])
+    assert np.all(factors >= 1 / VARIETY["mean_factor"] - 1e-9)
+    assert np.all(factors <= VARIETY["mean_factor"] + 1e-9)
+  assert len({s.means["flair"] for s in scanners}) == 40
+  assert scanner_of("brats", SEED, 5) == site_a and scanner_of("hcp", SEED, 5, version=3) \
+      == HCP_SCANNER
+  with pytest.raises(ValueError, match=r"version must be one of \(2, 3\), got 4"):
+    scanner_of("brats", SEED, 0, version=4)
+  with pytest.raises(ValueError, match=r"site must be one of \['a', 'b'\], got 'c'"):
+    phantom.write_phantom("unused", 1, 0, site="c")
+
+
+def test_thick_slices_average_along_the_axial_axis_only():
+  rng = np.random.default_rng(0)
+  brain = np.ones((6, 5, 12), bool)
+  brain[0] = False
+  layered = np.broadcast_to(rng.uniform(1, 2, (6, 5, 1)), brain.shape).astype(np.float32)
+  kept = _thick_slices(layered, 3, brain)  # constant along the axis: unchanged in the brain
+  np.testing.assert_allclose(kept[brain], layered[brain], rtol=1e-6)
+  assert not kept[~brain].any()
+  noise = rng.standard_normal(brain.shape).astype(np.float32)
+  thick = _thick_slices(noise, 3, brain)
+  assert np.abs(np.diff(thick, axis=2)).mean() < 0.5 * np.abs(np.diff(noise, axis=2)).mean()
+  # Slices acquired at the centres of 3-voxel slabs: each centre is its slab's mean.
+  np.testing.assert_allclose(thick[1:, :, 4], noise[1:, :, 3:6].mean(axis=2), rtol=1e-5)
+  assert _thick_slices(noise, 1, brain) is noise

@@ -18,6 +18,7 @@ from conftest import ROOT, _state, load_config, tiny
 
 import urn_jax.errors
 import urn_jax.jobs
+from urn_jax.data import augment
 from urn_jax.errors import CheckpointMismatch, TrainingDiverged
 from urn_jax.training.loop import train_and_evaluate
 
@@ -178,8 +179,11 @@ def _run_launch(workdir, data, extra=(), env=None, command_only=False):
 
 @pytest.mark.slow
 def test_a_run_killed_at_any_moment_resumes_to_the_same_parameters(data, tmp_path):
+  """With every augmentation on (each slice gets each transform with probability 0.5): the
+  resumed run draws the transforms the uninterrupted one drew."""
   steps = ["--config.train.max_steps=10", "--config.train.checkpoint_every=2",
-           "--config.train.eval_every=5"]
+           "--config.train.eval_every=5",
+           *(f"--config.augment.{p}=0.5" for p in augment.PROBABILITIES)]
   assert _run_launch(tmp_path / "straight", data, steps).returncode == 0
   command = _run_launch(tmp_path / "killed", data, steps, command_only=True)
   process = subprocess.Popen(command[0], cwd=ROOT, env=command[1], stdout=subprocess.DEVNULL,

@@ -34,8 +34,9 @@ from urn_jax.errors import DataError
 class DataSettings:
   """Where a job's cases come from, how they are pre-processed and how they are split.
 
-  ``brats_dir`` and ``hcp_dir`` empty: the phantom (``phantom_*`` cases of its seed),
-  written once into ``cache_dir`` (default ``default_cache_dir()``). ``use_hcp=False``
+  ``brats_dir`` and ``hcp_dir`` empty: the phantom (``phantom_*`` cases of its seed,
+  version and site: ``urn_jax.data.phantom_cases``), written once into ``cache_dir``
+  (default ``default_cache_dir()``). ``use_hcp=False``
   leaves HCP out. The split (``urn_jax.data.splits``): ``test_fraction`` of the BraTS
   patients held out, the rest ``train_fraction`` / the others, drawn from ``split_seed``.
   ``workers``: pre-processing processes."""
@@ -52,6 +53,8 @@ class DataSettings:
   phantom_brats: int = 12
   phantom_hcp: int = 6
   phantom_seed: int = 0
+  phantom_version: int = 2
+  phantom_site: str = "a"
 
   @classmethod
   def from_config(cls, config, use_hcp: bool | None = None) -> "DataSettings":
@@ -62,7 +65,9 @@ class DataSettings:
                preprocess=preprocess_settings(config), split_seed=d.split_seed,
                train_fraction=d.train_fraction, test_fraction=d.test_fraction,
                workers=d.workers, phantom_brats=d.phantom_brats,
-               phantom_hcp=d.phantom_hcp, phantom_seed=d.phantom_seed)
+               phantom_hcp=d.phantom_hcp, phantom_seed=d.phantom_seed,
+               phantom_version=d.get("phantom_version", 2),
+               phantom_site=d.get("phantom_site", "a"))
 
 
 def preprocess_settings(config) -> PreprocessConfig:
@@ -72,12 +77,14 @@ def preprocess_settings(config) -> PreprocessConfig:
   return PreprocessConfig(n4=d.n4, n4_shrink=d.n4_shrink, spacing=d.spacing, size=d.size)
 
 
-def phantom_folders(cache_dir, num_brats: int, num_hcp: int, seed: int, workers: int = 1):
+def phantom_folders(cache_dir, num_brats: int, num_hcp: int, seed: int, workers: int = 1,
+                    version: int = 2, site: str = "a"):
   """Writes (once) and returns the phantom's BraTS and HCP folders under ``cache_dir``."""
   from urn_jax.data.phantom import write_phantom  # nilearn is only needed here
-  from urn_jax.data.phantom_cases import VERSION
-  out = Path(cache_dir) / f"phantom-v{VERSION}-seed{seed}-brats{num_brats}-hcp{num_hcp}"
-  return write_phantom(out, num_brats, num_hcp, seed=seed, workers=workers)
+  name = f"phantom-v{version}" + ("" if site == "a" else f"-site-{site}")
+  out = Path(cache_dir) / f"{name}-seed{seed}-brats{num_brats}-hcp{num_hcp}"
+  return write_phantom(out, num_brats, num_hcp, seed=seed, workers=workers, version=version,
+                       site=site)
 
 
 def data_source(settings: DataSettings) -> dict | None:
@@ -85,8 +92,8 @@ def data_source(settings: DataSettings) -> dict | None:
   phantom's version and seed, or ``None`` for folders (``urn_jax.data.splits``)."""
   if settings.brats_dir or settings.hcp_dir:
     return None
-  from urn_jax.data.phantom_cases import VERSION
-  return phantom_source(VERSION, settings.phantom_seed)
+  return phantom_source(settings.phantom_version, settings.phantom_seed,
+                        settings.phantom_site)
 
 
 def default_cache_dir() -> Path:
@@ -100,16 +107,18 @@ def _folders(settings: DataSettings, cache_dir: Path) -> dict:
   brats_dir, hcp_dir = settings.brats_dir, settings.hcp_dir
   if not brats_dir and not hcp_dir:
     folders = phantom_folders(cache_dir, settings.phantom_brats, settings.phantom_hcp,
-                              settings.phantom_seed, settings.workers)
+                              settings.phantom_seed, settings.workers,
+                              settings.phantom_version, settings.phantom_site)
     brats_dir = str(folders["brats"])
     hcp_dir = str(folders["hcp"]) if settings.phantom_hcp else ""
   folders = {"brats": brats_dir, "hcp": hcp_dir if settings.use_hcp else ""}
   return {name: folder for name, folder in folders.items() if folder}
 
 
-def _cached_cases(settings: DataSettings, cache_dir: Path, progress: bool) -> dict:
-  """``{dataset: {case id: cached case folder}}``, every usable case pre-processed; the
-  others are reported."""
+def cached_cases(settings: DataSettings, progress: bool = True) -> dict:
+  """``{dataset: {case id: cached case folder}}``, every usable case pre-processed (the
+  phantom written first when there is no folder); the others are reported. Not split."""
+  cache_dir = Path(settings.cache_dir) if settings.cache_dir else default_cache_dir()
   cached, problems = {}, []
   for name, folder in _folders(settings, cache_dir).items():
     cases, discovery_problems = (discover_brats if name == "brats" else discover_hcp)(folder)
@@ -133,8 +142,7 @@ def _cached_cases(settings: DataSettings, cache_dir: Path, progress: bool) -> di
 def prepare_data(workdir, settings: DataSettings = DataSettings(), progress: bool = True):
   """Returns ``{dataset: {"train"|"validation"|"test": [case dirs]}}`` for the data sets in
   use ("brats" and/or "hcp"), every case pre-processed and the split kept in ``workdir``."""
-  cache_dir = Path(settings.cache_dir) if settings.cache_dir else default_cache_dir()
-  cached = _cached_cases(settings, cache_dir, progress)
+  cached = cached_cases(settings, progress)
   split = load_or_create_split(workdir, {n: list(c) for n, c in cached.items()},
                                settings.split_seed, settings.train_fraction,
                                settings.test_fraction, data_source(settings))

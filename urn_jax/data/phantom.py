@@ -5,10 +5,13 @@ How each case is made: ``urn_jax.data.phantom_cases``. Its lesions' sizes and co
 ``describe`` and ``python -m urn_jax.data.phantom --describe N`` measure them, and
 docs/phantom.md lists the distribution.
 
-A case depends only on ``(seed, index)`` (and on the data set): the output is the same for
-any number of worker processes and from one run to the next.
+A case depends only on ``(seed, index)``, the phantom's version and its site (and on the
+data set): the output is the same for any number of worker processes and from one run to
+the next. Version 3 scans each BraTS-like case with its own contrasts, noise, bias field and
+slice thickness; site "b" is another scanner (``urn_jax.data.phantom_cases.SITES``).
 
     python -m urn_jax.data.phantom --out DIR --brats 12 --hcp 6 --seed 0 --workers 4
+    python -m urn_jax.data.phantom --out DIR --brats 12 --hcp 0 --site b   # another scanner
     python -m urn_jax.data.phantom --describe 60 --seed 0    # lesion sizes and contrasts
 """
 from __future__ import annotations
@@ -22,7 +25,8 @@ import numpy as np
 
 from urn_jax.console import progress as progress_bar
 from urn_jax.data.cases import HCP_FILES
-from urn_jax.data.phantom_cases import BRATS_FILES, generate, make_brats_case, make_hcp_subject
+from urn_jax.data.phantom_cases import (BRATS_FILES, SITES, VERSIONS, generate, make_brats_case,
+                                        make_hcp_subject, scanner_of)
 from urn_jax.data.workers import in_processes
 from urn_jax.files import replaced_atomically
 
@@ -70,29 +74,32 @@ def _to_int16(image):
                   0).astype(np.int16)
 
 
-def _write_case(dataset, root, seed, index):
+def _write_case(dataset, root, seed, index, version, site):
   """Worker: generates and writes one case."""
   if dataset == "brats":
-    images, label, affine = make_brats_case(seed, index)
+    images, label, affine = make_brats_case(seed, index, version=version, site=site)
     paths = _brats_paths(root, index, "HGG" if (label == 4).any() else "LGG")
     for modality, suffix in BRATS_FILES.items():
       _save(paths[suffix], _to_int16(images[modality]), affine)
     _save(paths["seg"], label, affine)
   else:
-    images, affine = make_hcp_subject(seed, index)
+    images, affine = make_hcp_subject(seed, index, version)
     for modality, path in _hcp_paths(root, index).items():
       _save(path, _to_int16(images[modality]), affine)
 
 
 def write_phantom(out_dir, num_brats: int, num_hcp: int, seed: int = 0, workers: int = 1,
-                  progress: bool = True) -> dict:
+                  progress: bool = True, version: int = 2, site: str = "a") -> dict:
   """Writes ``num_brats`` BraTS-like cases to ``out_dir/BraTS`` (``HGG/`` when the lesion
   enhances, else ``LGG/``, BraTS 2018 names) and ``num_hcp`` HCP-like subjects to
   ``out_dir/HCP``; returns ``{'brats': path, 'hcp': path}``.
 
   Cases whose files all exist are kept, so an interrupted run resumes where it stopped.
   ``workers > 1`` generates cases in parallel processes, with the same result.
+  ``version`` and ``site``: ``urn_jax.data.phantom_cases.generate``; a folder holds one of
+  each (``urn_jax.data.datasets.phantom_folders`` names it by them).
   """
+  scanner_of("brats", seed, 0, version, site)  # a bad version or site, before any work
   if num_brats < 0 or num_hcp < 0:
     raise ValueError(f"numbers of cases must be non-negative, got {num_brats} BraTS and "
                      f"{num_hcp} HCP")
@@ -100,7 +107,7 @@ def write_phantom(out_dir, num_brats: int, num_hcp: int, seed: int = 0, workers:
   roots = {"brats": out / "BraTS", "hcp": out / "HCP"}
   for root in roots.values():
     root.mkdir(parents=True, exist_ok=True)
-  todo = [(dataset, str(roots[dataset]), seed, i)
+  todo = [(dataset, str(roots[dataset]), seed, i, version, site)
           for dataset, count in (("brats", num_brats), ("hcp", num_hcp))
           for i in range(count) if not _is_done(dataset, roots[dataset], i)]
   bar = progress_bar(total=len(todo), desc="phantom", unit="case",
@@ -111,14 +118,15 @@ def write_phantom(out_dir, num_brats: int, num_hcp: int, seed: int = 0, workers:
   return roots
 
 
-def describe(seed: int, indices) -> list:
+def describe(seed: int, indices, version: int = 2, site: str = "a") -> list:
   """The lesions of BraTS-like cases ``indices`` of the phantom ``seed``, as they would be
   written: one dict per case with ``grade`` ('HGG' when it enhances), the whole tumour, core
   and enhancing volumes in cm^3 (1 mm voxels), and the mean T2 and FLAIR in the edema over
   their means in the healthy brain (label 0, CSF included). Generates only T2 and FLAIR."""
   rows = []
   for index in indices:
-    images, label, anatomy, _ = generate("brats", seed, index, ("t2", "flair"), lesion=True)
+    images, label, anatomy, _ = generate("brats", seed, index, ("t2", "flair"), lesion=True,
+                                         version=version, site=site)
     label = label[anatomy.brain]
     edema, healthy = label == 2, label == 0
     ratios = {m: float(images[m][anatomy.box][anatomy.brain][edema].mean()
@@ -160,17 +168,22 @@ def main(argv=None):
   parser.add_argument("--hcp", type=int, default=6, help="number of HCP-like subjects")
   parser.add_argument("--seed", type=int, default=0, help="the phantom's seed (>= 0)")
   parser.add_argument("--workers", type=int, default=1, help="parallel processes")
+  parser.add_argument("--version", type=int, default=2, choices=VERSIONS,
+                      help="2: one scanner; 3: each BraTS-like case its own (default 2)")
+  parser.add_argument("--site", default="a", choices=sorted(SITES),
+                      help="the scanner: a (the phantom's) or b (another; default a)")
   parser.add_argument("--describe", type=int, default=0, metavar="N",
                       help="instead of writing, print the lesion sizes and edema contrasts of "
                            "the first N BraTS-like cases (median and range per grade)")
   args = parser.parse_args(argv)
   if args.describe:
     print(summarize(describe(args.seed, progress_bar(range(args.describe), desc="describe",
-                                                     unit="case"))))
+                                                     unit="case"), args.version, args.site)))
     return
   if not args.out:
     parser.error("--out is required (unless --describe)")
-  roots = write_phantom(args.out, args.brats, args.hcp, args.seed, args.workers)
+  roots = write_phantom(args.out, args.brats, args.hcp, args.seed, args.workers,
+                        version=args.version, site=args.site)
   print(f"BraTS-like cases: {roots['brats']}\nHCP-like subjects: {roots['hcp']}")
 
 

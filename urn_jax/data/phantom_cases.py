@@ -11,11 +11,18 @@ rough proportions: the core (labels 1 + 4) is about a third to a half of the who
 (edema reaches 0.25-0.9 core radii into white matter), whole tumours mostly 20-150 cm^3;
 ``describe`` and ``python -m urn_jax.data.phantom --describe N`` measure it, and
 docs/phantom.md lists the distribution. Wherever edema is labelled, at least half of its
-non-CSF tissue is edema, so it is hyperintense on T2 and FLAIR in every case (mean T2 in the
-edema above 1.3x that of the healthy brain, CSF included). The four contrasts are sums of tissue
-fractions times mean intensities ordered as in MR physics, with a little texture, a smooth
-multiplicative bias field and Rician noise, so that N4 and z-scoring matter. Everything
-outside the brain is exactly 0, as in skull-stripped BraTS and HCP images.
+non-CSF tissue is edema, so it is hyperintense on T2 and FLAIR in every case (at site A, mean
+T2 in the edema above 1.3x that of the healthy brain, CSF included). The four contrasts are
+sums of tissue fractions times a scanner's mean intensities (``Scanner``), ordered as in MR
+physics, with a little texture, a smooth multiplicative bias field and Rician noise, so that
+N4 and z-scoring matter. Everything outside the brain is exactly 0, as in skull-stripped
+BraTS and HCP images.
+
+Scanners: version 2 images every BraTS-like case with site A's (``SITES["a"]``); site B
+(``SITES["b"]``) is another, with weaker lesion contrasts, more noise, a stronger bias field
+and 3 mm slices, for measuring how models trained at site A fare on another scanner;
+version 3 gives each BraTS-like case a scanner of its own (``VARIETY``), for training on
+more than one. The anatomy and lesions are the same in every version and at every site.
 
 Geometry, in world (scanner, RAS+ mm) coordinates that equal MNI coordinates, so that both
 data sets place the brain at the same physical position:
@@ -25,12 +32,13 @@ data sets place the brain at the same physical position:
 - HCP: 260 x 311 x 260 voxels of 0.7 mm, voxel axes LAS as in HCP's ``T1w_acpc_dc_restore``
   files (affine ``diag(-0.7, 0.7, 0.7)``, origin (90, -126, -72) mm); T1 and T2 only, int16.
 
-A case depends only on ``(seed, index)`` (and on the data set): the same from one run, or
-process, to the next.
+A case depends only on ``(seed, index)``, the version and the site (and on the data set):
+the same from one run, or process, to the next.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import types
 
@@ -39,10 +47,13 @@ from scipy import ndimage
 
 from urn_jax.data.cases import HCP_FILES
 
-# Part of the cache folder's name (urn_jax.data.datasets): a change to what a (seed, index)
-# generates bumps it, so that no cache keeps cases of an earlier phantom. 2: cores a third to
-# a half of the whole tumour, edema hyperintense on T2 in every case (2026-11-26).
-VERSION = 2
+# Versions of what a (seed, index) generates; each is part of the cache folder's name
+# (urn_jax.data.datasets) and of the split file's record, so that no cache or split mixes
+# cases of two versions. 2: cores a third to a half of the whole tumour, edema hyperintense
+# on T2 in every case (2026-11-26). 3: version 2's patients (the same anatomy and lesions),
+# each BraTS-like case scanned with its own contrasts, noise, bias field and slice thickness
+# (``VARIETY``), as BraTS pools many scanners (2026-11-30).
+VERSIONS = (2, 3)
 
 BRATS_SHAPE = (240, 240, 155)
 BRATS_AFFINE = np.array([[-1.0, 0, 0, 120], [0, -1.0, 0, 103], [0, 0, 1.0, -72],
@@ -62,6 +73,56 @@ _MEANS = {
     "t1c": (270, 590, 860, 720, 300, 1400, 520),
     "t2": (1500, 800, 560, 1400, 1350, 950, 1100),
 }
+
+
+@dataclasses.dataclass(frozen=True)
+class Scanner:
+  """How a site's scanner renders a case: the mean intensity of each tissue per modality
+  (``TISSUES``' order; jittered by +-5 % per subject), the range the peak of the log bias
+  field is drawn from and that of the Rician noise's sigma (a fraction of white matter's
+  mean), both per modality, and the slice thickness in mm along the axial axis (each
+  acquired slice the mean of the 1 mm slices it covers, interpolated back to 1 mm)."""
+
+  means: dict
+  bias: tuple
+  noise: tuple
+  thickness: int = 1
+
+
+# Site A is the phantom's scanner. Site B is another one, a shift stated here before any
+# model was scored on it: edema, enhancement and grey-white contrasts weaker by 10-25 %
+# (FLAIR edema 820 instead of 1000 against grey matter's 700 instead of 640; T1c
+# enhancement 1150 instead of 1400; T1 white matter 760 instead of 820), CSF less
+# suppressed on FLAIR, noise about twice as strong, a stronger bias field, and 3 mm slices.
+SITES = {
+    "a": Scanner(_MEANS, bias=(0.2, 0.3), noise=(0.02, 0.035)),
+    "b": Scanner({
+        "flair": (200, 700, 500, 820, 650, 800, 800),
+        "t1": (300, 600, 760, 640, 420, 660, 540),
+        "t1c": (320, 620, 800, 680, 380, 1150, 560),
+        "t2": (1700, 850, 600, 1200, 1250, 1000, 1050),
+    }, bias=(0.35, 0.45), noise=(0.045, 0.06), thickness=3),
+}
+# HCP's restore images are bias-corrected, and its protocol has less noise.
+HCP_SCANNER = Scanner(_MEANS, bias=(0.05, 0.1), noise=(0.015, 0.025))
+# Version 3's scanner of each BraTS-like case: every tissue mean of every modality times a
+# factor drawn log-uniformly in [1 / 1.2, 1.2]; the bias field's peak, the noise and the
+# slice thickness (mm) each drawn uniformly in these ranges, once per case. Written with
+# site B known: site B lies at the edge of these ranges or beyond (its FLAIR CSF and its
+# edema and enhancement contrasts beyond, its noise and bias at the edge).
+VARIETY = {"mean_factor": 1.2, "bias": (0.1, 0.45), "noise": (0.01, 0.06), "thickness": (1, 4)}
+
+
+def varied(scanner: Scanner, rng) -> Scanner:
+  """``scanner`` with ``VARIETY``'s draws from ``rng``: one case's scanner (version 3)."""
+  spread = np.log(VARIETY["mean_factor"])
+  means = {m: tuple(float(v) for v in np.asarray(values) * np.exp(
+      rng.uniform(-spread, spread, len(values)))) for m, values in scanner.means.items()}
+  bias, noise = (float(rng.uniform(*VARIETY[k])) for k in ("bias", "noise"))
+  low, high = VARIETY["thickness"]
+  return Scanner(means, (bias, bias), (noise, noise), int(rng.integers(low, high + 1)))
+
+
 # Texture amplitude per tissue (relative); its sign flips between T1- and T2-weighted images,
 # as myelin brightens one and darkens the other.
 _TEXTURE = {"gm": 0.04, "wm": 0.03, "edema": 0.08, "necrosis": 0.08, "enhancing": 0.08,
@@ -295,11 +356,13 @@ def _lesions(rng, anatomy):
   return label, {k: v[anatomy.brain] for k, v in fractions.items()}
 
 
-def _image(rng, modality, anatomy, fractions, bias_amplitude, noise_range, axes):
-  """One contrast on the brain voxels: tissue means (jittered per subject) weighted by the
-  fractions, with texture, a smooth multiplicative bias field and Rician noise."""
+def _image(rng, modality, anatomy, fractions, scanner: Scanner, axes):
+  """One contrast on the brain voxels: the scanner's tissue means (jittered per subject)
+  weighted by the fractions, with texture, a smooth multiplicative bias field and Rician
+  noise."""
+  bias_amplitude = rng.uniform(*scanner.bias)
   jitter = rng.uniform(0.95, 1.05, len(TISSUES))
-  means = {t: float(m * j) for t, m, j in zip(TISSUES, _MEANS[modality], jitter)}
+  means = {t: float(m * j) for t, m, j in zip(TISSUES, scanner.means[modality], jitter)}
   sign = _TEXTURE_SIGN[modality]
   lesion = sum(fractions.get(k, 0.0) for k in ("necrosis", "enhancing", "core"))
   edema = fractions.get("edema", 0.0) * (1 - lesion)
@@ -315,18 +378,53 @@ def _image(rng, modality, anatomy, fractions, bias_amplitude, noise_range, axes)
   log_bias = log_bias[anatomy.brain]
   values = values * np.exp(bias_amplitude * log_bias / np.abs(log_bias).max())
   values = values * rng.uniform(0.75, 1.3)  # scanner gain
-  sigma = rng.uniform(*noise_range) * means["wm"]
+  sigma = rng.uniform(*scanner.noise) * means["wm"]
   real = values + sigma * rng.standard_normal(values.shape, np.float32)
   imaginary = sigma * rng.standard_normal(values.shape, np.float32)
   return np.sqrt(real ** 2 + imaginary ** 2).astype(np.float32)
 
 
-def generate(dataset, seed, index, modalities, lesion):
+def _thick_slices(image, thickness: int, brain):
+  """``image`` (on the brain's box, axial axis last) as acquired in slices ``thickness``
+  voxels thick - each the mean of the 1 mm slices it covers - and interpolated back to 1
+  mm linearly along the axial axis; 0 outside ``brain``."""
+  if thickness == 1:
+    return image
+  depth = image.shape[2]
+  count = -(-depth // thickness)
+  padded = np.pad(image, ((0, 0), (0, 0), (0, count * thickness - depth)))
+  thick = padded.reshape(image.shape[:2] + (count, thickness)).mean(axis=3)
+  centres = np.arange(count) * thickness + (thickness - 1) / 2
+  position = np.clip(np.arange(depth), centres[0], centres[-1])
+  lower = np.clip(np.searchsorted(centres, position, side="right") - 1, 0, max(count - 2, 0))
+  upper = np.minimum(lower + 1, count - 1)
+  weight = np.clip((position - centres[lower]) / thickness, 0, 1).astype(np.float32)
+  resampled = thick[:, :, lower] * (1 - weight) + thick[:, :, upper] * weight
+  return np.where(brain, resampled, 0).astype(np.float32)
+
+
+def scanner_of(dataset: str, seed: int, index: int, version: int = 2, site: str = "a"):
+  """The scanner that images case ``index`` of ``dataset`` in the phantom ``(seed, version,
+  site)``: the site's, varied per BraTS-like case in version 3 (``varied``) from a stream of
+  its own, so that the anatomy and lesions stay those of version 2."""
+  if version not in VERSIONS:
+    raise ValueError(f"phantom version must be one of {VERSIONS}, got {version!r}")
+  if site not in SITES:
+    raise ValueError(f"phantom site must be one of {sorted(SITES)}, got {site!r}")
+  if dataset == "hcp":
+    return HCP_SCANNER
+  if version == 3:
+    return varied(SITES[site], np.random.default_rng([seed, _DATASET_IDS[dataset], index, 3]))
+  return SITES[site]
+
+
+def generate(dataset, seed, index, modalities, lesion, version=2, site="a"):
   """``(images, label, anatomy, affine)`` of case ``index`` of ``dataset`` ("brats" or "hcp")
-  in the phantom ``seed``, with only ``modalities``; ``label`` (on the anatomy's box) is None
-  without a ``lesion``."""
+  in the phantom ``seed`` (of ``version``, imaged at ``site``: ``scanner_of``), with only
+  ``modalities``; ``label`` (on the anatomy's box) is None without a ``lesion``."""
   if seed < 0 or index < 0:
     raise ValueError(f"seed and index must be non-negative, got seed={seed}, index={index}")
+  scanner = scanner_of(dataset, seed, index, version, site)
   shape, affine = (BRATS_SHAPE, BRATS_AFFINE) if dataset == "brats" else (HCP_SHAPE,
                                                                            HCP_AFFINE)
   anatomy_rng, lesion_rng, image_rng = np.random.default_rng(
@@ -334,17 +432,19 @@ def generate(dataset, seed, index, modalities, lesion):
   anatomy = _anatomy(anatomy_rng, shape, affine, lesion)
   label, fractions = _lesions(lesion_rng, anatomy) if lesion else (None, {})
   axes = _grid_axes(affine, [np.arange(s.start, s.stop) for s in anatomy.box])
-  bias, noise = ((0.2, 0.3), (0.02, 0.035)) if dataset == "brats" else ((0.05, 0.1),
-                                                                        (0.015, 0.025))
   images = {}
   for modality, rng in zip(modalities, image_rng.spawn(len(modalities))):
-    values = _image(rng, modality, anatomy, fractions, rng.uniform(*bias), noise, axes)
-    images[modality] = _grid(anatomy, values, shape)
+    values = _image(rng, modality, anatomy, fractions, scanner, axes)
+    box = _thick_slices(_grid(anatomy, values), scanner.thickness, anatomy.brain)
+    images[modality] = np.zeros(shape, np.float32)
+    images[modality][anatomy.box] = box
   return images, label, anatomy, affine.copy()
 
 
-def make_brats_case(seed: int, index: int, return_tissues: bool = False):
-  """BraTS-like case ``index`` of the phantom ``seed``: ``(images, label, affine)``.
+def make_brats_case(seed: int, index: int, return_tissues: bool = False, version: int = 2,
+                    site: str = "a"):
+  """BraTS-like case ``index`` of the phantom ``seed`` (its ``version``, scanned at ``site``):
+  ``(images, label, affine)``.
 
   ``images`` maps 'flair', 't1', 't1c', 't2' to float32 [240, 240, 155] arrays, positive in
   the brain and 0 outside (the files hold them rounded to int16); ``label`` is uint8 with
@@ -353,7 +453,7 @@ def make_brats_case(seed: int, index: int, return_tissues: bool = False):
   (float32, before the lesion), for checking contrasts.
   """
   images, label, anatomy, affine = generate("brats", seed, index, tuple(BRATS_FILES),
-                                             lesion=True)
+                                             lesion=True, version=version, site=site)
   label = _grid(anatomy, label[anatomy.brain], BRATS_SHAPE)
   if not return_tissues:
     return images, label, affine
@@ -362,12 +462,14 @@ def make_brats_case(seed: int, index: int, return_tissues: bool = False):
   return images, label, affine, tissues
 
 
-def make_hcp_subject(seed: int, index: int):
-  """HCP-like healthy subject ``index`` of the phantom ``seed``: ``(images, affine)``.
+def make_hcp_subject(seed: int, index: int, version: int = 2):
+  """HCP-like healthy subject ``index`` of the phantom ``seed``: ``(images, affine)``; the
+  same in every version (HCP is one protocol).
 
   ``images`` maps 't1', 't2' to float32 [260, 311, 260] arrays of 0.7 mm voxels, positive in
   the brain and 0 outside (the files hold them rounded to int16); ``affine`` is HCP's LAS one.
   Their bias fields are weaker than BraTS's: HCP's ``restore`` images are bias-corrected.
   """
-  images, _, _, affine = generate("hcp", seed, index, tuple(HCP_FILES), lesion=False)
+  images, _, _, affine = generate("hcp", seed, index, tuple(HCP_FILES), lesion=False,
+                                  version=version)
   return images, affine

@@ -74,15 +74,17 @@ def _check_source(path: Path, recorded, source) -> None:
   if recorded != source:
     def described(s):
       return ("folders of real data" if s is None else
-              f"the phantom version {s.get('version')}, seed {s.get('seed')}")
+              f"the phantom version {s.get('version')}, seed {s.get('seed')}"
+              + (f", site {s['site']}" if "site" in s else ""))
     raise DataError(f"split file {path} was written for {described(recorded)}, but this run's "
                     f"data are {described(source)}: its patients are other patients. Train "
                     "in a new --workdir (or give the data it was made for)")
 
 
-def phantom_source(version: int, seed: int) -> dict:
-  """The ``source`` record of the built-in phantom's patients."""
-  return {"version": int(version), "seed": int(seed)}
+def phantom_source(version: int, seed: int, site: str = "a") -> dict:
+  """The ``source`` record of the built-in phantom's patients (the site only when it is not
+  the default "a", so that files written before there were sites still match)."""
+  return {"version": int(version), "seed": int(seed), **({"site": site} if site != "a" else {})}
 
 
 def load_or_create_split(workdir, datasets: dict, seed: int, train_fraction: float = 0.7,

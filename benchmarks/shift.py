@@ -1,0 +1,226 @@
+"""Segmentation under a change of scanner: train on the phantom's site A, score site A and B.
+
+    python benchmarks/shift.py --workdir runs/shift --out benchmarks/cpu/shift   # train, score
+    python benchmarks/shift.py --report benchmarks/cpu/shift                     # the tables again
+
+Each recipe (``RECIPES``: with or without augmentation, on the phantom's version 2 or its
+varied version 3) trains, at the ``small`` size, the README's chain - pre-training, then URN
++ MD with the frozen pre-trained encoders (``urn_md_pretrained``) - and Baseline + MD, each
+on site A (the default phantom, seed 0) with launch.py, into ``<workdir>/<recipe>/``: a
+stopped benchmark resumes where it stopped (launch.py resumes a run; a finished one is
+skipped). Site B takes part in no choice: the runs see site A only, and their checkpoints
+are chosen on site A's validation patients.
+
+Scored (``--masks``, all 15 combinations by default):
+- ``validation``: site A's validation patients of each run's split, which a choice between
+  recipes may look at;
+- ``A`` and ``B``: ``--patients`` new patients (phantom seed ``--seed``, which no run trains
+  or validates on) imaged at site A and at site B (``urn_jax.data.phantom_cases.SITES``):
+  the same anatomy and lesions, scanned twice, so that A against B is paired by patient.
+Each prediction goes back onto the original grid (background outside the given modalities'
+brain) and is scored by Dice per region (WT, TC, ET). Printed per recipe, model and set:
+the mean over the 15 combinations and the score with all four modalities; then each
+recipe against ``plain`` (the same model without augmentation or variety), paired by
+patient and combination. ``--out`` writes scores.csv and run.json; ``--report`` prints
+the tables again from them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "configs"))
+
+from urn_jax.console import progress  # noqa: E402
+from urn_jax.data.augment import AugmentSettings  # noqa: E402
+from urn_jax.data.datasets import DataSettings, cached_cases, data_from_config  # noqa: E402
+from urn_jax.data.datasets import preprocess_settings  # noqa: E402
+from urn_jax.evaluation.evaluate import Patient, parse_masks  # noqa: E402
+from urn_jax.evaluation.tables import write_rows  # noqa: E402
+from urn_jax.inference.predict import (given_brain, load_model, predict_volume,  # noqa: E402
+                                       to_original_classes)
+from urn_jax.labels import REGIONS, region_mask  # noqa: E402
+from urn_jax.metrics import dice  # noqa: E402
+from urn_jax.modalities import mask_key  # noqa: E402
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+  """How the runs of a recipe differ from the ``small`` defaults."""
+  augment: AugmentSettings = AugmentSettings()
+  phantom_version: int = 2
+
+  def overrides(self) -> list[str]:
+    flags = [f"--config.data.phantom_version={self.phantom_version}"]
+    for field in dataclasses.fields(AugmentSettings):
+      value = getattr(self.augment, field.name)
+      flags.append(f"--config.augment.{field.name}=" +
+                   (f"({','.join(str(v) for v in value)})" if isinstance(value, tuple)
+                    else str(value)))
+    return flags
+
+
+RECIPES = {
+    "plain": Recipe(),
+    "augment": Recipe(augment=AugmentSettings.typical()),
+    "variety": Recipe(phantom_version=3),
+    "variety+augment": Recipe(augment=AugmentSettings.typical(), phantom_version=3),
+}
+MODELS = ("baseline_md", "urn_md_pretrained")
+SETS = ("validation", "A", "B")
+
+
+def _launch(config: str, workdir: Path, flags: list[str]) -> None:
+  command = [sys.executable, str(ROOT / "launch.py"), f"--config={config}",
+             f"--workdir={workdir}", *flags]
+  print("$ " + " ".join(command), flush=True)
+  subprocess.run(command, cwd=ROOT, check=True)
+
+
+def train(workdir: Path, recipes) -> None:
+  """Trains (or resumes, or skips when done) every run of ``recipes``."""
+  for name in recipes:
+    root, flags = workdir / name, RECIPES[name].overrides()
+    _launch(str(ROOT / "configs/pretrain.py") + ":small", root / "pretrain", flags)
+    _launch(str(ROOT / "configs/segment.py") + ":urn_md_pretrained,small",
+            root / "urn_md_pretrained", flags + [f"--config.pretrained_workdir={root / 'pretrain'}"])
+    _launch(str(ROOT / "configs/segment.py") + ":baseline_md,small", root / "baseline_md", flags)
+
+
+def _test_cases(model, site: str, patients: int, seed: int) -> list[Path]:
+  """The cached cases of ``patients`` new patients (phantom ``seed``, version 2) imaged at
+  ``site``, pre-processed as ``model`` needs."""
+  settings = DataSettings(cache_dir=model.config.data.cache_dir, use_hcp=False,
+                          preprocess=preprocess_settings(model.config), workers=2,
+                          phantom_brats=patients, phantom_hcp=0, phantom_seed=seed,
+                          phantom_version=2, phantom_site=site)
+  return sorted(cached_cases(settings)["brats"].values())
+
+
+def score(workdir: Path, recipes, masks: str, patients: int, seed: int) -> list[dict]:
+  """A row per recipe, model, set, patient and combination: Dice (%) per region."""
+  rows = []
+  for recipe in recipes:
+    for name in MODELS:
+      run = workdir / recipe / name
+      model = load_model(run)
+      sets = {"validation": data_from_config(model.config, run, use_hcp=False)["brats"][
+          "validation"], **{site: _test_cases(model, site.lower(), patients, seed)
+                            for site in ("A", "B")}}
+      for set_name, cases in sets.items():
+        for case_dir in progress(cases, desc=f"{recipe} {name} {set_name}", unit="patient"):
+          patient = Patient.read(Path(case_dir))
+          for mask in parse_masks(masks):
+            if np.any(mask & ~np.asarray(patient.meta.available, bool)):
+              continue
+            out = predict_volume(model, patient.image, mask, 64)
+            predicted = to_original_classes(out["probabilities"], patient.meta,
+                                            given_brain(patient.nonzero, mask))
+            rows.append({"recipe": recipe, "model": name, "set": set_name,
+                         "case_id": patient.meta.case_id, "mask": mask_key(mask),
+                         **{r: 100 * dice(region_mask(predicted, r),
+                                          region_mask(patient.classes, r)) for r in REGIONS}})
+  return rows
+
+
+def _mean(rows, region, **where) -> float:
+  return float(np.mean([r[region] for r in rows
+                        if all(r[k] == v for k, v in where.items())]))
+
+
+def report(rows) -> list[str]:
+  """The tables (module docstring) as Markdown lines."""
+  recipes = list(dict.fromkeys(r["recipe"] for r in rows))
+  sets = [s for s in SETS if any(r["set"] == s for r in rows)]
+  all_four = "1111"
+  lines = ["Dice (%), mean over the combinations / with all four modalities", "",
+           "| recipe | model | " + " | ".join(f"{s} {r}" for s in sets for r in REGIONS)
+           + " |", "|---|---|" + "---|" * (len(sets) * len(REGIONS))]
+  for recipe in recipes:
+    for model in MODELS:
+      cells = [f"{_mean(rows, r, recipe=recipe, model=model, set=s):.1f} / "
+               f"{_mean(rows, r, recipe=recipe, model=model, set=s, mask=all_four):.1f}"
+               for s in sets for r in REGIONS]
+      lines.append(f"| {recipe} | {model} | " + " | ".join(cells) + " |")
+  if "plain" in recipes and len(recipes) > 1:
+    lines += ["", "Against `plain`, the same model: mean paired difference in points over "
+              "the (patient, combination) pairs (pairs up / down)", "",
+              "| recipe | model | " + " | ".join(f"{s} {r}" for s in sets for r in REGIONS)
+              + " |", "|---|---|" + "---|" * (len(sets) * len(REGIONS))]
+    for recipe in recipes[1:] if recipes[0] == "plain" else [r for r in recipes
+                                                             if r != "plain"]:
+      for model in MODELS:
+        cells = []
+        for s in sets:
+          mine = {(r["case_id"], r["mask"]): r for r in rows
+                  if (r["recipe"], r["model"], r["set"]) == (recipe, model, s)}
+          plain = {(r["case_id"], r["mask"]): r for r in rows
+                   if (r["recipe"], r["model"], r["set"]) == ("plain", model, s)}
+          for region in REGIONS:
+            d = np.array([mine[k][region] - plain[k][region] for k in mine if k in plain])
+            cells.append(f"{d.mean():+.1f} ({np.sum(d > 0)} / {np.sum(d < 0)})")
+        lines.append(f"| {recipe} | {model} | " + " | ".join(cells) + " |")
+  return lines
+
+
+def write_results(folder, rows, run: dict) -> None:
+  """``<folder>/scores.csv`` (every row, Dice to 0.001 points) and ``<folder>/run.json``
+  (how they were made): small enough to commit, enough to recompute every table."""
+  folder = Path(folder)
+  folder.mkdir(parents=True, exist_ok=True)
+  write_rows(folder / "scores.csv", [{k: f"{v:.3f}" if isinstance(v, float) else v
+                                      for k, v in r.items()} for r in rows])
+  (folder / "run.json").write_text(json.dumps(run, indent=1) + "\n")
+
+
+def read_results(folder) -> list[dict]:
+  with open(Path(folder) / "scores.csv") as stream:
+    return [{k: float(v) if k in REGIONS else v for k, v in row.items()}
+            for row in csv.DictReader(stream)]
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--workdir", help="folder of the runs, one subfolder per recipe")
+  parser.add_argument("--recipes", default=",".join(RECIPES),
+                      help=f"comma-separated, of {', '.join(RECIPES)}")
+  parser.add_argument("--no-train", dest="train", action="store_false",
+                      help="score the runs as they are, training none")
+  parser.add_argument("--masks", default="all", help="combinations scored (default all 15)")
+  parser.add_argument("--patients", type=int, default=24,
+                      help="new patients scored at each site (default 24)")
+  parser.add_argument("--seed", type=int, default=100,
+                      help="the phantom seed of the new patients (default 100)")
+  parser.add_argument("--out", help="folder for scores.csv and run.json")
+  parser.add_argument("--report", help="a folder --out wrote: print its tables again")
+  args = parser.parse_args(argv)
+  if args.report:
+    print("\n".join(report(read_results(args.report))))
+    return
+  if not args.workdir:
+    parser.error("--workdir is required (or --report FOLDER)")
+  recipes = [r for r in args.recipes.split(",") if r]
+  unknown = [r for r in recipes if r not in RECIPES]
+  if unknown:
+    parser.error(f"unknown recipe(s) {unknown}; known: {', '.join(RECIPES)}")
+  if args.train:
+    train(Path(args.workdir), recipes)
+  rows = score(Path(args.workdir), recipes, args.masks, args.patients, args.seed)
+  print("\n".join(report(rows)))
+  if args.out:
+    write_results(args.out, rows, {"workdir": args.workdir, "recipes": recipes,
+                                   "masks": args.masks, "patients": args.patients,
+                                   "seed": args.seed})
+
+
+if __name__ == "__main__":
+  main()
