@@ -1,0 +1,67 @@
+"""benchmarks/shift.py: its tables are the means and paired differences of its rows, and
+they read back from the files it writes."""
+
+import dataclasses
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from urn_jax.data.augment import AugmentSettings
+
+_spec = importlib.util.spec_from_file_location(
+    "shift", Path(__file__).resolve().parents[1] / "benchmarks" / "shift.py")
+shift = importlib.util.module_from_spec(_spec)
+sys.modules["shift"] = shift  # its dataclass looks its module up while it is defined
+_spec.loader.exec_module(shift)
+
+
+def _rows():
+  """Dice = base + patient + (5 with all four) + (gain at site B for `augment`)."""
+  rows = []
+  for recipe, gain in (("plain", 0.0), ("augment", 3.0)):
+    for model, base in (("baseline_md", 80.0), ("urn_md_pretrained", 70.0)):
+      for site in shift.SETS:
+        for patient in range(2):
+          for mask in ("1111", "0001"):
+            value = base + patient + (5 if mask == "1111" else 0) + (gain if site == "B"
+                                                                       else 0)
+            rows.append({"recipe": recipe, "model": model, "set": site,
+                         "case_id": f"p{patient}", "mask": mask,
+                         "ET": value - 10, "TC": value - 5, "WT": value})
+  return rows
+
+
+def test_the_tables_are_means_and_paired_differences_of_the_rows(tmp_path):
+  lines = shift.report(_rows())
+  means = lines[:next(i for i, line in enumerate(lines) if line.startswith("Against"))]
+  table = {tuple(c.strip() for c in line.strip("|").split("|")[:2]): line
+           for line in means if line.startswith(("| plain", "| augment"))}
+  plain = table["plain", "baseline_md"].strip("|").split("|")
+  # validation ET: mean over 2 patients x 2 masks = 80 + 0.5 + 2.5 - 10; all four: +2.5 more
+  assert plain[2].strip() == "73.0 / 75.5"
+  b_wt = table["augment", "urn_md_pretrained"].strip("|").split("|")[-1].strip()
+  assert b_wt == "76.0 / 78.5"
+  differences = [line for line in lines if line.startswith("| augment")][-1]
+  cells = [c.strip() for c in differences.strip("|").split("|")]
+  assert cells[:2] == ["augment", "urn_md_pretrained"]
+  assert cells[2:8] == ["+0.0 (0 / 0)"] * 6  # site A and validation: unchanged
+  assert cells[8:] == ["+3.0 (4 / 0)"] * 3    # site B: every pair up by 3
+  shift.write_results(tmp_path, _rows(), {"patients": 2})
+  assert shift.report(shift.read_results(tmp_path)) == lines
+
+
+def test_a_recipe_sets_every_augmentation_field_and_the_phantom_version():
+  flags = shift.RECIPES["variety+augment"].overrides()
+  assert "--config.data.phantom_version=3" in flags
+  typical = AugmentSettings.typical()
+  for field in dataclasses.fields(AugmentSettings):
+    value = getattr(typical, field.name)
+    written = [f.split("=", 1)[1] for f in flags if f.startswith(f"--config.augment.{field.name}=")]
+    assert len(written) == 1, field.name
+    parsed = (tuple(float(v) for v in written[0].strip("()").split(","))
+              if isinstance(value, tuple) else type(value)(written[0]))
+    assert np.allclose(parsed, value), field.name
+  assert all(f.endswith("=0.0") for f in shift.RECIPES["plain"].overrides()
+             if f.split("=")[0].split(".")[-1] in {"p_flip", "p_gamma", "p_bias"})
