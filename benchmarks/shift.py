@@ -21,8 +21,9 @@ Each prediction goes back onto the original grid (background outside the given m
 brain) and is scored by Dice per region (WT, TC, ET). Printed per recipe, model and set:
 the mean over the 15 combinations and the score with all four modalities; then each
 recipe against ``plain`` (the same model without augmentation or variety), paired by
-patient and combination. ``--out`` writes scores.csv and run.json; ``--report`` prints
-the tables again from them.
+patient and combination. ``--out`` writes scores.csv and run.json, adding to what an
+earlier run wrote there (``write_results``: recipes can be scored as they finish);
+``--report`` prints the tables again from them.
 """
 
 from __future__ import annotations
@@ -156,8 +157,7 @@ def report(rows) -> list[str]:
               "the (patient, combination) pairs (pairs up / down)", "",
               "| recipe | model | " + " | ".join(f"{s} {r}" for s in sets for r in REGIONS)
               + " |", "|---|---|" + "---|" * (len(sets) * len(REGIONS))]
-    for recipe in recipes[1:] if recipes[0] == "plain" else [r for r in recipes
-                                                             if r != "plain"]:
+    for recipe in [r for r in recipes if r != "plain"]:
       for model in MODELS:
         cells = []
         for s in sets:
@@ -172,14 +172,25 @@ def report(rows) -> list[str]:
   return lines
 
 
-def write_results(folder, rows, run: dict) -> None:
-  """``<folder>/scores.csv`` (every row, Dice to 0.001 points) and ``<folder>/run.json``
-  (how they were made): small enough to commit, enough to recompute every table."""
+def write_results(folder, rows, run: dict) -> list[dict]:
+  """Adds ``rows`` to ``<folder>/scores.csv`` (Dice to 0.001 points), replacing the rows of
+  the recipes they score and keeping the others', and records ``run`` (how they were made)
+  under each of those recipes in ``<folder>/run.json``: recipes can be scored one at a time
+  as they finish. Small enough to commit, enough to recompute every table. Returns every
+  row the folder now holds."""
   folder = Path(folder)
   folder.mkdir(parents=True, exist_ok=True)
+  recipes = {r["recipe"] for r in rows}
+  kept = [r for r in read_results(folder) if r["recipe"] not in recipes] if (
+      folder / "scores.csv").exists() else []
+  runs = json.loads((folder / "run.json").read_text()) if (folder / "run.json").exists() else {}
+  runs.update({recipe: run for recipe in sorted(recipes)})
+  order = list(RECIPES)
+  every = sorted(kept + rows, key=lambda r: order.index(r["recipe"]))  # stable: rows keep order
   write_rows(folder / "scores.csv", [{k: f"{v:.3f}" if isinstance(v, float) else v
-                                      for k, v in r.items()} for r in rows])
-  (folder / "run.json").write_text(json.dumps(run, indent=1) + "\n")
+                                      for k, v in r.items()} for r in every])
+  (folder / "run.json").write_text(json.dumps(runs, indent=1) + "\n")
+  return every
 
 
 def read_results(folder) -> list[dict]:
@@ -215,11 +226,10 @@ def main(argv=None):
   if args.train:
     train(Path(args.workdir), recipes)
   rows = score(Path(args.workdir), recipes, args.masks, args.patients, args.seed)
-  print("\n".join(report(rows)))
   if args.out:
-    write_results(args.out, rows, {"workdir": args.workdir, "recipes": recipes,
-                                   "masks": args.masks, "patients": args.patients,
-                                   "seed": args.seed})
+    rows = write_results(args.out, rows, {"workdir": args.workdir, "masks": args.masks,
+                                          "patients": args.patients, "seed": args.seed})
+  print("\n".join(report(rows)))
 
 
 if __name__ == "__main__":

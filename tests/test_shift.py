@@ -48,7 +48,11 @@ def test_the_tables_are_means_and_paired_differences_of_the_rows(tmp_path):
   assert cells[:2] == ["augment", "urn_md_pretrained"]
   assert cells[2:8] == ["+0.0 (0 / 0)"] * 6  # site A and validation: unchanged
   assert cells[8:] == ["+3.0 (4 / 0)"] * 3    # site B: every pair up by 3
-  shift.write_results(tmp_path, _rows(), {"patients": 2})
+  plain = [r for r in _rows() if r["recipe"] == "plain"]
+  augment = [r for r in _rows() if r["recipe"] == "augment"]
+  shift.write_results(tmp_path, augment, {"patients": 2})  # recipes scored one at a time
+  shift.write_results(tmp_path, plain, {"patients": 1})
+  assert shift.write_results(tmp_path, plain, {"patients": 2}) == plain + augment  # replaced
   assert shift.report(shift.read_results(tmp_path)) == lines
 
 
