@@ -154,7 +154,8 @@ def report(rows) -> list[str]:
       lines.append(f"| {recipe} | {model} | " + " | ".join(cells) + " |")
   if "plain" in recipes and len(recipes) > 1:
     lines += ["", "Against `plain`, the same model: mean paired difference in points over "
-              "the (patient, combination) pairs (pairs up / down)", "",
+              "the (patient, combination) pairs (pairs up / down), then over the patients "
+              "with all four modalities", "",
               "| recipe | model | " + " | ".join(f"{s} {r}" for s in sets for r in REGIONS)
               + " |", "|---|---|" + "---|" * (len(sets) * len(REGIONS))]
     for recipe in [r for r in recipes if r != "plain"]:
@@ -167,7 +168,10 @@ def report(rows) -> list[str]:
                    if (r["recipe"], r["model"], r["set"]) == ("plain", model, s)}
           for region in REGIONS:
             d = np.array([mine[k][region] - plain[k][region] for k in mine if k in plain])
-            cells.append(f"{d.mean():+.1f} ({np.sum(d > 0)} / {np.sum(d < 0)})")
+            four = np.array([mine[k][region] - plain[k][region] for k in mine
+                             if k in plain and k[1] == all_four])
+            cells.append(f"{d.mean():+.1f} ({np.sum(d > 0)} / {np.sum(d < 0)}), "
+                         f"{four.mean():+.1f}")
         lines.append(f"| {recipe} | {model} | " + " | ".join(cells) + " |")
   return lines
 

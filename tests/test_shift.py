@@ -18,15 +18,16 @@ _spec.loader.exec_module(shift)
 
 
 def _rows():
-  """Dice = base + patient + (5 with all four) + (gain at site B for `augment`)."""
+  """Dice = base + patient + (5 with all four) + (at site B, for `augment`: 3, and 2 more
+  with all four)."""
   rows = []
   for recipe, gain in (("plain", 0.0), ("augment", 3.0)):
     for model, base in (("baseline_md", 80.0), ("urn_md_pretrained", 70.0)):
       for site in shift.SETS:
         for patient in range(2):
           for mask in ("1111", "0001"):
-            value = base + patient + (5 if mask == "1111" else 0) + (gain if site == "B"
-                                                                       else 0)
+            value = base + patient + (5 if mask == "1111" else 0) + (
+                gain + (2 * gain / 3 if mask == "1111" else 0) if site == "B" else 0)
             rows.append({"recipe": recipe, "model": model, "set": site,
                          "case_id": f"p{patient}", "mask": mask,
                          "ET": value - 10, "TC": value - 5, "WT": value})
@@ -42,12 +43,12 @@ def test_the_tables_are_means_and_paired_differences_of_the_rows(tmp_path):
   # validation ET: mean over 2 patients x 2 masks = 80 + 0.5 + 2.5 - 10; all four: +2.5 more
   assert plain[2].strip() == "73.0 / 75.5"
   b_wt = table["augment", "urn_md_pretrained"].strip("|").split("|")[-1].strip()
-  assert b_wt == "76.0 / 78.5"
+  assert b_wt == "77.0 / 80.5"
   differences = [line for line in lines if line.startswith("| augment")][-1]
   cells = [c.strip() for c in differences.strip("|").split("|")]
   assert cells[:2] == ["augment", "urn_md_pretrained"]
-  assert cells[2:8] == ["+0.0 (0 / 0)"] * 6  # site A and validation: unchanged
-  assert cells[8:] == ["+3.0 (4 / 0)"] * 3    # site B: every pair up by 3
+  assert cells[2:8] == ["+0.0 (0 / 0), +0.0"] * 6  # site A and validation: unchanged
+  assert cells[8:] == ["+4.0 (4 / 0), +5.0"] * 3    # site B: every pair up, by 3 or 5
   plain = [r for r in _rows() if r["recipe"] == "plain"]
   augment = [r for r in _rows() if r["recipe"] == "augment"]
   shift.write_results(tmp_path, augment, {"patients": 2})  # recipes scored one at a time
