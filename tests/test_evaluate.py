@@ -22,7 +22,7 @@ import urn_jax.inference.segment
 from urn_jax.evaluation.score_folder import main as urn_evaluate
 from urn_jax.inference.segment import main as urn_segment
 from urn_jax.modalities import MODALITIES, availability_masks, mask_symbols
-from urn_jax.inference.predict import infer
+from urn_jax.inference.predict import infer, load_model
 
 pytestmark = pytest.mark.slow  # every test here trains a model or starts a process
 
@@ -82,9 +82,17 @@ def test_table1_has_the_papers_layout_and_names_the_test_patients(report, runs):
               + ", ".join(test))
   # The fixture's few steps may leave its runs unflat: then shown all the same, each
   # segmentation run named (and no pre-training: not in this table).
-  unflat = [f"{n} (seed 0)" for n in dict.fromkeys(h.split(":")[0] for h in header[4:])]
-  assert note in (patients, patients + ". Not flat (training.md), in the table all the same "
-                  "(no run is left out for its curve): " + ", ".join(unflat) + ".")
+  scenarios = list(dict.fromkeys(h.split(":")[0] for h in header[4:]))
+  unflat = [f"{n} (seed 0)" for n in scenarios]
+  # Each scenario's parameter count, as its network has it (frozen encoders included).
+  parameters = " Parameters: " + "; ".join(
+      f"{n} {load_model(runs[v]).parameters:,}"
+      for n, v in zip(scenarios, ("baseline_md", "urn_md", "urn_md_pretrained"))) + "."
+  assert note in (patients + "." + parameters,
+                  patients + ". Not flat (training.md), in the table all the same (no run is "
+                  "left out for its curve): " + ", ".join(unflat) + "." + parameters)
+  assert (load_model(runs["urn_md"]).parameters == load_model(runs["urn_md_pretrained"]).parameters
+          > load_model(runs["baseline_md"]).parameters)
   assert header[:4] == ["F", "T1", "T1c", "T2"]
   assert header[4:7] == ["Baseline + MD: ET", "Baseline + MD: WT", "Baseline + MD: TC"]
   assert len(header) == 4 + 3 * 3

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from urn_jax.evaluation.claims import claims_for, evaluate_claims
 from urn_jax.evaluation.runs import Counted
-from urn_jax.evaluation.tables import empty_regions_note, symbols
+from urn_jax.evaluation.tables import empty_regions_note, parameters_note, symbols
 from urn_jax.labels import REGIONS
 
 
@@ -77,7 +77,7 @@ def claims_report(counted: Counted, out_dir, cases=(), tumours=None) -> list:
   if counted.resting:
     note += (" Their own curves are flat, but their encoders come from a pre-training whose "
              "curve is not: " + ", ".join(counted.resting) + "; their verdicts rest on it.")
-  note += empty_regions_note(cases, tumours)
+  note += empty_regions_note(cases, tumours) + parameters_note(counted.tested, "segment")
   if any(empty.values()):
     note += (" Each test of such a region is repeated without those patients (\"only\" "
              "under combinations); the verdict of the claim is the one on every patient.")

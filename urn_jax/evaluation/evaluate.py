@@ -270,6 +270,7 @@ def _models(entries, names, settings) -> tuple[list[_Model], list[str], str]:
                     Ensemble.of([load_model(m) for m in members], members))
     model.run["name"] = model.run["name"] or model.loaded.name
     model.run["step"] = model.loaded.step
+    model.run["parameters"] = model.loaded.parameters
   return models, reference_ids, figure_case
 
 

@@ -87,6 +87,21 @@ def _joined(note: str, sentence: str) -> str:
   return (note if not note or note.endswith(".") else note + ".") + sentence
 
 
+def parameters_note(runs, job: str) -> str:
+  """A sentence giving each scenario's parameter count (its runs' ``parameters``; frozen
+  encoders included), so that a comparison can be read against the networks' sizes; ""
+  when no run of ``job`` records one."""
+  counts = {}
+  for run in runs:
+    if run["job"] == job and run.get("parameters"):
+      counts.setdefault(run["name"], set()).add(int(run["parameters"]))
+  if not counts:
+    return ""
+  return " Parameters: " + "; ".join(
+      f"{name} {' or '.join(f'{c:,}' for c in sorted(values))}"
+      for name, values in counts.items()) + "."
+
+
 def empty_regions_note(cases, tumours) -> str:
   """A sentence naming the patients of ``cases`` with an empty region, if any: their Dice
   for it is 100 or 0 (BraTS), which moves a mean over the patients in steps of 100/n."""
@@ -127,7 +142,8 @@ def segmentation_table(runs, out_dir, metric="dice", scale=100.0, title=None, ca
                     "test patients, mean ± half the range over runs")
   stem = "table1" if metric == "dice" else f"table1_{metric}"
   return _write_table(Path(out_dir) / stem, title, header, rows, csv_header, csv_rows,
-                      _joined(_cases_note(cases, tumours), runs_note))
+                      _joined(_joined(_cases_note(cases, tumours), runs_note),
+                              parameters_note(runs, "segment")))
 
 
 def psnr_table(runs, out_dir, cases=(), runs_note=""):
@@ -153,7 +169,8 @@ def psnr_table(runs, out_dir, cases=(), runs_note=""):
   return _write_table(Path(out_dir) / "table2", "Table 2: PSNR (dB) of synthesized BraTS "
                       "modalities (\"-\": an input), test patients, mean ± half the range "
                       "over runs", header, rows, csv_header, csv_rows,
-                      _joined(_cases_note(cases), runs_note))
+                      _joined(_joined(_cases_note(cases), runs_note),
+                              parameters_note(runs, "pretrain")))
 
 
 def _spearman(a, b) -> str:
@@ -200,7 +217,8 @@ def paper_comparison(runs, out_dir) -> list:
       " and these runs have (the paper's Table 1 lacks the baseline's T1-only row); "
       "Spearman's rho ranks the combinations by each and asks whether the same ones are "
       "hard here as in the paper. The paper scored BraTS 2018 at 1 mm with its full-size "
-      "networks: levels compare only where the data and sizes do.\n\n"
+      "networks: levels compare only where the data and sizes do."
+      + parameters_note(runs, "segment") + parameters_note(runs, "pretrain") + "\n\n"
       "| table | model | region or modality | combinations | paper | here | Spearman rho |\n"
       "|---|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n")
   return [path]

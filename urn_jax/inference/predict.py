@@ -72,6 +72,12 @@ class LoadedModel:
     return preprocess_settings(self.config)
 
   @property
+  def parameters(self) -> int:
+    """The network's parameter count, frozen encoders included (batch statistics not)."""
+    return int(sum(np.size(leaf) for leaf in jax.tree_util.tree_leaves(
+        self.variables["params"])))
+
+  @property
   def name(self) -> str:
     """The scenario's name as in the paper's tables (``urn_jax.scenarios``)."""
     used_hcp = None
@@ -108,6 +114,7 @@ class Ensemble(list):
   workdir = property(lambda self: "+".join(str(m.workdir) for m in self))
   step = property(lambda self: "+".join(str(m.step) for m in self))
   checkpoint = property(lambda self: "+".join(str(m.checkpoint) for m in self))
+  parameters = property(lambda self: sum(m.parameters for m in self))
 
 
 def load_model(workdir) -> LoadedModel:
