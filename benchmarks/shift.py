@@ -15,7 +15,7 @@ Scored (``--masks``, all 15 combinations by default):
 - ``validation``: site A's validation patients of each run's split, which a choice between
   recipes may look at;
 - ``A`` and ``B``: ``--patients`` new patients (phantom seed ``--seed``, which no run trains
-  or validates on) imaged at site A and at site B (``urn_jax.data.phantom_cases.SITES``):
+  or validates on) imaged at site A and at site B (``urn_jax.data.scanners.SITES``):
   the same anatomy and lesions, scanned twice, so that A against B is paired by patient.
 Each prediction goes back onto the original grid (background outside the given modalities'
 brain) and is scored by Dice per region (WT, TC, ET). Printed per recipe, model and set:

@@ -9,8 +9,8 @@ import pytest
 from scipy import ndimage
 
 from urn_jax.data import phantom, render
-from urn_jax.data.phantom_cases import (BRATS_SHAPE, HCP_SCANNER, HCP_SHAPE, SITES, VARIETY,
-                                        _thick_slices, generate, scanner_of)
+from urn_jax.data.phantom_cases import BRATS_SHAPE, HCP_SHAPE, generate
+from urn_jax.data.scanners import HCP_SCANNER, SITES, VARIETY, scanner_of, thick_slices
 from urn_jax.data.cases import discover_brats, discover_hcp
 
 SEED, INDEX = 0, 2  # a case with necrosis, enhancing tumour and edema
@@ -217,12 +217,12 @@ def test_thick_slices_average_along_the_axial_axis_only():
   brain = np.ones((6, 5, 12), bool)
   brain[0] = False
   layered = np.broadcast_to(rng.uniform(1, 2, (6, 5, 1)), brain.shape).astype(np.float32)
-  kept = _thick_slices(layered, 3, brain)  # constant along the axis: unchanged in the brain
+  kept = thick_slices(layered, 3, brain)  # constant along the axis: unchanged in the brain
   np.testing.assert_allclose(kept[brain], layered[brain], rtol=1e-6)
   assert not kept[~brain].any()
   noise = rng.standard_normal(brain.shape).astype(np.float32)
-  thick = _thick_slices(noise, 3, brain)
+  thick = thick_slices(noise, 3, brain)
   assert np.abs(np.diff(thick, axis=2)).mean() < 0.5 * np.abs(np.diff(noise, axis=2)).mean()
   # Slices acquired at the centres of 3-voxel slabs: each centre is its slab's mean.
   np.testing.assert_allclose(thick[1:, :, 4], noise[1:, :, 3:6].mean(axis=2), rtol=1e-5)
-  assert _thick_slices(noise, 1, brain) is noise
+  assert thick_slices(noise, 1, brain) is noise

@@ -8,7 +8,7 @@ docs/phantom.md lists the distribution.
 A case depends only on ``(seed, index)``, the phantom's version and its site (and on the
 data set): the output is the same for any number of worker processes and from one run to
 the next. Version 3 scans each BraTS-like case with its own contrasts, noise, bias field and
-slice thickness; site "b" is another scanner (``urn_jax.data.phantom_cases.SITES``).
+slice thickness; site "b" is another scanner (``urn_jax.data.scanners.SITES``).
 
     python -m urn_jax.data.phantom --out DIR --brats 12 --hcp 6 --seed 0 --workers 4
     python -m urn_jax.data.phantom --out DIR --brats 12 --hcp 0 --site b   # another scanner
@@ -25,8 +25,8 @@ import numpy as np
 
 from urn_jax.console import progress as progress_bar
 from urn_jax.data.cases import HCP_FILES
-from urn_jax.data.phantom_cases import (BRATS_FILES, SITES, VERSIONS, generate, make_brats_case,
-                                        make_hcp_subject, scanner_of)
+from urn_jax.data.phantom_cases import BRATS_FILES, generate, make_brats_case, make_hcp_subject
+from urn_jax.data.scanners import SITES, VERSIONS, scanner_of
 from urn_jax.data.workers import in_processes
 from urn_jax.files import replaced_atomically
 

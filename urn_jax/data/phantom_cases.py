@@ -18,11 +18,11 @@ physics, with a little texture, a smooth multiplicative bias field and Rician no
 N4 and z-scoring matter. Everything outside the brain is exactly 0, as in skull-stripped
 BraTS and HCP images.
 
-Scanners: version 2 images every BraTS-like case with site A's (``SITES["a"]``); site B
-(``SITES["b"]``) is another, with weaker lesion contrasts, more noise, a stronger bias field
-and 3 mm slices, for measuring how models trained at site A fare on another scanner;
-version 3 gives each BraTS-like case a scanner of its own (``VARIETY``), for training on
-more than one. The anatomy and lesions are the same in every version and at every site.
+Scanners (``urn_jax.data.scanners``): version 2 images every BraTS-like case with site A's;
+site B is another, with weaker lesion contrasts, more noise, a stronger bias field and 3 mm
+slices, for measuring how models trained at site A fare on another scanner; version 3 gives
+each BraTS-like case a scanner of its own, for training on more than one. The anatomy and
+lesions are the same in every version and at every site.
 
 Geometry, in world (scanner, RAS+ mm) coordinates that equal MNI coordinates, so that both
 data sets place the brain at the same physical position:
@@ -38,7 +38,6 @@ the same from one run, or process, to the next.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import types
 
@@ -46,14 +45,8 @@ import numpy as np
 from scipy import ndimage
 
 from urn_jax.data.cases import HCP_FILES
-
-# Versions of what a (seed, index) generates; each is part of the cache folder's name
-# (urn_jax.data.datasets) and of the split file's record, so that no cache or split mixes
-# cases of two versions. 2: cores a third to a half of the whole tumour, edema hyperintense
-# on T2 in every case (2026-11-26). 3: version 2's patients (the same anatomy and lesions),
-# each BraTS-like case scanned with its own contrasts, noise, bias field and slice thickness
-# (``VARIETY``), as BraTS pools many scanners (2026-11-30).
-VERSIONS = (2, 3)
+from urn_jax.data.scanners import (DATASET_IDS, TISSUES, Scanner, scanner_of,
+                                    thick_slices)
 
 BRATS_SHAPE = (240, 240, 155)
 BRATS_AFFINE = np.array([[-1.0, 0, 0, 120], [0, -1.0, 0, 103], [0, 0, 1.0, -72],
@@ -62,73 +55,11 @@ HCP_SHAPE = (260, 311, 260)
 HCP_AFFINE = np.array([[-0.7, 0, 0, 90], [0, 0.7, 0, -126], [0, 0, 0.7, -72], [0, 0, 0, 1]])
 BRATS_FILES = {"flair": "flair", "t1": "t1", "t1c": "t1ce", "t2": "t2"}  # modality -> suffix
 
-# Mean intensity of each tissue per modality (arbitrary units, about those of BraTS files).
-# T1: WM > GM > CSF, tumour and edema mildly hypointense. T1c: as T1 with a very bright
-# enhancing rim and dark necrosis. T2: CSF brightest, GM > WM, edema and necrosis bright.
-# FLAIR: CSF suppressed, GM > WM, edema brightest, tumour bright.
-TISSUES = ("csf", "gm", "wm", "edema", "necrosis", "enhancing", "core")
-_MEANS = {
-    "flair": (120, 640, 480, 1000, 700, 900, 950),
-    "t1": (250, 560, 820, 680, 380, 640, 500),
-    "t1c": (270, 590, 860, 720, 300, 1400, 520),
-    "t2": (1500, 800, 560, 1400, 1350, 950, 1100),
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class Scanner:
-  """How a site's scanner renders a case: the mean intensity of each tissue per modality
-  (``TISSUES``' order; jittered by +-5 % per subject), the range the peak of the log bias
-  field is drawn from and that of the Rician noise's sigma (a fraction of white matter's
-  mean), both per modality, and the slice thickness in mm along the axial axis (each
-  acquired slice the mean of the 1 mm slices it covers, interpolated back to 1 mm)."""
-
-  means: dict
-  bias: tuple
-  noise: tuple
-  thickness: int = 1
-
-
-# Site A is the phantom's scanner. Site B is another one, a shift stated here before any
-# model was scored on it: edema, enhancement and grey-white contrasts weaker by 10-25 %
-# (FLAIR edema 820 instead of 1000 against grey matter's 700 instead of 640; T1c
-# enhancement 1150 instead of 1400; T1 white matter 760 instead of 820), CSF less
-# suppressed on FLAIR, noise about twice as strong, a stronger bias field, and 3 mm slices.
-SITES = {
-    "a": Scanner(_MEANS, bias=(0.2, 0.3), noise=(0.02, 0.035)),
-    "b": Scanner({
-        "flair": (200, 700, 500, 820, 650, 800, 800),
-        "t1": (300, 600, 760, 640, 420, 660, 540),
-        "t1c": (320, 620, 800, 680, 380, 1150, 560),
-        "t2": (1700, 850, 600, 1200, 1250, 1000, 1050),
-    }, bias=(0.35, 0.45), noise=(0.045, 0.06), thickness=3),
-}
-# HCP's restore images are bias-corrected, and its protocol has less noise.
-HCP_SCANNER = Scanner(_MEANS, bias=(0.05, 0.1), noise=(0.015, 0.025))
-# Version 3's scanner of each BraTS-like case: every tissue mean of every modality times a
-# factor drawn log-uniformly in [1 / 1.2, 1.2]; the bias field's peak, the noise and the
-# slice thickness (mm) each drawn uniformly in these ranges, once per case. Written with
-# site B known: site B lies at the edge of these ranges or beyond (its FLAIR CSF and its
-# edema and enhancement contrasts beyond, its noise and bias at the edge).
-VARIETY = {"mean_factor": 1.2, "bias": (0.1, 0.45), "noise": (0.01, 0.06), "thickness": (1, 4)}
-
-
-def varied(scanner: Scanner, rng) -> Scanner:
-  """``scanner`` with ``VARIETY``'s draws from ``rng``: one case's scanner (version 3)."""
-  spread = np.log(VARIETY["mean_factor"])
-  means = {m: tuple(float(v) for v in np.asarray(values) * np.exp(
-      rng.uniform(-spread, spread, len(values)))) for m, values in scanner.means.items()}
-  bias, noise = (float(rng.uniform(*VARIETY[k])) for k in ("bias", "noise"))
-  low, high = VARIETY["thickness"]
-  return Scanner(means, (bias, bias), (noise, noise), int(rng.integers(low, high + 1)))
-
-
 # Texture amplitude per tissue (relative); its sign flips between T1- and T2-weighted images,
 # as myelin brightens one and darkens the other.
 _TEXTURE = {"gm": 0.04, "wm": 0.03, "edema": 0.08, "necrosis": 0.08, "enhancing": 0.08,
             "core": 0.08}
 _TEXTURE_SIGN = {"flair": -1.0, "t1": 1.0, "t1c": 1.0, "t2": -1.0}
-_DATASET_IDS = {"brats": 0, "hcp": 1}
 # Lesion kinds: (label of the core, core radius range in mm); a necrotic core is enhancing
 # around necrosis (label 1).
 _LESIONS = {"necrotic": (4, (12.0, 26.0)), "solid": (4, (9.0, 18.0)),
@@ -384,40 +315,6 @@ def _image(rng, modality, anatomy, fractions, scanner: Scanner, axes):
   return np.sqrt(real ** 2 + imaginary ** 2).astype(np.float32)
 
 
-def _thick_slices(image, thickness: int, brain):
-  """``image`` (on the brain's box, axial axis last) as acquired in slices ``thickness``
-  voxels thick - each the mean of the 1 mm slices it covers - and interpolated back to 1
-  mm linearly along the axial axis; 0 outside ``brain``."""
-  if thickness == 1:
-    return image
-  depth = image.shape[2]
-  count = -(-depth // thickness)
-  padded = np.pad(image, ((0, 0), (0, 0), (0, count * thickness - depth)))
-  thick = padded.reshape(image.shape[:2] + (count, thickness)).mean(axis=3)
-  centres = np.arange(count) * thickness + (thickness - 1) / 2
-  position = np.clip(np.arange(depth), centres[0], centres[-1])
-  lower = np.clip(np.searchsorted(centres, position, side="right") - 1, 0, max(count - 2, 0))
-  upper = np.minimum(lower + 1, count - 1)
-  weight = np.clip((position - centres[lower]) / thickness, 0, 1).astype(np.float32)
-  resampled = thick[:, :, lower] * (1 - weight) + thick[:, :, upper] * weight
-  return np.where(brain, resampled, 0).astype(np.float32)
-
-
-def scanner_of(dataset: str, seed: int, index: int, version: int = 2, site: str = "a"):
-  """The scanner that images case ``index`` of ``dataset`` in the phantom ``(seed, version,
-  site)``: the site's, varied per BraTS-like case in version 3 (``varied``) from a stream of
-  its own, so that the anatomy and lesions stay those of version 2."""
-  if version not in VERSIONS:
-    raise ValueError(f"phantom version must be one of {VERSIONS}, got {version!r}")
-  if site not in SITES:
-    raise ValueError(f"phantom site must be one of {sorted(SITES)}, got {site!r}")
-  if dataset == "hcp":
-    return HCP_SCANNER
-  if version == 3:
-    return varied(SITES[site], np.random.default_rng([seed, _DATASET_IDS[dataset], index, 3]))
-  return SITES[site]
-
-
 def generate(dataset, seed, index, modalities, lesion, version=2, site="a"):
   """``(images, label, anatomy, affine)`` of case ``index`` of ``dataset`` ("brats" or "hcp")
   in the phantom ``seed`` (of ``version``, imaged at ``site``: ``scanner_of``), with only
@@ -428,14 +325,14 @@ def generate(dataset, seed, index, modalities, lesion, version=2, site="a"):
   shape, affine = (BRATS_SHAPE, BRATS_AFFINE) if dataset == "brats" else (HCP_SHAPE,
                                                                            HCP_AFFINE)
   anatomy_rng, lesion_rng, image_rng = np.random.default_rng(
-      [seed, _DATASET_IDS[dataset], index]).spawn(3)
+      [seed, DATASET_IDS[dataset], index]).spawn(3)
   anatomy = _anatomy(anatomy_rng, shape, affine, lesion)
   label, fractions = _lesions(lesion_rng, anatomy) if lesion else (None, {})
   axes = _grid_axes(affine, [np.arange(s.start, s.stop) for s in anatomy.box])
   images = {}
   for modality, rng in zip(modalities, image_rng.spawn(len(modalities))):
     values = _image(rng, modality, anatomy, fractions, scanner, axes)
-    box = _thick_slices(_grid(anatomy, values), scanner.thickness, anatomy.brain)
+    box = thick_slices(_grid(anatomy, values), scanner.thickness, anatomy.brain)
     images[modality] = np.zeros(shape, np.float32)
     images[modality][anatomy.box] = box
   return images, label, anatomy, affine.copy()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import numbers
 
-from urn_jax.data import augment, phantom_cases
+from urn_jax.data import augment, scanners
 from urn_jax.errors import ConfigError
 from urn_jax.job_config import pretrained_encoders, read_config
 from urn_jax.lesion_metrics import DEFINITIONS as LESION_DEFINITIONS
@@ -64,10 +64,10 @@ def _data_problems(problems: _Problems):
        "a whole number >= 0")
   for field in ("phantom_brats", "phantom_hcp"):
     need(_is_whole(d[field]) and d[field] >= 0, f"data.{field}", "a whole number >= 0")
-  need(d.get("phantom_version", 2) in phantom_cases.VERSIONS, "data.phantom_version",
-       f"one of {phantom_cases.VERSIONS}")
-  need(d.get("phantom_site", "a") in phantom_cases.SITES, "data.phantom_site",
-       f"one of {tuple(phantom_cases.SITES)}")
+  need(d.get("phantom_version", 2) in scanners.VERSIONS, "data.phantom_version",
+       f"one of {scanners.VERSIONS}")
+  need(d.get("phantom_site", "a") in scanners.SITES, "data.phantom_site",
+       f"one of {tuple(scanners.SITES)}")
 
 
 def _model_problems(problems: _Problems):
