@@ -23,7 +23,8 @@ the mean over the 15 combinations and the score with all four modalities; then e
 recipe against ``plain`` (the same model without augmentation or variety), paired by
 patient and combination. ``--out`` writes scores.csv and run.json, adding to what an
 earlier run wrote there (``write_results``: recipes can be scored as they finish);
-``--report`` prints the tables again from them.
+``--report`` prints the tables again from them, and curves.json keeps each run's curve
+summary and training speed (``--curves-only`` writes just that).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from urn_jax.console import progress  # noqa: E402
 from urn_jax.data.augment import AugmentSettings  # noqa: E402
 from urn_jax.data.datasets import DataSettings, cached_cases, data_from_config  # noqa: E402
 from urn_jax.data.datasets import preprocess_settings  # noqa: E402
+from urn_jax.evaluation.curves import curve_summary, read_metrics  # noqa: E402
 from urn_jax.evaluation.evaluate import Patient, parse_masks  # noqa: E402
 from urn_jax.evaluation.tables import write_rows  # noqa: E402
 from urn_jax.inference.predict import (given_brain, load_model, predict_volume,  # noqa: E402
@@ -197,6 +199,24 @@ def write_results(folder, rows, run: dict) -> list[dict]:
   return every
 
 
+def write_curves(folder, workdir: Path, recipes) -> None:
+  """``<folder>/curves.json``: each run's ``curve_summary`` (best and final validation loss,
+  the best's step, the gain of the last fifth, the median logged slices per second), added
+  to what the folder holds for other recipes: the runs' convergence and speed, kept beside
+  their scores."""
+  path = Path(folder) / "curves.json"
+  curves = json.loads(path.read_text()) if path.exists() else {}
+  for recipe in recipes:
+    for name in ("pretrain",) + MODELS:
+      metrics = workdir / recipe / name / "metrics.jsonl"
+      summary = curve_summary(metrics)
+      rates = [row["slices_per_second"] for row in read_metrics(metrics)
+               if "slices_per_second" in row]
+      curves[f"{recipe}/{name}"] = {**summary, "slices_per_second": float(np.median(rates))}
+  Path(folder).mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps(curves, indent=1, sort_keys=True) + "\n")
+
+
 def read_results(folder) -> list[dict]:
   with open(Path(folder) / "scores.csv") as stream:
     return [{k: float(v) if k in REGIONS else v for k, v in row.items()}
@@ -217,6 +237,8 @@ def main(argv=None):
                       help="the phantom seed of the new patients (default 100)")
   parser.add_argument("--out", help="folder for scores.csv and run.json")
   parser.add_argument("--report", help="a folder --out wrote: print its tables again")
+  parser.add_argument("--curves-only", action="store_true",
+                      help="only write the runs' curve summaries into --out (curves.json)")
   args = parser.parse_args(argv)
   if args.report:
     print("\n".join(report(read_results(args.report))))
@@ -227,8 +249,12 @@ def main(argv=None):
   unknown = [r for r in recipes if r not in RECIPES]
   if unknown:
     parser.error(f"unknown recipe(s) {unknown}; known: {', '.join(RECIPES)}")
-  if args.train:
+  if args.train and not args.curves_only:
     train(Path(args.workdir), recipes)
+  if args.out:
+    write_curves(args.out, Path(args.workdir), recipes)
+  if args.curves_only:
+    return
   rows = score(Path(args.workdir), recipes, args.masks, args.patients, args.seed)
   if args.out:
     rows = write_results(args.out, rows, {"workdir": args.workdir, "masks": args.masks,
