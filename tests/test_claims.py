@@ -462,3 +462,33 @@ def test_a_run_that_has_not_flattened_stays_in_the_tables_named(tmp_path):
   assert {(r["model"], r["seed"]) for r in kept} == {(n, str(s)) for n in
                                                       ("Baseline + MD", "URN + MD")
                                                       for s in (0, 1)} | {("Baseline", "0")}
+
+
+def test_a_verdict_on_a_scenario_not_shown_converged_says_so(tmp_path):
+  """The study records, per run, whether a run twice as long showed it converged: a verdict
+  that rests on a scenario not shown converged is labelled, in claims.md and claims.json;
+  evaluations that record nothing label nothing."""
+  import json
+  from urn_jax.evaluation.claims_report import claims_report
+  from urn_jax.evaluation.runs import count_runs
+  rows = _rows({"Baseline + MD": lambda k, p: 0.0, "URN + MD": lambda k, p: 8.0}, seeds=2)
+  runs = _segment_runs(tmp_path, rows, ("Baseline + MD", "URN + MD"), seeds=(0, 1))
+  for folder in ("unchecked", "checked"):
+    (tmp_path / folder).mkdir()
+  claims_report(count_runs(runs), tmp_path / "unchecked")
+  assert "not shown converged" not in (tmp_path / "unchecked" / "claims.md").read_text().lower()
+  for run in runs:
+    run["converged"] = run["name"] == "Baseline + MD" or (None if run["seed"] else False)
+  claims_report(count_runs(runs), tmp_path / "checked")
+  text = (tmp_path / "checked" / "claims.md").read_text()
+  assert "Not shown converged (convergence.md" in text and ": URN + MD; a verdict" in text
+  verdicts = [line for line in text.splitlines() if line.startswith("| 3.")]
+  assert verdicts and all(line.endswith("(not shown converged: URN + MD) |")
+                          for line in verdicts)
+  flair = [line for line in text.splitlines() if line.startswith("| 1.")]
+  assert [line.endswith("(not shown converged: URN + MD) |") for line in flair] == [
+      "| URN + MD: S + FLAIR" in line for line in flair] and len(flair) == 2
+  results = json.loads((tmp_path / "checked" / "claims.json").read_text())
+  for r in results:
+    assert r.get("not_shown_converged") == (["URN + MD"] if "URN + MD" in r["comparison"]
+                                            else None), r["comparison"]

@@ -30,14 +30,18 @@ def claims_report(counted: Counted, out_dir, cases=(), tumours=None) -> list:
   empty = {region: {c for c in cases if tumours and c in tumours and tumours[c][region] == 0}
            for region in REGIONS}
   results, untestable = [], []
+  unshown = _not_shown_converged(counted.tested)
   for comparison in comparisons:
+    sides = [n for n in dict.fromkeys((comparison.better, comparison.worse,
+                                       *comparison.rivals)) if n in unshown]
+    label = {"not_shown_converged": sides} if sides else {}
     try:
-      results += evaluate_claims(rows, [comparison])
+      results += [{**r, **label} for r in evaluate_claims(rows, [comparison])]
       if empty.get(comparison.region):
         # The same test without the patients whose region is empty: their Dice is 100 or
         # 0, and one of them can make or undo a difference on its own.
         kept = [row for row in rows if row["case_id"] not in empty[comparison.region]]
-        results += [{**r, "subset": f"patients with {comparison.region}"}
+        results += [{**r, **label, "subset": f"patients with {comparison.region}"}
                     for r in evaluate_claims(kept, [comparison])
                     if r["combinations"] == "mean"]
     except ValueError as e:  # no paired rows for this comparison
@@ -52,7 +56,8 @@ def claims_report(counted: Counted, out_dir, cases=(), tumours=None) -> list:
     if r["combinations"] == "highest":
       lines.append(f"| {r['claim']} | {r['region']} | {r['comparison']} | **highest on "
                    f"{r['highest_on']} of {r['of']}**, holds on {r['holds_on']} | | | "
-                   f"{r['mean']:+.1f} (mean of the {r['of']}) | | | | **{r['verdict']}** |")
+                   f"{r['mean']:+.1f} (mean of the {r['of']}) | | | | "
+                   f"**{r['verdict']}**{_unshown_label(r)} |")
       continue
     lines.append(_row(r))
   note = ("Paired by patient and seed: the difference of the two Dice scores per patient and "
@@ -71,6 +76,11 @@ def claims_report(counted: Counted, out_dir, cases=(), tumours=None) -> list:
           "other scenarios there: it holds when that holds on at least 14 of the 15, does "
           "not hold when URN + MD's mean is not the highest on at least 2, and otherwise "
           "cannot tell.")
+  if unshown:
+    note += (" Not shown converged (convergence.md: no run twice as long, or one more than "
+             "1 point of validation Dice better; for frozen or fine-tuned encoders, the "
+             "pre-training's too): " + ", ".join(sorted(unshown)) + "; a verdict on them "
+             "says so, and is not a verdict on the paper's claim.")
   if unflat:
     note += (" Not flat (training.md), tested all the same (no run is left out for its "
              "curve): " + ", ".join(unflat) + ".")
@@ -92,6 +102,17 @@ def claims_report(counted: Counted, out_dir, cases=(), tumours=None) -> list:
   return [path, json_path]
 
 
+def _not_shown_converged(runs) -> set:
+  """The scenarios with a run that a longer run did not show converged (its ``converged``
+  not True), when the runs say (the study's evaluation records it); empty otherwise."""
+  return {r["name"] for r in runs if "converged" in r and r["converged"] is not True}
+
+
+def _unshown_label(r: dict) -> str:
+  sides = r.get("not_shown_converged")
+  return f" (not shown converged: {', '.join(sides)})" if sides else ""
+
+
 def _row(r: dict) -> str:
   """One verdict row of claims.md: its test, size, interval with its level, p and verdict."""
   combinations = (r["combinations"] if r["combinations"] == "mean"
@@ -104,9 +125,9 @@ def _row(r: dict) -> str:
   if math.isnan(r["ci_low"]):
     return (f"| {r['claim']} | {r['region']} | {r['comparison']} | {combinations} | "
             f"{r['test']}: none | {r['patients']} x {r['seeds']} | {r['mean']:+.1f} | "
-            f"none ({level}) | | | {r['verdict']} |")
+            f"none ({level}) | | | {r['verdict']}{_unshown_label(r)} |")
   sds = " / ".join(f"{math.sqrt(r[f'var_{c}']):.1f}" for c in ("patient", "seed", "residual"))
   return (f"| {r['claim']} | {r['region']} | {r['comparison']} | {combinations} | "
           f"{r['test']} {r['df']:.1f} | {r['patients']} x {r['seeds']} | {r['mean']:+.1f} | "
           f"[{r['ci_low']:+.1f}, {r['ci_high']:+.1f}] ({level}, k = {r['k']}) | "
-          f"{r['p_value']:.3g} | {sds} | {r['verdict']} |")
+          f"{r['p_value']:.3g} | {sds} | {r['verdict']}{_unshown_label(r)} |")

@@ -84,15 +84,24 @@ def longer_run_check(ordinary: dict | None, longer: dict | None, job: str) -> di
   return {"converged": gap <= FLAT, "gaps": {"loss": gap}}
 
 
+def convergence_checks(pairs) -> list[tuple]:
+  """``(stage, seed, job, curves, check)`` for each ``(stage, seed, job, ordinary workdir,
+  longer workdir)``: the two runs' ``curve_summary`` (None where not trained) and
+  ``longer_run_check`` of them."""
+  checks = []
+  for stage, seed, job, ordinary_dir, longer_dir in pairs:
+    curves = [curve_summary(Path(d) / "metrics.jsonl") if (Path(d) / "metrics.jsonl").is_file()
+              else None for d in (ordinary_dir, longer_dir)]
+    checks.append((stage, seed, job, curves, longer_run_check(*curves, job)))
+  return checks
+
+
 def convergence_report(pairs, out_dir) -> Path:
   """``convergence.md``: for each ``(stage, seed, job, ordinary workdir, longer workdir)``,
   ``longer_run_check`` of the two runs' curves."""
   lines = ["| stage | seed | steps, ordinary / longer | best (ordinary) | best (longer) | "
            "longer minus ordinary | converged |", "|---|---|---|---|---|---|---|"]
-  for stage, seed, job, ordinary_dir, longer_dir in pairs:
-    curves = [curve_summary(Path(d) / "metrics.jsonl") if (Path(d) / "metrics.jsonl").is_file()
-              else None for d in (ordinary_dir, longer_dir)]
-    check = longer_run_check(*curves, job)
+  for stage, seed, job, curves, check in convergence_checks(pairs):
     if check["converged"] is None:
       lines.append(f"| {stage} | {seed} | not trained yet | | | | unknown |")
       continue

@@ -291,10 +291,12 @@ def _case_results(model: _Model, case_id: str, patient, masks, scoring: _Scoring
   return rows, drawn
 
 
-def evaluate_models(models, out_dir, settings, names=None) -> dict:
+def evaluate_models(models, out_dir, settings, names=None, converged=None) -> dict:
   """Evaluates ``models`` (work directories, or ``(stage, seed, workdir)`` tuples) and
   writes the tables and figures into ``out_dir``; returns ``{"files": [...]}`` and the
-  mean rows of the tables."""
+  mean rows of the tables. ``converged``: work directory -> whether a longer run showed
+  that run converged (True, False or None: not checked), for the claims' verdicts
+  (``urn_jax.evaluation.claims_report``); None when nothing was checked."""
   from urn_jax.evaluation import report  # matplotlib: only when writing the report
   workdirs = [str(m[-1] if isinstance(m, (tuple, list)) else m) for m in models]
   if not workdirs:
@@ -305,6 +307,9 @@ def evaluate_models(models, out_dir, settings, names=None) -> dict:
   masks = parse_masks(settings.get("masks", "all"))
   scoring = _Scoring.of(settings)
   models, reference_ids, figure_case = _models(workdirs, names, settings)
+  if converged is not None:
+    for model in models:
+      model.run["converged"] = converged.get(model.run["workdir"])
   out_dir = Path(out_dir)  # made only now, when every model has been found and loaded
   if is_main_process():
     for n, model in enumerate(models):

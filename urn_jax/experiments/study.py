@@ -143,6 +143,25 @@ def longer_plan(config, jobs) -> list[tuple[str, int, ml_collections.ConfigDict,
   return runs
 
 
+def shown_converged(jobs, longer) -> dict:
+  """Work directory -> whether its stage was shown converged by ``longer``'s run of it
+  (``urn_jax.evaluation.curves.longer_run_check``; one seed's check stands for every seed
+  of the stage), and for a segmentation on pre-trained encoders, its pre-training too:
+  True, False, or None where no longer run checks it."""
+  from urn_jax.evaluation.curves import convergence_checks
+  checks = {stage: check["converged"] for stage, _, _, _, check in convergence_checks(
+      [(name, seed, job.job, job_dir.parent / name, job_dir)
+       for name, seed, job, job_dir in longer])}
+
+  def shown(name, job):
+    own = checks.get(name)
+    if not pretrained_encoders(job) or own is False:
+      return own
+    pretraining = checks.get("pretrain")
+    return pretraining if pretraining is not True else own
+  return {str(job_dir): shown(name, job) for name, _, job, job_dir in jobs}
+
+
 def run(config, workdir):
   """Trains every stage of ``plan`` (unless ``stages == 'evaluate'``), then evaluates
   (unless ``stages == 'train'``); returns the evaluation's summary."""
@@ -178,7 +197,8 @@ def run(config, workdir):
   from urn_jax.experiments.probes import ProbeSettings, run_probes
   models = [(name, seed, job_dir) for name, seed, _, job_dir in jobs]
   start = time.perf_counter()
-  summary = evaluate_models(models, workdir / "results", config.evaluate)
+  summary = evaluate_models(models, workdir / "results", config.evaluate,
+                            converged=shown_converged(jobs, longer) if longer else None)
   _record_time(workdir, {"stage": "evaluate", "models": len(models),
                          "seconds": round(time.perf_counter() - start, 1)})
   # The representations that are their own: a frozen URN's is its pre-training's.
