@@ -39,21 +39,18 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "configs"))
-
-from urn_jax.console import progress  # noqa: E402
-from urn_jax.data.augment import AugmentSettings  # noqa: E402
-from urn_jax.data.datasets import DataSettings, cached_cases, data_from_config  # noqa: E402
-from urn_jax.data.datasets import preprocess_settings  # noqa: E402
-from urn_jax.evaluation.curves import curve_summary, read_metrics  # noqa: E402
-from urn_jax.evaluation.evaluate import Patient, parse_masks  # noqa: E402
-from urn_jax.evaluation.tables import write_rows  # noqa: E402
-from urn_jax.inference.predict import (given_brain, load_model, predict_volume,  # noqa: E402
+from urn_jax.console import progress
+from urn_jax.data.augment import AugmentSettings
+from urn_jax.data.datasets import (DataSettings, cached_cases, data_from_config,
+                                   preprocess_settings)
+from urn_jax.evaluation.curves import curve_summary, read_metrics
+from urn_jax.evaluation.evaluate import Patient, parse_masks
+from urn_jax.evaluation.tables import write_rows
+from urn_jax.inference.predict import (given_brain, load_model, predict_volume,
                                        to_original_classes)
-from urn_jax.labels import REGIONS, region_mask  # noqa: E402
-from urn_jax.metrics import dice  # noqa: E402
-from urn_jax.modalities import mask_key  # noqa: E402
+from urn_jax.labels import REGIONS, region_mask
+from urn_jax.metrics import dice
+from urn_jax.modalities import mask_key
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +76,7 @@ RECIPES = {
     "variety+augment": Recipe(augment=AugmentSettings.typical(), phantom_version=3),
 }
 MODELS = ("baseline_md", "urn_md_pretrained")
+ROOT = Path(__file__).resolve().parent.parent
 SETS = ("validation", "A", "B")
 
 
@@ -95,7 +93,8 @@ def train(workdir: Path, recipes) -> None:
     root, flags = workdir / name, RECIPES[name].overrides()
     _launch(str(ROOT / "configs/pretrain.py") + ":small", root / "pretrain", flags)
     _launch(str(ROOT / "configs/segment.py") + ":urn_md_pretrained,small",
-            root / "urn_md_pretrained", flags + [f"--config.pretrained_workdir={root / 'pretrain'}"])
+            root / "urn_md_pretrained",
+            flags + [f"--config.pretrained_workdir={root / 'pretrain'}"])
     _launch(str(ROOT / "configs/segment.py") + ":baseline_md,small", root / "baseline_md", flags)
 
 
