@@ -35,7 +35,7 @@ class DataSettings:
   """Where a job's cases come from, how they are pre-processed and how they are split.
 
   ``brats_dir`` and ``hcp_dir`` empty: the phantom (``phantom_*`` cases of its seed,
-  version and site: ``urn_jax.data.phantom_cases``), written once into ``cache_dir``
+  version and site: ``urn_jax.data.scanners``), written once into ``cache_dir``
   (default ``default_cache_dir()``). ``use_hcp=False``
   leaves HCP out. The split (``urn_jax.data.splits``): ``test_fraction`` of the BraTS
   patients held out, the rest ``train_fraction`` / the others, drawn from ``split_seed``.

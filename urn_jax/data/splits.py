@@ -10,9 +10,9 @@ labels and are never scored, so HCP is split 70/30 with no test part.
 
 The split is drawn from a seed, written to ``<workdir>/split.json`` and read back whenever
 it exists, so every scenario and every rerun sees the same patients. The file also records
-where the patients came from (``source``: the phantom's version and seed, or ``None`` for
-folders of real data), and a rerun whose data come from elsewhere is refused: the phantom's
-case ids are the same for every seed, so only the record tells its patients apart.
+where the patients came from (``source``: the phantom's version, seed and site, or ``None``
+for folders of real data), and a rerun whose data come from elsewhere is refused: the
+phantom's case ids are the same for every seed, so only the record tells its patients apart.
 """
 
 from __future__ import annotations
