@@ -14,6 +14,45 @@ from urn_jax.evaluation.tables import empty_regions_note, parameters_note, symbo
 from urn_jax.labels import REGIONS
 
 
+# What claims.md says of its test and verdicts, above the table.
+METHOD = ("Paired by patient and seed: the difference of the two Dice scores per patient and "
+          "seed, a matrix patients x seeds. Test (urn_jax/evaluation/claims.py): patients "
+          "and seeds are crossed random effects (two-way ANOVA without replication); the "
+          "variance components (patients, seeds, residual) by the method of moments, each at "
+          "least 0, give the variance of the mean difference, with Satterthwaite degrees of "
+          "freedom; a t interval of the mean and a one-sided t p-value beside it "
+          "(unadjusted; it decides nothing). Each statement in the claim column is one "
+          "family: its k intervals are Bonferroni-simultaneous, each at level 1 - 0.05 / k. "
+          "Verdict, from the interval alone against 1 Dice point: holds when it lies above "
+          "+1; positive but under 1 point when it lies between 0 and +1; does not hold when "
+          "it lies below +1 and reaches 0; otherwise cannot tell at this size; with fewer "
+          "than 2 patients or 2 seeds, cannot tell (run-to-run variation cannot be "
+          "measured). Claim 3 is tested combination by combination against the best of the "
+          "other scenarios there: it holds when that holds on at least 14 of the 15, does "
+          "not hold when URN + MD's mean is not the highest on at least 2, and otherwise "
+          "cannot tell.")
+
+
+def _runs_note(counted: Counted, unshown) -> str:
+  """The sentences naming the runs a verdict may rest on with less than it should: not
+  shown converged, not flat, or on a pre-training that is not flat."""
+  unflat = [f"{r['name']} (seed {r['seed']}{'' if r.get('curve') else ', no curve'})"
+            for r in counted.unflat if r["job"] == "segment"]
+  note = ""
+  if unshown:
+    note += (" Not shown converged (convergence.md: no run twice as long, or one more than "
+             "1 point of validation Dice better; for frozen or fine-tuned encoders, the "
+             "pre-training's too): " + ", ".join(sorted(unshown)) + "; a verdict on them "
+             "says so, and is not a verdict on the paper's claim.")
+  if unflat:
+    note += (" Not flat (training.md), tested all the same (no run is left out for its "
+             "curve): " + ", ".join(unflat) + ".")
+  if counted.resting:
+    note += (" Their own curves are flat, but their encoders come from a pre-training whose "
+             "curve is not: " + ", ".join(counted.resting) + "; their verdicts rest on it.")
+  return note
+
+
 def claims_report(counted: Counted, out_dir, cases=(), tumours=None) -> list:
   """``claims.md`` and ``claims.json``: each of the paper's claims whose scenarios were
   evaluated, tested on the per-case rows (``urn_jax.evaluation.claims``) of the runs
@@ -22,8 +61,6 @@ def claims_report(counted: Counted, out_dir, cases=(), tumours=None) -> list:
   combinations evaluated, seeds left out) is listed as not testable rather than stopping
   the report. Runs whose encoders come from a pre-training that is not flat are tested,
   and named in the note."""
-  unflat = [f"{r['name']} (seed {r['seed']}{'' if r.get('curve') else ', no curve'})"
-            for r in counted.unflat if r["job"] == "segment"]
   rows = [row for r in counted.tested for row in r["rows"]]
   names = {row["model"] for row in rows}
   comparisons = [c for c in claims_for(names) if c.testable_with(names)]
@@ -60,33 +97,7 @@ def claims_report(counted: Counted, out_dir, cases=(), tumours=None) -> list:
                    f"**{r['verdict']}**{_unshown_label(r)} |")
       continue
     lines.append(_row(r))
-  note = ("Paired by patient and seed: the difference of the two Dice scores per patient and "
-          "seed, a matrix patients x seeds. Test (urn_jax/evaluation/claims.py): patients "
-          "and seeds are crossed random effects (two-way ANOVA without replication); the "
-          "variance components (patients, seeds, residual) by the method of moments, each at "
-          "least 0, give the variance of the mean difference, with Satterthwaite degrees of "
-          "freedom; a t interval of the mean and a one-sided t p-value beside it "
-          "(unadjusted; it decides nothing). Each statement in the claim column is one "
-          "family: its k intervals are Bonferroni-simultaneous, each at level 1 - 0.05 / k. "
-          "Verdict, from the interval alone against 1 Dice point: holds when it lies above "
-          "+1; positive but under 1 point when it lies between 0 and +1; does not hold when "
-          "it lies below +1 and reaches 0; otherwise cannot tell at this size; with fewer "
-          "than 2 patients or 2 seeds, cannot tell (run-to-run variation cannot be "
-          "measured). Claim 3 is tested combination by combination against the best of the "
-          "other scenarios there: it holds when that holds on at least 14 of the 15, does "
-          "not hold when URN + MD's mean is not the highest on at least 2, and otherwise "
-          "cannot tell.")
-  if unshown:
-    note += (" Not shown converged (convergence.md: no run twice as long, or one more than "
-             "1 point of validation Dice better; for frozen or fine-tuned encoders, the "
-             "pre-training's too): " + ", ".join(sorted(unshown)) + "; a verdict on them "
-             "says so, and is not a verdict on the paper's claim.")
-  if unflat:
-    note += (" Not flat (training.md), tested all the same (no run is left out for its "
-             "curve): " + ", ".join(unflat) + ".")
-  if counted.resting:
-    note += (" Their own curves are flat, but their encoders come from a pre-training whose "
-             "curve is not: " + ", ".join(counted.resting) + "; their verdicts rest on it.")
+  note = METHOD + _runs_note(counted, unshown)
   note += empty_regions_note(cases, tumours) + parameters_note(counted.tested, "segment")
   if any(empty.values()):
     note += (" Each test of such a region is repeated without those patients (\"only\" "
