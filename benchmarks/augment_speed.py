@@ -4,7 +4,7 @@
         [--steps 400] [--repeats 2]
 
 Trains ``--config`` for ``--steps`` steps with no augmentation and with
-``AugmentSettings.typical()``, alternating ``--repeats`` times (so that both see the same
+``AugmentSettings.typical()`` (``benchmarks/shift.py``'s ``plain`` and ``augment``), alternating ``--repeats`` times (so that both see the same
 load on a shared machine), each in a fresh temporary work directory, and prints one JSON
 line: the median of the training loop's logged ``slices_per_second`` of each run (the first
 two logs, which hold the compilation, left out) and the ratio of the medians. The loop's
@@ -22,22 +22,17 @@ from pathlib import Path
 
 import numpy as np
 
-from urn_jax.data.augment import AugmentSettings
+from shift import RECIPES  # benchmarks/shift.py: the recipes' command-line overrides
 
 ROOT = Path(__file__).resolve().parent.parent
-SETTINGS = {"none": AugmentSettings(), "typical": AugmentSettings.typical()}
+SETTINGS = {"none": RECIPES["plain"], "typical": RECIPES["augment"]}
 
 
-def _flags(settings: AugmentSettings) -> list[str]:
-  return [f"--config.augment.{name}={value}" for name, value in vars(settings).items()
-          if name.startswith("p_")]
-
-
-def _rate(config: str, steps: int, settings: AugmentSettings, workdir: Path) -> float:
+def _rate(config: str, steps: int, recipe, workdir: Path) -> float:
   subprocess.run([sys.executable, str(ROOT / "launch.py"), f"--config={config}",
                   f"--workdir={workdir}", f"--config.train.max_steps={steps}",
                   f"--config.train.eval_every={10 * steps}",
-                  f"--config.train.checkpoint_every={10 * steps}", *_flags(settings)],
+                  f"--config.train.checkpoint_every={10 * steps}", *recipe.overrides()],
                  cwd=ROOT, check=True, capture_output=True)
   logged = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
   return float(np.median([m["slices_per_second"] for m in logged
@@ -53,8 +48,8 @@ def main(argv=None):
   rates = {name: [] for name in SETTINGS}
   with tempfile.TemporaryDirectory() as tmp:
     for repeat in range(args.repeats):
-      for name, settings in SETTINGS.items():
-        rates[name].append(_rate(args.config, args.steps, settings,
+      for name, recipe in SETTINGS.items():
+        rates[name].append(_rate(args.config, args.steps, recipe,
                                  Path(tmp) / f"{name}{repeat}"))
   medians = {name: float(np.median(r)) for name, r in rates.items()}
   print(json.dumps({"config": args.config, "steps": args.steps,

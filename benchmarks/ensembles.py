@@ -68,9 +68,7 @@ def measure(workdirs, mirrors, masks, split="validation", chunk=32, lesion_wise=
   for case_dir in cases:
     patient = Patient.read(Path(case_dir))
     meta = patient.meta
-    for mask in parse_masks(masks):
-      if np.any(mask & ~np.asarray(meta.available, bool)):
-        continue
+    for mask in patient.combinations(parse_masks(masks)):
       brain = given_brain(patient.nonzero, mask)
       for mirror_name, mirror in mirrors.items():
         probabilities = {}

@@ -46,8 +46,7 @@ from urn_jax.data.datasets import (DataSettings, cached_cases, data_from_config,
 from urn_jax.evaluation.curves import curve_summary, read_metrics
 from urn_jax.evaluation.evaluate import Patient, parse_masks
 from urn_jax.evaluation.tables import write_rows
-from urn_jax.inference.predict import (given_brain, load_model, predict_volume,
-                                       to_original_classes)
+from urn_jax.inference.predict import load_model
 from urn_jax.labels import REGIONS, region_mask
 from urn_jax.metrics import dice
 from urn_jax.modalities import mask_key
@@ -121,12 +120,8 @@ def score(workdir: Path, recipes, masks: str, patients: int, seed: int) -> list[
       for set_name, cases in sets.items():
         for case_dir in progress(cases, desc=f"{recipe} {name} {set_name}", unit="patient"):
           patient = Patient.read(Path(case_dir))
-          for mask in parse_masks(masks):
-            if np.any(mask & ~np.asarray(patient.meta.available, bool)):
-              continue
-            out = predict_volume(model, patient.image, mask, 64)
-            predicted = to_original_classes(out["probabilities"], patient.meta,
-                                            given_brain(patient.nonzero, mask))
+          for mask in patient.combinations(parse_masks(masks)):
+            predicted = patient.predicted(model, mask, 64)
             rows.append({"recipe": recipe, "model": name, "set": set_name,
                          "case_id": patient.meta.case_id, "mask": mask_key(mask),
                          **{r: 100 * dice(region_mask(predicted, r),

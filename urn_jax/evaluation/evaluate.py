@@ -86,6 +86,19 @@ class Patient:
     return cls(meta, np.load(case_dir / "image.npy", mmap_mode="r"), classes, spacing,
                nonzero, {})
 
+  def combinations(self, masks):
+    """The availability masks of ``masks`` whose modalities this patient has."""
+    available = np.asarray(self.meta.available, bool)
+    return [m for m in masks if not np.any(m & ~available)]
+
+  def predicted(self, loaded, mask, chunk: int, mirror=()) -> np.ndarray:
+    """``loaded``'s segmentation of this patient from the modalities of ``mask``, on the
+    original grid, background wherever every given modality is 0 (as ``urn-segment``
+    writes it)."""
+    out = predict_volume(loaded, self.image, mask, chunk, mirror)
+    return to_original_classes(out["probabilities"], self.meta,
+                               given_brain(self.nonzero, mask))
+
 
 def _figure_slice(meta: CaseMeta, truth: np.ndarray) -> tuple[int, int]:
   """The axial slice with the most tumour: its index on the original grid (after turning
@@ -130,9 +143,7 @@ class _Scoring:
 def _segmentation(loaded, patient: Patient, mask, scoring: _Scoring):
   """The prediction of ``loaded`` for ``patient`` with the modalities of ``mask``, on the
   original grid, and its metrics: volume-wise, and lesion-wise as ``scoring`` says."""
-  out = predict_volume(loaded, patient.image, mask, scoring.chunk, scoring.mirror)
-  predicted = to_original_classes(out["probabilities"], patient.meta,
-                                  given_brain(patient.nonzero, mask))
+  predicted = patient.predicted(loaded, mask, scoring.chunk, scoring.mirror)
   metrics = segmentation_metrics(predicted, patient.classes, patient.spacing,
                                  patient.distances)
   if scoring.lesions:
@@ -158,11 +169,10 @@ def _evaluate_case(loaded, patient: Patient, masks, scoring: _Scoring, figure: b
   the patient has (and, for a pre-training, per modality); with ``figure``, also the
   slices Figures 3-5 draw."""
   meta = patient.meta
-  available = np.asarray(meta.available, bool)
   segmentation = loaded.job == "segment"
   z_original, z_model = _figure_slice(meta, patient.classes)
   rows, drawn = [], {}
-  for mask in (m for m in masks if not np.any(m & ~available)):
+  for mask in patient.combinations(masks):
     key = mask_key(mask)
     base = {"case_id": meta.case_id, "mask": key, "combination": mask_name(mask)}
     if segmentation:
