@@ -14,17 +14,22 @@ are chosen on site A's validation patients.
 Scored (``--masks``, all 15 combinations by default):
 - ``validation``: site A's validation patients of each run's split, which a choice between
   recipes may look at;
+- ``tuneA`` and ``tuneV``: ``--patients`` new patients (phantom seed ``--tune-seed``) imaged
+  at site A and with version 3's scanners (one per patient, ``urn_jax.data.scanners.varied``):
+  the tuning sets, on which a choice between recipes may look at more patients than the
+  split's validation ones and at scanners the runs never saw (other than site B's);
 - ``A`` and ``B``: ``--patients`` new patients (phantom seed ``--seed``, which no run trains
   or validates on) imaged at site A and at site B (``urn_jax.data.scanners.SITES``):
   the same anatomy and lesions, scanned twice, so that A against B is paired by patient.
+  The test sets.
 Each prediction goes back onto the original grid (background outside the given modalities'
 brain) and is scored by Dice per region (WT, TC, ET). Printed per recipe, model and set:
 the mean over the 15 combinations and the score with all four modalities; then each
 recipe against ``plain`` (the same model without augmentation or variety), paired by
 patient and combination. ``--out`` writes scores.csv and run.json, adding to what an
-earlier run wrote there (``write_results``: recipes can be scored as they finish);
-``--report`` prints the tables again from them, and curves.json keeps each run's curve
-summary and training speed (``--curves-only`` writes just that).
+earlier run wrote there (``write_results``: recipes and ``--sets`` can be scored as they
+finish); ``--report`` prints the tables again from them, and curves.json keeps each run's
+curve summary and training speed (``--curves-only`` writes just that).
 """
 
 from __future__ import annotations
@@ -68,15 +73,29 @@ class Recipe:
     return flags
 
 
+# ``typical`` with every intensity transform more likely and wider: at least twice the
+# probability (gamma 0.3 to 0.5), noise, bias, low resolution and gamma ranges about twice
+# as wide, contrast down to 0.65. The one stronger candidate, fixed before any model with
+# it was trained or scored.
+STRONG = dataclasses.replace(
+    AugmentSettings.typical(), p_bias=0.3, bias_strength=(0.0, 0.6), p_noise=0.3,
+    noise_std=(0.0, 0.2), p_blur=0.4, blur_sigma=(0.5, 1.5), p_brightness=0.3,
+    p_contrast=0.3, contrast_factor=(0.65, 1.35), p_lowres=0.5, lowres_factor=(1.0, 3.0),
+    p_gamma=0.5, gamma=(0.5, 2.0))
 RECIPES = {
     "plain": Recipe(),
     "augment": Recipe(augment=AugmentSettings.typical()),
+    "strong": Recipe(augment=STRONG),
     "variety": Recipe(phantom_version=3),
     "variety+augment": Recipe(augment=AugmentSettings.typical(), phantom_version=3),
 }
 MODELS = ("baseline_md", "urn_md_pretrained")
 ROOT = Path(__file__).resolve().parent.parent
-SETS = ("validation", "A", "B")
+# The sets of new patients: name -> (phantom version, site, which seed: the test seed
+# ``--seed`` or the tuning seed ``--tune-seed``).
+NEW_SETS = {"tuneA": (2, "a", "tune"), "tuneV": (3, "a", "tune"),
+            "A": (2, "a", "test"), "B": (2, "b", "test")}
+SETS = ("validation", *NEW_SETS)
 
 
 def _launch(config: str, workdir: Path, flags: list[str]) -> None:
@@ -97,27 +116,33 @@ def train(workdir: Path, recipes) -> None:
     _launch(str(ROOT / "configs/segment.py") + ":baseline_md,small", root / "baseline_md", flags)
 
 
-def _test_cases(model, site: str, patients: int, seed: int) -> list[Path]:
-  """The cached cases of ``patients`` new patients (phantom ``seed``, version 2) imaged at
-  ``site``, pre-processed as ``model`` needs."""
+def _new_cases(model, version: int, site: str, patients: int, seed: int) -> list[Path]:
+  """The cached cases of ``patients`` new patients (phantom ``seed`` and ``version``)
+  imaged at ``site``, pre-processed as ``model`` needs."""
   settings = DataSettings(cache_dir=model.config.data.cache_dir, use_hcp=False,
                           preprocess=preprocess_settings(model.config), workers=2,
                           phantom_brats=patients, phantom_hcp=0, phantom_seed=seed,
-                          phantom_version=2, phantom_site=site)
+                          phantom_version=version, phantom_site=site)
   return sorted(cached_cases(settings)["brats"].values())
 
 
-def score(workdir: Path, recipes, masks: str, patients: int, seed: int) -> list[dict]:
-  """A row per recipe, model, set, patient and combination: Dice (%) per region."""
+def score(workdir: Path, recipes, sets, masks: str, patients: int, seeds: dict) -> list[dict]:
+  """A row per recipe, model, set (of ``sets``), patient and combination: Dice (%) per
+  region. ``seeds``: the phantom seed of the ``"test"`` and the ``"tune"`` sets."""
   rows = []
   for recipe in recipes:
     for name in MODELS:
       run = workdir / recipe / name
       model = load_model(run)
-      sets = {"validation": data_from_config(model.config, run, use_hcp=False)["brats"][
-          "validation"], **{site: _test_cases(model, site.lower(), patients, seed)
-                            for site in ("A", "B")}}
-      for set_name, cases in sets.items():
+      chosen = {}
+      for set_name in sets:
+        if set_name == "validation":
+          chosen[set_name] = data_from_config(model.config, run, use_hcp=False)["brats"][
+              "validation"]
+        else:
+          version, site, seed = NEW_SETS[set_name]
+          chosen[set_name] = _new_cases(model, version, site, patients, seeds[seed])
+      for set_name, cases in chosen.items():
         for case_dir in progress(cases, desc=f"{recipe} {name} {set_name}", unit="patient"):
           patient = Patient.read(Path(case_dir))
           for mask in patient.combinations(parse_masks(masks)):
@@ -174,19 +199,21 @@ def report(rows) -> list[str]:
 
 def write_results(folder, rows, run: dict) -> list[dict]:
   """Adds ``rows`` to ``<folder>/scores.csv`` (Dice to 0.001 points), replacing the rows of
-  the recipes they score and keeping the others', and records ``run`` (how they were made)
-  under each of those recipes in ``<folder>/run.json``: recipes can be scored one at a time
-  as they finish. Small enough to commit, enough to recompute every table. Returns every
-  row the folder now holds."""
+  the (recipe, set) pairs they score and keeping the others', and records ``run`` (how they
+  were made) under each of those recipes and sets in ``<folder>/run.json``: recipes and
+  sets can be scored one at a time as they finish. Small enough to commit, enough to
+  recompute every table. Returns every row the folder now holds."""
   folder = Path(folder)
   folder.mkdir(parents=True, exist_ok=True)
-  recipes = {r["recipe"] for r in rows}
-  kept = [r for r in read_results(folder) if r["recipe"] not in recipes] if (
+  scored = {(r["recipe"], r["set"]) for r in rows}
+  kept = [r for r in read_results(folder) if (r["recipe"], r["set"]) not in scored] if (
       folder / "scores.csv").exists() else []
   runs = json.loads((folder / "run.json").read_text()) if (folder / "run.json").exists() else {}
-  runs.update({recipe: run for recipe in sorted(recipes)})
+  for recipe, set_name in sorted(scored):
+    runs.setdefault(recipe, {})[set_name] = run
   order = list(RECIPES)
-  every = sorted(kept + rows, key=lambda r: order.index(r["recipe"]))  # stable: rows keep order
+  every = sorted(kept + rows, key=lambda r: (order.index(r["recipe"]), MODELS.index(r["model"]),
+                                            SETS.index(r["set"])))  # stable: patients keep order
   write_rows(folder / "scores.csv", [{k: f"{v:.3f}" if isinstance(v, float) else v
                                       for k, v in r.items()} for r in every])
   (folder / "run.json").write_text(json.dumps(runs, indent=1) + "\n")
@@ -228,7 +255,12 @@ def main(argv=None):
   parser.add_argument("--patients", type=int, default=24,
                       help="new patients scored at each site (default 24)")
   parser.add_argument("--seed", type=int, default=100,
-                      help="the phantom seed of the new patients (default 100)")
+                      help="the phantom seed of the test patients, sets A and B (default 100)")
+  parser.add_argument("--tune-seed", type=int, default=200,
+                      help="the phantom seed of the tuning patients, sets tuneA and tuneV "
+                           "(default 200)")
+  parser.add_argument("--sets", default=",".join(SETS),
+                      help=f"comma-separated, of {', '.join(SETS)} (default all)")
   parser.add_argument("--out", help="folder for scores.csv and run.json")
   parser.add_argument("--report", help="a folder --out wrote: print its tables again")
   parser.add_argument("--curves-only", action="store_true",
@@ -243,16 +275,20 @@ def main(argv=None):
   unknown = [r for r in recipes if r not in RECIPES]
   if unknown:
     parser.error(f"unknown recipe(s) {unknown}; known: {', '.join(RECIPES)}")
+  sets = [s for s in args.sets.split(",") if s]
+  if not sets or any(s not in SETS for s in sets):
+    parser.error(f"--sets must name some of {', '.join(SETS)}, got {args.sets!r}")
   if args.train and not args.curves_only:
     train(Path(args.workdir), recipes)
   if args.out:
     write_curves(args.out, Path(args.workdir), recipes)
   if args.curves_only:
     return
-  rows = score(Path(args.workdir), recipes, args.masks, args.patients, args.seed)
+  seeds = {"test": args.seed, "tune": args.tune_seed}
+  rows = score(Path(args.workdir), recipes, sets, args.masks, args.patients, seeds)
   if args.out:
     rows = write_results(args.out, rows, {"workdir": args.workdir, "masks": args.masks,
-                                          "patients": args.patients, "seed": args.seed})
+                                          "patients": args.patients, "seeds": seeds})
   print("\n".join(report(rows)))
 
 

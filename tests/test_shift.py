@@ -47,14 +47,25 @@ def test_the_tables_are_means_and_paired_differences_of_the_rows(tmp_path):
   differences = [line for line in lines if line.startswith("| augment")][-1]
   cells = [c.strip() for c in differences.strip("|").split("|")]
   assert cells[:2] == ["augment", "urn_md_pretrained"]
-  assert cells[2:8] == ["+0.0 (0 / 0), +0.0"] * 6  # site A and validation: unchanged
-  assert cells[8:] == ["+4.0 (4 / 0), +5.0"] * 3    # site B: every pair up, by 3 or 5
+  unchanged = 3 * (len(shift.SETS) - 1)  # every set but site B (the last), 3 regions each
+  assert cells[2:2 + unchanged] == ["+0.0 (0 / 0), +0.0"] * unchanged
+  assert cells[2 + unchanged:] == ["+4.0 (4 / 0), +5.0"] * 3  # site B: every pair up, by 3 or 5
   plain = [r for r in _rows() if r["recipe"] == "plain"]
   augment = [r for r in _rows() if r["recipe"] == "augment"]
   shift.write_results(tmp_path, augment, {"patients": 2})  # recipes scored one at a time
   shift.write_results(tmp_path, plain, {"patients": 1})
   assert shift.write_results(tmp_path, plain, {"patients": 2}) == plain + augment  # replaced
   assert shift.report(shift.read_results(tmp_path)) == lines
+  # a set scored again replaces that set's rows, in its place, and no other rows
+  again = [dict(r, WT=r["WT"] + 1) for r in plain if r["set"] == "B"]
+  every = shift.write_results(tmp_path, again, {"patients": 2})
+  assert every == [next((a for a in again if _key(a) == _key(r)), r) for r in plain + augment]
+  assert sorted(shift.json.loads((tmp_path / "run.json").read_text())["plain"]) == sorted(
+      shift.SETS)
+
+
+def _key(row):
+  return tuple(row[k] for k in ("recipe", "model", "set", "case_id", "mask"))
 
 
 def test_a_recipe_sets_every_augmentation_field_and_the_phantom_version():
