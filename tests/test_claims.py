@@ -434,6 +434,7 @@ def test_a_run_that_has_not_flattened_stays_in_the_tables_named(tmp_path):
   (the spread shows the difference) and names seed 1 as not flat, claims.md too, and
   cases.csv keeps both seeds' rows."""
   import csv
+  from urn_jax.evaluation.claims_report import main as claims_report_main
   from urn_jax.evaluation.report import write_report
   rows = _rows({"Baseline + MD": lambda k, p: 0.0, "URN + MD": lambda k, p: 8.0,
                 "Baseline": lambda k, p: 0.0}, seeds=2, noise=0.0)
@@ -446,16 +447,26 @@ def test_a_run_that_has_not_flattened_stays_in_the_tables_named(tmp_path):
                         falling=falling)
           + _segment_runs(tmp_path, rows, ("Baseline",), falling=falling))
   cases = [f"P{p:02d}" for p in range(12)]
-  write_report(runs, tmp_path / "out", figure_case=cases[0], figures=False, cases=cases)
+  tumours = {c: {"WT": 50.0, "TC": 20.0, "ET": 0.0 if c == "P05" else 5.0} for c in cases}
+  for run in runs:  # as the study records them
+    run.update(parameters=1000 + len(run["name"]), converged=run["name"] != "Baseline")
+  write_report(runs, tmp_path / "out", figure_case=cases[0], figures=False, cases=cases,
+               tumours=tumours)
   out = tmp_path / "out"
+  # claims.md again from the folder's files alone, byte for byte; a changed Dice shows
+  assert claims_report_main([str(out), "--out", str(tmp_path / "again")]) == 0
+  assert (tmp_path / "again" / "claims.json").read_text() == (out / "claims.json").read_text()
+  text = (out / "cases.csv").read_text()
+  (out / "cases.csv").write_text(text.replace(",0.5", ",0.4", 1))
+  assert ",0.5" in text and claims_report_main([str(out)]) == 1
   table = list(csv.DictReader(open(out / "table1.csv")))
   mean = next(r for r in table if r["mask"] == "mean")
   both = [np.mean([100 * r["WT/dice"] for r in rows if r["model"] == "URN + MD"
                    and r["seed"] == seed]) for seed in (0, 1)]
   assert float(mean["URN + MD: WT"]) == pytest.approx(np.mean(both), abs=0.01)
   assert float(mean["URN + MD: WT spread"]) == pytest.approx(15.0, abs=0.01)  # half of 30
-  note = ("P11. Not flat (training.md), in the table all the same (no run is left out for "
-          "its curve): URN + MD (seed 1), Baseline (seed 0).")
+  note = ("points. Not flat (training.md), in the table all the same (no run is left out "
+          "for its curve): URN + MD (seed 1), Baseline (seed 0).")  # after the ET sentence
   assert note in (out / "table1.md").read_text()
   assert "URN + MD (seed 1)" in (out / "claims.md").read_text()
   kept = list(csv.DictReader(open(out / "cases.csv")))
@@ -492,3 +503,10 @@ def test_a_verdict_on_a_scenario_not_shown_converged_says_so(tmp_path):
   for r in results:
     assert r.get("not_shown_converged") == (["URN + MD"] if "URN + MD" in r["comparison"]
                                             else None), r["comparison"]
+
+
+def test_recomputing_the_claims_names_what_a_folder_lacks(tmp_path, capsys):
+  from urn_jax.evaluation.claims_report import main
+  (tmp_path / "runs.json").write_text("[]")
+  assert main([str(tmp_path)]) == 2
+  assert f"missing {tmp_path / 'cases.csv'}" in capsys.readouterr().err

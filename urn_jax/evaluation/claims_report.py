@@ -1,15 +1,28 @@
 """``claims.md`` and ``claims.json``: the paper's claims tested (``urn_jax.evaluation.claims``)
 on every segmentation run (``urn_jax.evaluation.runs``), with a note naming the runs whose
-curves have not flattened."""
+curves have not flattened.
+
+    python -m urn_jax.evaluation.claims_report runs/study/results
+
+recomputes them from an evaluation's folder alone (its ``runs.json``, ``cases.csv`` and,
+where the evaluation knew the patients' tumours, ``test_patients.csv``: no model,
+checkpoint or data set) and says whether they are the
+``claims.md`` the folder holds, byte for byte; ``--out DIR`` keeps what it wrote.
+"""
 
 from __future__ import annotations
 
+import argparse
+import csv
+import difflib
 import json
 import math
+import sys
+import tempfile
 from pathlib import Path
 
 from urn_jax.evaluation.claims import claims_for, evaluate_claims
-from urn_jax.evaluation.runs import Counted
+from urn_jax.evaluation.runs import Counted, counted_from_records
 from urn_jax.evaluation.tables import empty_regions_note, parameters_note, symbols
 from urn_jax.labels import REGIONS
 
@@ -142,3 +155,56 @@ def _row(r: dict) -> str:
           f"{r['test']} {r['df']:.1f} | {r['patients']} x {r['seeds']} | {r['mean']:+.1f} | "
           f"[{r['ci_low']:+.1f}, {r['ci_high']:+.1f}] ({level}, k = {r['k']}) | "
           f"{r['p_value']:.3g} | {sds} | {r['verdict']}{_unshown_label(r)} |")
+
+
+def recompute(folder, out_dir) -> list:
+  """``claims_report`` from the files an evaluation wrote into ``folder`` (module
+  docstring), into ``out_dir``."""
+  folder = Path(folder)
+  need = [folder / n for n in ("runs.json", "cases.csv")]
+  missing = [str(p) for p in need if not p.is_file()]
+  if missing:
+    raise FileNotFoundError(f"{folder} is not an evaluation's folder: missing "
+                            f"{', '.join(missing)} (written by launch.py's evaluate job)")
+  with need[1].open(newline="") as stream:
+    counted = counted_from_records(json.loads(need[0].read_text()), csv.DictReader(stream))
+  patients = folder / "test_patients.csv"
+  if not patients.is_file():  # cases are only named with their tumours
+    return claims_report(counted, out_dir)
+  with patients.open(newline="") as stream:
+    rows = list(csv.DictReader(stream))
+  tumours = {p["case_id"]: {region: float(p[f"{region} (cm3)"]) for region in REGIONS}
+             for p in rows}
+  return claims_report(counted, out_dir, [p["case_id"] for p in rows], tumours)
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description="Recompute claims.md from an evaluation's "
+                                   "folder and compare it with the one there.")
+  parser.add_argument("folder", help="an evaluation's output folder (e.g. runs/study/results)")
+  parser.add_argument("--out", help="write the recomputed claims.md and claims.json here "
+                      "(default: a temporary folder, removed)")
+  args = parser.parse_args(argv)
+  with tempfile.TemporaryDirectory() as scratch:
+    out = Path(args.out or scratch)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+      written = recompute(args.folder, out)
+    except (FileNotFoundError, KeyError, ValueError) as e:
+      print(f"error: {e}", file=sys.stderr)
+      return 2
+    if not written:
+      print(f"error: no claim is testable with the runs of {args.folder}", file=sys.stderr)
+      return 2
+    old, new = (Path(args.folder) / "claims.md"), out / "claims.md"
+    if old.is_file() and old.read_bytes() == new.read_bytes():
+      print(f"{new.name}: identical to {old}")
+      return 0
+    print("".join(difflib.unified_diff(
+        old.read_text().splitlines(True) if old.is_file() else [],
+        new.read_text().splitlines(True), str(old), "recomputed")))
+    return 1
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -14,7 +14,9 @@ Every run counts; what each curve says is read first, once
   seeds (``urn_jax.evaluation.claims_report``);
 - ``cases.csv``, ``psnr_cases.csv``: one row per model, case and combination, every run's
   (those left out of the tables too); ``test_patients.csv``: each test patient's WT / TC /
-  ET volume (cm^3); ``runs.json``: the runs.
+  ET volume (cm^3); ``runs.json``: the runs, with all the claims' report reads of them
+  but their rows (``urn_jax.evaluation.runs.run_records``), so that ``claims.md`` can be
+  recomputed from the folder alone (``python -m urn_jax.evaluation.claims_report``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 from urn_jax.evaluation.claims_report import claims_report
 from urn_jax.evaluation.curves import training_report
 from urn_jax.evaluation.figures import figure2, figure3, figure_synthesis
-from urn_jax.evaluation.runs import aggregate, count_runs, first_runs, names
+from urn_jax.evaluation.runs import aggregate, count_runs, first_runs, names, run_records
 from urn_jax.evaluation.tables import (paper_comparison, psnr_table, segmentation_table,
                                        write_rows)
 from urn_jax.labels import TABLE_REGIONS
@@ -93,8 +95,7 @@ def write_report(runs, out_dir, figure_case, figures=True, cases=(), tumours=Non
     files += _pretraining_files(counted, out_dir, figure_case, figures, cases)
   files += paper_comparison(counted.shown, out_dir)
   runs_file = out_dir / "runs.json"
-  runs_file.write_text(json.dumps([{k: r[k] for k in ("name", "job", "seed", "step",
-                                                      "workdir")} for r in runs], indent=1))
+  runs_file.write_text(json.dumps(run_records(runs), indent=1))
   files.append(runs_file)
   summary["files"] = [str(f) for f in files if f]
   return summary

@@ -109,19 +109,50 @@ def _resting_on_unflat_pretraining(runs, tested) -> list[str]:
     curve = (pre or {}).get("curve") or {}
     if pre is not None and not curve.get("flat"):
       improvement = curve.get("improvement_last_20pct")
-      named.append(_seed(run, f": {pre['name']}" + (
+      run["resting"] = _seed(run, f": {pre['name']}" + (
           f", {100 * improvement:.1f} % better in its last fifth" if improvement is not None
-          and not math.isnan(improvement) else ", no curve")))
+          and not math.isnan(improvement) else ", no curve"))
+      named.append(run["resting"])
   return named
 
 
 def count_runs(runs) -> Counted:
   """Reads each run's curve (its ``metrics.jsonl``) into ``run["curve"]`` and decides which
-  runs count (the module's docstring says how)."""
+  runs count (the module's docstring says how); a tested run whose pre-training is not
+  flat gets the sentence naming it as ``run["resting"]``."""
   for run in runs:
     metrics = Path(run["workdir"]) / "metrics.jsonl"
     run["curve"] = curve_summary(metrics) if metrics.is_file() else None
+  return _counted(runs, _resting_on_unflat_pretraining)
+
+
+def _counted(runs, resting) -> Counted:
   unflat = [r for r in runs if not (r.get("curve") or {}).get("flat")]
   tested = [r for r in runs if r["job"] == "segment"]
-  return Counted(every=list(runs), unflat=unflat, tested=tested,
-                 resting=_resting_on_unflat_pretraining(runs, tested))
+  return Counted(every=list(runs), unflat=unflat, tested=tested, resting=resting(runs, tested))
+
+
+# What runs.json keeps of each run (beside its name, job, seed, step and workdir): all that
+# the claims' report reads of a run but its rows, which cases.csv keeps.
+RECORDED = ("name", "job", "seed", "step", "workdir", "curve", "converged", "parameters",
+            "resting")
+
+
+def run_records(runs) -> list[dict]:
+  """``runs.json``: each run's ``RECORDED`` fields that it has."""
+  return [{k: r[k] for k in RECORDED if k in r} for r in runs]
+
+
+def counted_from_records(records, case_rows) -> Counted:
+  """``count_runs``'s answer rebuilt from ``runs.json`` (``run_records``) and the rows of
+  ``cases.csv`` as ``csv`` reads them (strings): each segmentation run gets the rows of its
+  name and seed, with the seed an integer, each metric (a column with a ``/``) a float and
+  an empty cell (a metric that row has not) left out. Written values are Python's
+  shortest round-tripping ``repr``, so the numbers are the ones the evaluation held."""
+  runs = [dict(r, rows=[]) for r in records]
+  by_run = {(r["name"], int(r["seed"])): r for r in runs if r["job"] == "segment"}
+  for row in case_rows:
+    row = {k: (float(v) if "/" in k else int(v) if k == "seed" else v)
+           for k, v in row.items() if v != ""}
+    by_run[row["model"], row["seed"]]["rows"].append(row)
+  return _counted(runs, lambda _, tested: [r["resting"] for r in tested if "resting" in r])
