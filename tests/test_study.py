@@ -11,6 +11,7 @@ import pytest
 from conftest import ROOT, bash_commands, load_config, readme_blocks
 
 from urn_jax.errors import Interrupted
+from urn_jax.evaluation.claims_report import main as claims_report_main
 from urn_jax.evaluation.runs import aggregate as _aggregate
 
 STUDY = "python launch.py --config=configs/study.py"
@@ -70,6 +71,8 @@ def test_the_study_runs_every_stage_and_writes_every_output(tmp_path, command_en
   assert "| URN + MD | as trained |" in text and "| URN | re-estimated on BraTS |" in text
   assert set(next(r for r in probes if r["model"] == "URN")["psnr"]) == {
       "flair", "t1", "t1c", "t2"}
+  # The verdict table again from the committed kind of files alone, byte for byte.
+  assert claims_report_main([str(results)]) == 0
   # Evaluating again reuses every per-case result: nothing is retrained or recomputed.
   (results / "table1.md").unlink()
   again = _study(tmp_path / "study", command_environment, "--config.stages=evaluate")
