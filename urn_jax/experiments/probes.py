@@ -12,7 +12,10 @@ representation, run by the study after its evaluation.
 - **Batch-norm statistics**: the pre-trained encoders run in inference mode with running
   statistics gathered during pre-training, from BraTS and (pooled) HCP slices. The probe is
   fitted again after re-estimating those statistics on BraTS training slices alone
-  (``reestimate_batch_stats``): a gain says the pooled statistics misplace BraTS images.
+  (``reestimate_batch_stats``). A fitted linear read-out, standardized or not, absorbs a
+  per-channel shift and scale of the features, as the decoder trained on frozen encoders
+  does: a change here is what the re-estimation changes beyond that, through the
+  encoders' nonlinearities, not whether the pooled statistics misplace BraTS images.
 - **Synthesis on tumour and healthy voxels**: PSNR of each modality synthesized from the
   other three by each pre-training, with the mean squared error taken over tumour voxels
   and over healthy brain voxels separately, both against the brain's intensity range (so
