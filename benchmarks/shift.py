@@ -155,8 +155,13 @@ def score(workdir: Path, recipes, sets, masks: str, patients: int, seeds: dict) 
 
 
 def _mean(rows, region, **where) -> float:
-  return float(np.mean([r[region] for r in rows
-                        if all(r[k] == v for k, v in where.items())]))
+  """The mean of ``region`` over the rows that match ``where``; NaN when none do."""
+  values = [r[region] for r in rows if all(r[k] == v for k, v in where.items())]
+  return float(np.mean(values)) if values else float("nan")
+
+
+def _scored(rows, recipe, set_name) -> bool:
+  return any(r["recipe"] == recipe and r["set"] == set_name for r in rows)
 
 
 def report(rows) -> list[str]:
@@ -171,7 +176,7 @@ def report(rows) -> list[str]:
     for model in MODELS:
       cells = [f"{_mean(rows, r, recipe=recipe, model=model, set=s):.1f} / "
                f"{_mean(rows, r, recipe=recipe, model=model, set=s, mask=all_four):.1f}"
-               for s in sets for r in REGIONS]
+               if _scored(rows, recipe, s) else "" for s in sets for r in REGIONS]
       lines.append(f"| {recipe} | {model} | " + " | ".join(cells) + " |")
   if "plain" in recipes and len(recipes) > 1:
     lines += ["", "Against `plain`, the same model: mean paired difference in points over "
@@ -183,6 +188,9 @@ def report(rows) -> list[str]:
       for model in MODELS:
         cells = []
         for s in sets:
+          if not (_scored(rows, recipe, s) and _scored(rows, "plain", s)):
+            cells += [""] * len(REGIONS)
+            continue
           mine = {(r["case_id"], r["mask"]): r for r in rows
                   if (r["recipe"], r["model"], r["set"]) == (recipe, model, s)}
           plain = {(r["case_id"], r["mask"]): r for r in rows
