@@ -10,11 +10,13 @@ the measurements).
 Each preset has its own training recipe per job (``RECIPES``, applied by ``apply_recipe``):
 the paper's values for ``paper``, and for the CPU sizes a recipe chosen on the validation
 patients so that the model converges within the preset's budget (the reasons are next to
-the values; the runs that chose them are in benchmarks/RESULTS.md).
+the values; the runs that chose them are in benchmarks/RESULTS.md), and its augmentation
+(``AUGMENT``): none for ``paper``, nnU-Net's probabilities for the CPU sizes.
 """
 
 import ml_collections
 
+from urn_jax.data.augment import PROBABILITIES, AugmentSettings
 from urn_jax.model.unet import PAPER_FEATURES  # the widths of the paper's U-Nets
 
 
@@ -83,10 +85,12 @@ def get_config():
   config.train.log_every = 10
 
   # Data augmentation of the training slices (urn_jax.data.augment; validation and evaluation
-  # never augment). Every transform is off (probability 0) until a measurement chooses;
-  # each p_<name> is the probability that a slice gets it, the ranges its magnitudes.
-  # AugmentSettings.typical() has nnU-Net's probabilities, e.g. for a measurement.
+  # never augment). Each p_<name> is the probability that a slice gets it, the ranges its
+  # magnitudes. Here every transform is off, the paper's setup (it names no augmentation),
+  # which the paper preset keeps; the CPU presets' recipes turn nnU-Net's probabilities on
+  # (AUGMENT below). enabled=False turns everything off whatever the probabilities.
   config.augment = ml_collections.ConfigDict()
+  config.augment.enabled = True
   config.augment.p_flip = 0.0        # left-right mirror (nnU-Net, MONAI: 0.5)
   config.augment.p_rotate = 0.0      # in-plane rotation (nnU-Net: 0.2)
   config.augment.rotate_degrees = (-30.0, 30.0)  # nnU-Net 3D's per-axis range
@@ -159,10 +163,23 @@ RECIPES = {
 }
 
 
+# The augmentation of each size, over get_config's (all off). The CPU sizes: every
+# transform at AugmentSettings.typical()'s probability (about nnU-Net's), for pre-training
+# and segmentation alike. Chosen at the small size on tuning patients, never on test ones:
+# against none, within a point at the training scanner and better on scanners the runs
+# never saw, for both Baseline + MD and the frozen-encoder URN; a stronger variant lost
+# 1-8 points at the training scanner (benchmarks/RESULTS.md, "Plan 2"). The paper names
+# none; its preset keeps none.
+_TYPICAL = {p: getattr(AugmentSettings.typical(), p) for p in PROBABILITIES}
+AUGMENT = {"": _TYPICAL, "small": _TYPICAL, "paper": {}}
+
+
 def apply_recipe(config, job: str, preset: str):
-  """Sets ``config.train`` to the recipe of ``job`` at size ``preset`` (``RECIPES``)."""
+  """Sets ``config.train`` to the recipe of ``job`` at size ``preset`` (``RECIPES``), and
+  ``config.augment``'s probabilities to that size's (``AUGMENT``)."""
   for field, value in RECIPES[job, preset].items():
     setattr(config.train, field, value)
+  config.augment.update(AUGMENT[preset])
   return config
 
 

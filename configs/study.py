@@ -50,8 +50,10 @@ import ml_collections  # noqa: E402
 
 
 def _stage(config):
-  """A job config for the study: its ``data`` comes from the study's at run time."""
+  """A job config for the study: its ``data`` comes from the study's at run time, and it
+  augments nothing, the paper's setup (docs/STUDY_PLAN.md), at every size."""
   del config["data"]
+  config.augment.enabled = False
   return config
 
 

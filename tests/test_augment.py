@@ -6,12 +6,14 @@ and absent modalities exactly 0."""
 import dataclasses
 
 import nibabel as nib
+import ml_collections
 import numpy as np
 import pytest
 from conftest import LPS, first_batches, load_config, write_pooled_cache
 from scipy import ndimage
 
-from urn_jax.data.augment import INTENSITY, PROBABILITIES, SPATIAL, AugmentSettings, augment
+from urn_jax.data.augment import (INTENSITY, PROBABILITIES, SPATIAL, SWITCH, AugmentSettings,
+                                  augment)
 from urn_jax.data.loader import SliceSource, make_loader
 from urn_jax.data.preprocess import PreprocessConfig
 from urn_jax.errors import ConfigError
@@ -290,13 +292,28 @@ def test_a_pretraining_record_without_a_label_is_transformed_whole(cache):
   assert (batch["image"][hcp_rows][..., [0, 2]] == 0).all()
 
 
-def test_the_config_block_holds_the_settings_defaults_and_is_checked_by_name():
+def test_the_config_block_holds_the_settings_and_is_checked_by_name():
+  """The CPU sizes augment with ``typical``'s probabilities (pre-training too), the paper's
+  size not at all; ``enabled`` False turns a CPU recipe's augmentation off."""
   from urn_jax.training.config_checks import check_training_config
+  for job, arg in (("segment", ""), ("segment", "urn_md,small"), ("pretrain", "small")):
+    config = load_config(job, arg)
+    assert AugmentSettings.from_config(config.augment) == AugmentSettings.typical(), arg
+  assert AugmentSettings.from_config(load_config("segment", "paper").augment) == (
+      AugmentSettings())
   config = load_config("segment")
-  assert AugmentSettings.from_config(config.augment) == AugmentSettings()
-  assert not AugmentSettings.from_config(config.augment).active
-  assert set(config.augment.keys()) == {f.name for f in dataclasses.fields(AugmentSettings)}
+  assert set(config.augment.keys()) == {f.name for f in dataclasses.fields(AugmentSettings)
+                                        } | {SWITCH}
   check_training_config(config)
+  config.augment.enabled = False
+  assert not AugmentSettings.from_config(config.augment).active
+  assert config.augment.p_flip == 0.5  # the probabilities stay as they were
+  blocks = config.augment
+  config.augment = ml_collections.ConfigDict({**blocks.to_dict(), "enabled": "no"})  # as JSON
+  with pytest.raises(ConfigError, match="augment.enabled must be True or False"):
+    check_training_config(config)
+  config.augment = blocks
+  config.augment.enabled = True
   config.augment.p_flip = 1.5
   config.augment.scale = (1.4, 0.7)
   config.augment.noise_std = (-0.1, 0.1)

@@ -1,4 +1,4 @@
-"""Data augmentation of one training slice: spatial and intensity transforms, all off by default.
+"""Data augmentation of a training slice: spatial and intensity transforms, each off unless asked.
 
 ``augment(record, rng, settings)`` transforms one record of ``SliceSource``
 (``{"image": [H, W, M], "available": [M], "label": [H, W]}``, ``"label"`` only for
@@ -13,8 +13,9 @@ slice, drawn once per slice, and the range its magnitude is drawn from. The refe
 points are nnU-Net's (Isensee et al., 2021, Nature Methods 18:203; its batchgenerators
 pipeline: ``nnUNetTrainer.get_training_transforms`` in nnU-Net v2 and
 ``default_2D_augmentation_params`` in v1) and MONAI's transforms; each field of
-``AugmentSettings`` names the one it follows. The probabilities that suit these 2D slices
-are for a measurement to choose, not this module.
+``AugmentSettings`` names the one it follows. The probabilities a job uses are its
+config's: the CPU presets' recipes choose ``AugmentSettings.typical()``'s, by measurement
+(configs/default.py, ``AUGMENT``), the paper's setup none.
 
 Spatial transforms (one draw per slice, the same for every modality and the label):
 ``flip`` (left-right), ``rotate``, ``scale`` and ``elastic``. Slices are axial cuts of
@@ -71,6 +72,9 @@ RANGES = {
     "gamma": (0.1, 10.0, "exponents"),
 }
 BIAS_DEGREES = (1, 6)  # the bias field's polynomial degree: at least linear, still smooth
+# The config block's one field that is not a setting: False turns every transform off (the
+# paper's setup) without touching the probabilities.
+SWITCH = "enabled"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,8 +143,11 @@ class AugmentSettings:
   @classmethod
   def from_config(cls, config) -> "AugmentSettings":
     """From ``config.augment`` (a ConfigDict or dict; lists, as JSON gives them, become
-    tuples). An absent field keeps its default."""
+    tuples). An absent field keeps its default; ``enabled`` False (``SWITCH``) sets every
+    probability to 0, whatever the block says."""
     values = dict(config.items()) if hasattr(config, "items") else dict(config)
+    if not values.pop(SWITCH, True):
+      values.update({p: 0.0 for p in PROBABILITIES})
     fields = {}
     for field in dataclasses.fields(cls):
       if field.name in values:

@@ -160,10 +160,13 @@ def _augment_problems(problems: _Problems):
   if "augment" not in config:
     return
   a = config.augment
-  known = {f.name for f in dataclasses.fields(augment.AugmentSettings)}
+  known = {f.name for f in dataclasses.fields(augment.AugmentSettings)} | {augment.SWITCH}
   for field in sorted(set(a.keys()) - known):
     problems.append(f"augment.{field} is not a setting of the augmentation; known: "
                     f"{', '.join(sorted(known))}")
+  if augment.SWITCH in a:
+    need(isinstance(a[augment.SWITCH], bool), f"augment.{augment.SWITCH}",
+         "True or False (False: no augmentation, whatever the probabilities)")
   for field in augment.PROBABILITIES:
     if field in a:
       need(_is_number(a[field]) and 0 <= a[field] <= 1, f"augment.{field}",
