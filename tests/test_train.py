@@ -144,6 +144,11 @@ def test_a_checkpoint_of_another_model_is_a_clear_error(data, tmp_path):
   other.model.encoder_features = (4, 16)
   with pytest.raises(CheckpointMismatch, match="different configuration.*model"):
     train_and_evaluate(other, tmp_path)
+  # Trained with the default preset's augmentation: resumed without it is refused too.
+  plain = tiny(load_config("segment", "urn_md"), data, steps=4)
+  plain.augment.enabled = False
+  with pytest.raises(CheckpointMismatch, match="other data augmentation.*augment.p_flip"):
+    train_and_evaluate(plain, tmp_path)
   bogus = tiny(load_config("segment", "urn_md"), data, steps=4)
   bogus.model.kind = "bogus"
   with pytest.raises(urn_jax.errors.ConfigError, match="model.kind must be"):
@@ -315,3 +320,23 @@ def test_a_work_directory_from_before_the_explicit_fields_resumes_and_loads(
   old_baseline = ml_collections.ConfigDict(json.loads(baseline.to_json()))
   old_baseline.train.theta = -1.0  # how "no dropout" was written before None
   assert stored_config(old_baseline).train.theta is None
+
+
+def test_resuming_checks_the_augmentation_a_run_was_trained_with(tmp_path):
+  """A run of a CPU preset trained before those presets augmented resumes only with
+  augmentation off, and is told so; the study's stages, trained with every probability 0,
+  resume with their pinned ``enabled=False``."""
+  from urn_jax.training.checkpoints import _check_augmentation
+  before = load_config("segment")
+  before.augment = ml_collections.ConfigDict(
+      {k: (0.0 if k.startswith("p_") else v) for k, v in before.augment.items()
+       if k != "enabled"})  # as config.json kept it then
+  with pytest.raises(CheckpointMismatch, match="trained without augmentation: add "
+                     "--config.augment.enabled=False"):
+    _check_augmentation(before, load_config("segment"), tmp_path)
+  now = load_config("segment")
+  now.augment.enabled = False
+  _check_augmentation(before, now, tmp_path)
+  _check_augmentation(ml_collections.ConfigDict({"job": "segment"}), now, tmp_path)  # no block
+  study = load_config("study")
+  _check_augmentation(before, study.pretrain, tmp_path)

@@ -26,6 +26,7 @@ Checkpoints written before this list existed are restored unchecked.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -39,6 +40,7 @@ from absl import logging as absl_logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from urn_jax.console import say
+from urn_jax.data.augment import AugmentSettings
 from urn_jax.errors import CheckpointMismatch, DataError, MissingInput
 from urn_jax.files import temporary_path, write_text_atomically
 from urn_jax.job_config import CONFIG_FILE, migrate, pretrained_encoders, read_config
@@ -309,11 +311,31 @@ def restore_state(workdir) -> tuple[dict, int, Path]:
 def keep_trained_config(config, workdir: Path):
   """Refuses, before anything is written, a config whose model differs from the one already
   trained in ``workdir`` (its ``config.json`` next to checkpoints): overwriting that file
-  would leave checkpoints that no longer load. ``CheckpointMismatch`` names the fields."""
+  would leave checkpoints that no longer load. ``CheckpointMismatch`` names the fields. So
+  is one that augments differently: the run would go on with other data, unnoticed (a run
+  of a CPU preset started before those presets augmented, resumed by the same command)."""
   checkpoints = Path(workdir) / "checkpoints"
   if ((Path(workdir) / CONFIG_FILE).is_file() and checkpoints.is_dir()
       and any(checkpoints.iterdir())):
-    check_signature(signature(read_config(workdir)), signature(config), workdir)
+    trained = read_config(workdir)
+    check_signature(signature(trained), signature(config), workdir)
+    _check_augmentation(trained, config, workdir)
+
+
+def _check_augmentation(trained, config, workdir):
+  """Raises ``CheckpointMismatch`` naming the augmentation settings in which ``config``
+  differs from the ``trained`` one (a config without the block augments nothing)."""
+  before, now = (dataclasses.asdict(AugmentSettings.from_config(c.get("augment", {})))
+                 for c in (trained, config))
+  differing = [k for k in now if before[k] != now[k]]
+  if differing:
+    hint = (" (it was trained without augmentation: add --config.augment.enabled=False)"
+            if not AugmentSettings(**before).active else "")
+    raise CheckpointMismatch(
+        f"the checkpoints in {workdir} were trained with other data augmentation (differs "
+        f"in: {', '.join('augment.' + k for k in differing)}; there "
+        f"{[before[k] for k in differing]}, here {[now[k] for k in differing]}); use the "
+        f"augmentation it was trained with{hint}, or a new --workdir")
 
 
 def find_pretrained(pretrained_workdir):
