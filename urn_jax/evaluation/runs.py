@@ -80,7 +80,12 @@ class Counted:
   every: list  # each with its "curve" (``curve_summary``, None without one)
   unflat: list  # not flat, or without a curve: named, and counted all the same
   tested: list  # the segmentation runs the claims are tested on: all of them
-  resting: list  # tested runs whose encoders come from a pre-training not flat, named
+
+  @property
+  def resting(self) -> list[str]:
+    """The tested runs whose encoders come from a pre-training that is not flat, each
+    named by its ``run["resting"]`` sentence (``count_runs``)."""
+    return [r["resting"] for r in self.tested if "resting" in r]
 
   @property
   def shown(self) -> list:
@@ -97,13 +102,13 @@ class Counted:
             "its curve): " + ", ".join(named) + ".")
 
 
-def _resting_on_unflat_pretraining(runs, tested) -> list[str]:
-  """The runs of ``tested`` whose encoders were restored from a pre-training (their
-  ``config.json``'s ``pretrained_workdir``) that is among ``runs`` and whose curve is not
-  flat, each with its pre-training's name and last-fifth improvement."""
+def _name_resting_on_unflat_pretraining(runs):
+  """Gives each segmentation run of ``runs`` whose encoders were restored from a
+  pre-training (its ``config.json``'s ``pretrained_workdir``) that is among ``runs`` and
+  whose curve is not flat ``run["resting"]``: its name with its pre-training's name and
+  last-fifth improvement."""
   pretrainings = {Path(r["workdir"]).resolve(): r for r in runs if r["job"] == "pretrain"}
-  named = []
-  for run in tested:
+  for run in (r for r in runs if r["job"] == "segment"):
     source = (stored_fields(run["workdir"]) or {}).get("pretrained_workdir")
     pre = pretrainings.get(Path(source).resolve()) if source else None
     curve = (pre or {}).get("curve") or {}
@@ -112,8 +117,6 @@ def _resting_on_unflat_pretraining(runs, tested) -> list[str]:
       run["resting"] = _seed(run, f": {pre['name']}" + (
           f", {100 * improvement:.1f} % better in its last fifth" if improvement is not None
           and not math.isnan(improvement) else ", no curve"))
-      named.append(run["resting"])
-  return named
 
 
 def count_runs(runs) -> Counted:
@@ -123,13 +126,14 @@ def count_runs(runs) -> Counted:
   for run in runs:
     metrics = Path(run["workdir"]) / "metrics.jsonl"
     run["curve"] = curve_summary(metrics) if metrics.is_file() else None
-  return _counted(runs, _resting_on_unflat_pretraining)
+  _name_resting_on_unflat_pretraining(runs)
+  return _counted(runs)
 
 
-def _counted(runs, resting) -> Counted:
+def _counted(runs) -> Counted:
   unflat = [r for r in runs if not (r.get("curve") or {}).get("flat")]
   tested = [r for r in runs if r["job"] == "segment"]
-  return Counted(every=list(runs), unflat=unflat, tested=tested, resting=resting(runs, tested))
+  return Counted(every=list(runs), unflat=unflat, tested=tested)
 
 
 # What runs.json keeps of each run (beside its name, job, seed, step and workdir): all that
@@ -155,4 +159,4 @@ def counted_from_records(records, case_rows) -> Counted:
     row = {k: (float(v) if "/" in k else int(v) if k == "seed" else v)
            for k, v in row.items() if v != ""}
     by_run[row["model"], row["seed"]]["rows"].append(row)
-  return _counted(runs, lambda _, tested: [r["resting"] for r in tested if "resting" in r])
+  return _counted(runs)

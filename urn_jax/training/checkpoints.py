@@ -207,11 +207,17 @@ def check_signature(stored, current, where):
     return
   stored = migrate(json.loads(json.dumps(stored)))
   if stored != current:
-    differences = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
     raise CheckpointMismatch(
-        f"the checkpoints in {where} were written for a different configuration (differs in: "
-        f"{', '.join(differences)}; stored {[stored.get(k) for k in differences]}, configured "
-        f"{[current.get(k) for k in differences]}); use a new --workdir or the same config")
+        f"the checkpoints in {where} were written for a different configuration "
+        f"{_differences(stored, current)}; use a new --workdir or the same config")
+
+
+def _differences(stored: dict, current: dict, prefix: str = "") -> str:
+  """``(differs in: <keys>; stored [...], configured [...])`` for the keys whose values
+  differ, named with ``prefix``."""
+  keys = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
+  return (f"(differs in: {', '.join(prefix + k for k in keys)}; stored "
+          f"{[stored.get(k) for k in keys]}, configured {[current.get(k) for k in keys]})")
 
 
 @contextlib.contextmanager
@@ -325,17 +331,14 @@ def keep_trained_config(config, workdir: Path):
 def _check_augmentation(trained, config, workdir):
   """Raises ``CheckpointMismatch`` naming the augmentation settings in which ``config``
   differs from the ``trained`` one (a config without the block augments nothing)."""
-  before, now = (dataclasses.asdict(AugmentSettings.from_config(c.get("augment", {})))
-                 for c in (trained, config))
-  differing = [k for k in now if before[k] != now[k]]
-  if differing:
+  before, now = (AugmentSettings.from_config(c.get("augment", {})) for c in (trained, config))
+  if before != now:
     hint = (" (it was trained without augmentation: add --config.augment.enabled=False)"
-            if not AugmentSettings(**before).active else "")
+            if not before.active else "")
     raise CheckpointMismatch(
-        f"the checkpoints in {workdir} were trained with other data augmentation (differs "
-        f"in: {', '.join('augment.' + k for k in differing)}; there "
-        f"{[before[k] for k in differing]}, here {[now[k] for k in differing]}); use the "
-        f"augmentation it was trained with{hint}, or a new --workdir")
+        f"the checkpoints in {workdir} were trained with other data augmentation "
+        f"{_differences(dataclasses.asdict(before), dataclasses.asdict(now), 'augment.')}; "
+        f"use the augmentation it was trained with{hint}, or a new --workdir")
 
 
 def find_pretrained(pretrained_workdir):
