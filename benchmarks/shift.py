@@ -4,12 +4,13 @@
     python benchmarks/shift.py --report benchmarks/cpu/shift                     # the tables again
 
 Each recipe (``RECIPES``: with or without augmentation, on the phantom's version 2 or its
-varied version 3) trains, at the ``small`` size, the README's chain - pre-training, then URN
-+ MD with the frozen pre-trained encoders (``urn_md_pretrained``) - and Baseline + MD, each
-on site A (the default phantom, seed 0) with launch.py, into ``<workdir>/<recipe>/``: a
-stopped benchmark resumes where it stopped (launch.py resumes a run; a finished one is
-skipped). Site B takes part in no choice: the runs see site A only, and their checkpoints
-are chosen on site A's validation patients.
+varied version 3, with or without clean synthesis targets in pre-training) trains, at the
+``small`` size, the README's chain - pre-training, then URN + MD with the frozen
+pre-trained encoders (``urn_md_pretrained``) - and Baseline + MD, each on site A (the
+default phantom, seed 0) with launch.py, into ``<workdir>/<recipe>/``: a stopped benchmark
+resumes where it stopped (launch.py resumes a run; a finished one is skipped). Site B
+takes part in no choice: the runs see site A only, and their checkpoints are chosen on
+site A's validation patients.
 
 Scored (``--masks``, all 15 combinations by default):
 - ``validation``: site A's validation patients of each run's split, which a choice between
@@ -22,6 +23,8 @@ Scored (``--masks``, all 15 combinations by default):
   or validates on) imaged at site A and at site B (``urn_jax.data.scanners.SITES``):
   the same anatomy and lesions, scanned twice, so that A against B is paired by patient.
   The test sets.
+A recipe that changes only the pre-training (``clean``, ``strong-clean``) trains no Baseline
++ MD of its own and is compared with the recipe whose segmentation it shares.
 Each prediction goes back onto the original grid (background outside the given modalities'
 brain) and is scored by Dice per region (WT, TC, ET). Printed per recipe, model and set:
 the mean over the 15 combinations and the score with all four modalities; then each
@@ -59,14 +62,21 @@ from urn_jax.modalities import mask_key
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
-  """How the runs of a recipe differ from the ``small`` defaults."""
+  """How the runs of a recipe differ from the ``small`` defaults. ``pretrain_augment``:
+  the pre-training's augmentation where it differs from the segmentation's (``augment``);
+  ``models``: the runs it trains (one that only changes the pre-training leaves Baseline +
+  MD as its ``reference`` recipe trained it, and is compared with that recipe)."""
   augment: AugmentSettings = AugmentSettings()
   phantom_version: int = 2
+  pretrain_augment: AugmentSettings | None = None
+  models: tuple[str, ...] = ("baseline_md", "urn_md_pretrained")
+  reference: str = "plain"
 
-  def overrides(self) -> list[str]:
+  def overrides(self, pretraining: bool = False) -> list[str]:
+    settings = self.pretrain_augment if pretraining and self.pretrain_augment else self.augment
     flags = [f"--config.data.phantom_version={self.phantom_version}"]
     for field in dataclasses.fields(AugmentSettings):
-      value = getattr(self.augment, field.name)
+      value = getattr(settings, field.name)
       flags.append(f"--config.augment.{field.name}=" +
                    (f"({','.join(str(v) for v in value)})" if isinstance(value, tuple)
                     else str(value)))
@@ -88,6 +98,15 @@ RECIPES = {
     "strong": Recipe(augment=STRONG),
     "variety": Recipe(phantom_version=3),
     "variety+augment": Recipe(augment=AugmentSettings.typical(), phantom_version=3),
+    # The pre-training restores clean synthesis targets from intensity-augmented inputs
+    # (AugmentSettings.clean_targets); the segmentation augments as `augment` does.
+    "clean": Recipe(augment=AugmentSettings.typical(), models=("urn_md_pretrained",),
+                    pretrain_augment=dataclasses.replace(AugmentSettings.typical(),
+                                                         clean_targets=True),
+                    reference="augment"),
+    "strong-clean": Recipe(augment=AugmentSettings.typical(), models=("urn_md_pretrained",),
+                           pretrain_augment=dataclasses.replace(STRONG, clean_targets=True),
+                           reference="augment"),
 }
 MODELS = ("baseline_md", "urn_md_pretrained")
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,12 +127,16 @@ def _launch(config: str, workdir: Path, flags: list[str]) -> None:
 def train(workdir: Path, recipes) -> None:
   """Trains (or resumes, or skips when done) every run of ``recipes``."""
   for name in recipes:
-    root, flags = workdir / name, RECIPES[name].overrides()
-    _launch(str(ROOT / "configs/pretrain.py") + ":small", root / "pretrain", flags)
+    recipe, root = RECIPES[name], workdir / name
+    flags = recipe.overrides()
+    _launch(str(ROOT / "configs/pretrain.py") + ":small", root / "pretrain",
+            recipe.overrides(pretraining=True))
     _launch(str(ROOT / "configs/segment.py") + ":urn_md_pretrained,small",
             root / "urn_md_pretrained",
             flags + [f"--config.pretrained_workdir={root / 'pretrain'}"])
-    _launch(str(ROOT / "configs/segment.py") + ":baseline_md,small", root / "baseline_md", flags)
+    if "baseline_md" in recipe.models:
+      _launch(str(ROOT / "configs/segment.py") + ":baseline_md,small", root / "baseline_md",
+              flags)
 
 
 def _new_cases(model, version: int, site: str, patients: int, seed: int) -> list[Path]:
@@ -131,7 +154,7 @@ def score(workdir: Path, recipes, sets, masks: str, patients: int, seeds: dict) 
   region. ``seeds``: the phantom seed of the ``"test"`` and the ``"tune"`` sets."""
   rows = []
   for recipe in recipes:
-    for name in MODELS:
+    for name in RECIPES[recipe].models:
       run = workdir / recipe / name
       model = load_model(run)
       chosen = {}
@@ -160,47 +183,61 @@ def _mean(rows, region, **where) -> float:
   return float(np.mean(values)) if values else float("nan")
 
 
-def _scored(rows, recipe, set_name) -> bool:
-  return any(r["recipe"] == recipe and r["set"] == set_name for r in rows)
+def _scored(rows, recipe, set_name, model=None) -> bool:
+  return any(r["recipe"] == recipe and r["set"] == set_name and model in (None, r["model"])
+             for r in rows)
+
+
+def _header(sets) -> list[str]:
+  return ["| recipe | model | " + " | ".join(f"{s} {r}" for s in sets for r in REGIONS) + " |",
+          "|---|---|" + "---|" * (len(sets) * len(REGIONS))]
+
+
+def _paired_cells(rows, recipe, reference, model, sets, all_four) -> list[str]:
+  """Per set and region: the mean paired difference of ``recipe`` against ``reference``
+  (pairs up / down), then over the patients with all four modalities."""
+  cells = []
+  for s in sets:
+    if not (_scored(rows, recipe, s, model) and _scored(rows, reference, s, model)):
+      cells += [""] * len(REGIONS)
+      continue
+    pick = lambda name: {(r["case_id"], r["mask"]): r for r in rows
+                         if (r["recipe"], r["model"], r["set"]) == (name, model, s)}
+    mine, theirs = pick(recipe), pick(reference)
+    for region in REGIONS:
+      d = np.array([mine[k][region] - theirs[k][region] for k in mine if k in theirs])
+      four = np.array([mine[k][region] - theirs[k][region] for k in mine
+                       if k in theirs and k[1] == all_four])
+      cells.append(f"{d.mean():+.1f} ({np.sum(d > 0)} / {np.sum(d < 0)}), {four.mean():+.1f}")
+  return cells
 
 
 def report(rows) -> list[str]:
-  """The tables (module docstring) as Markdown lines."""
+  """The tables (module docstring) as Markdown lines: a recipe is compared with its
+  ``reference`` (``plain``, or the recipe whose Baseline + MD it shares)."""
   recipes = list(dict.fromkeys(r["recipe"] for r in rows))
   sets = [s for s in SETS if any(r["set"] == s for r in rows)]
   all_four = "1111"
+  models = lambda recipe: [m for m in MODELS if any(
+      (r["recipe"], r["model"]) == (recipe, m) for r in rows)]
   lines = ["Dice (%), mean over the combinations / with all four modalities", "",
-           "| recipe | model | " + " | ".join(f"{s} {r}" for s in sets for r in REGIONS)
-           + " |", "|---|---|" + "---|" * (len(sets) * len(REGIONS))]
+           *_header(sets)]
   for recipe in recipes:
-    for model in MODELS:
+    for model in models(recipe):
       cells = [f"{_mean(rows, r, recipe=recipe, model=model, set=s):.1f} / "
                f"{_mean(rows, r, recipe=recipe, model=model, set=s, mask=all_four):.1f}"
-               if _scored(rows, recipe, s) else "" for s in sets for r in REGIONS]
+               if _scored(rows, recipe, s, model) else "" for s in sets for r in REGIONS]
       lines.append(f"| {recipe} | {model} | " + " | ".join(cells) + " |")
-  if "plain" in recipes and len(recipes) > 1:
-    lines += ["", "Against `plain`, the same model: mean paired difference in points over "
-              "the (patient, combination) pairs (pairs up / down), then over the patients "
-              "with all four modalities", "",
-              "| recipe | model | " + " | ".join(f"{s} {r}" for s in sets for r in REGIONS)
-              + " |", "|---|---|" + "---|" * (len(sets) * len(REGIONS))]
-    for recipe in [r for r in recipes if r != "plain"]:
-      for model in MODELS:
-        cells = []
-        for s in sets:
-          if not (_scored(rows, recipe, s) and _scored(rows, "plain", s)):
-            cells += [""] * len(REGIONS)
-            continue
-          mine = {(r["case_id"], r["mask"]): r for r in rows
-                  if (r["recipe"], r["model"], r["set"]) == (recipe, model, s)}
-          plain = {(r["case_id"], r["mask"]): r for r in rows
-                   if (r["recipe"], r["model"], r["set"]) == ("plain", model, s)}
-          for region in REGIONS:
-            d = np.array([mine[k][region] - plain[k][region] for k in mine if k in plain])
-            four = np.array([mine[k][region] - plain[k][region] for k in mine
-                             if k in plain and k[1] == all_four])
-            cells.append(f"{d.mean():+.1f} ({np.sum(d > 0)} / {np.sum(d < 0)}), "
-                         f"{four.mean():+.1f}")
+  for reference in dict.fromkeys(RECIPES[r].reference for r in recipes):
+    compared = [r for r in recipes if r != reference and RECIPES[r].reference == reference]
+    if reference not in recipes or not compared:
+      continue
+    lines += ["", f"Against `{reference}`, the same model: mean paired difference in points "
+              "over the (patient, combination) pairs (pairs up / down), then over the "
+              "patients with all four modalities", "", *_header(sets)]
+    for recipe in compared:
+      for model in models(recipe):
+        cells = _paired_cells(rows, recipe, reference, model, sets, all_four)
         lines.append(f"| {recipe} | {model} | " + " | ".join(cells) + " |")
   return lines
 
@@ -236,7 +273,7 @@ def write_curves(folder, workdir: Path, recipes) -> None:
   path = Path(folder) / "curves.json"
   curves = json.loads(path.read_text()) if path.exists() else {}
   for recipe in recipes:
-    for name in ("pretrain",) + MODELS:
+    for name in ("pretrain",) + RECIPES[recipe].models:
       metrics = workdir / recipe / name / "metrics.jsonl"
       summary = curve_summary(metrics)
       rates = [row["slices_per_second"] for row in read_metrics(metrics)

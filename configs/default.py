@@ -114,6 +114,8 @@ def get_config():
   config.augment.lowres_factor = (1.0, 2.0)  # downsampling factor; nnU-Net's zoom 1 to 0.5
   config.augment.p_gamma = 0.0       # gamma on the foreground in [0, 1] (nnU-Net: 0.3)
   config.augment.gamma = (0.7, 1.5)  # nnU-Net's
+  # Pre-training only: synthesis targets without the intensity transforms (restoration)
+  config.augment.clean_targets = False
   return config
 
 

@@ -292,6 +292,34 @@ def test_a_pretraining_record_without_a_label_is_transformed_whole(cache):
   assert (batch["image"][hcp_rows][..., [0, 2]] == 0).all()
 
 
+def test_clean_targets_keep_the_spatial_transforms_and_drop_the_intensity_ones(cache):
+  """With ``clean_targets`` a pre-training record's synthesis target is its slice moved as
+  the input was, without the intensity transforms the input got; the synthesis loss reads
+  it. Segmentation records get no target; without the setting nothing changes."""
+  import jax.numpy as jnp
+  from urn_jax.training.steps import pretrain_objective
+  settings = dataclasses.replace(ALL_ON.only("intensity"), p_flip=1.0, clean_targets=True)
+  record = _record(label=False)
+  out = augment(record, np.random.default_rng(0), settings)
+  np.testing.assert_array_equal(out["target"], record["image"][::-1])
+  assert not np.allclose(out["image"], out["target"])
+  dirty = augment(record, np.random.default_rng(0),
+                  dataclasses.replace(settings, clean_targets=False))
+  assert "target" not in dirty
+  np.testing.assert_array_equal(dirty["image"], out["image"])  # the same draws either way
+  assert "target" not in augment(_record(), np.random.default_rng(0), settings)
+  batch = {k: jnp.asarray(v)[None] for k, v in out.items()}
+  keep = batch["available"]
+  prediction = {"synthesis": batch["target"], "z_tilde": jnp.zeros((1, 4, 8, 8, 2))}
+  loss, _ = pretrain_objective(prediction, batch, keep)
+  assert float(loss) == 0.0  # a perfect synthesis of the clean target
+  del batch["target"]
+  assert float(pretrain_objective(prediction, batch, keep)[0]) > 0.01
+  brats, hcp = cache
+  first = first_batches(make_loader(SliceSource(brats + hcp), 4, seed=0, augment=settings), 1)[0]
+  assert first["target"].shape == first["image"].shape == (4, 48, 48, 4)
+
+
 def test_the_config_block_holds_the_settings_and_is_checked_by_name():
   """The CPU sizes augment with ``typical``'s probabilities (pre-training too), the paper's
   size not at all; ``enabled`` False turns a CPU recipe's augmentation off."""
@@ -311,6 +339,9 @@ def test_the_config_block_holds_the_settings_and_is_checked_by_name():
   blocks = config.augment
   config.augment = ml_collections.ConfigDict({**blocks.to_dict(), "enabled": "no"})  # as JSON
   with pytest.raises(ConfigError, match="augment.enabled must be True or False"):
+    check_training_config(config)
+  config.augment = ml_collections.ConfigDict({**blocks.to_dict(), "clean_targets": 1})
+  with pytest.raises(ConfigError, match="augment.clean_targets must be True or False"):
     check_training_config(config)
   config.augment = blocks
   config.augment.enabled = True

@@ -77,7 +77,27 @@ def test_a_recipe_sets_every_augmentation_field_and_the_phantom_version():
     written = [f.split("=", 1)[1] for f in flags if f.startswith(f"--config.augment.{field.name}=")]
     assert len(written) == 1, field.name
     parsed = (tuple(float(v) for v in written[0].strip("()").split(","))
-              if isinstance(value, tuple) else type(value)(written[0]))
+              if isinstance(value, tuple) else written[0] == "True"
+              if isinstance(value, bool) else type(value)(written[0]))
     assert np.allclose(parsed, value), field.name
   assert all(f.endswith("=0.0") for f in shift.RECIPES["plain"].overrides()
              if f.split("=")[0].split(".")[-1] in {"p_flip", "p_gamma", "p_bias"})
+
+
+def test_a_recipe_of_the_pretraining_alone_is_compared_with_the_one_it_shares_runs_with():
+  """``clean`` restores clean targets in pre-training only: its segmentation flags are
+  ``augment``'s, it trains no Baseline + MD of its own, and its URN chain is compared with
+  ``augment``'s, not with ``plain``'s."""
+  clean = shift.RECIPES["clean"]
+  assert "--config.augment.clean_targets=True" in clean.overrides(pretraining=True)
+  assert clean.overrides() == shift.RECIPES["augment"].overrides()
+  assert clean.models == ("urn_md_pretrained",) and clean.reference == "augment"
+  rows = _rows() + [dict(r, recipe="clean", WT=r["WT"] + 1) for r in _rows()
+                    if r["recipe"] == "augment" and r["model"] == "urn_md_pretrained"]
+  lines = shift.report(rows)
+  assert not any(line.startswith("| clean | baseline_md") for line in lines)
+  against = lines.index(next(line for line in lines if line.startswith("Against `augment`")))
+  assert [line.split("|")[1].strip() for line in lines[against + 4:]] == ["clean"]
+  cells = [c.strip() for c in lines[against + 4].strip("|").split("|")]
+  assert cells[2:] == ["+0.0 (0 / 0), +0.0", "+0.0 (0 / 0), +0.0", "+1.0 (4 / 0), +1.0"] * (
+      len(shift.SETS))

@@ -41,7 +41,9 @@ modality stays all-zero: the network must still be able to tell absent from pres
 Pre-training records have no label: the image is both the input and the synthesis
 target, so transforming the record transforms both alike (the same spatial and intensity
 transforms); modality dropout, applied in the training step, then hides some inputs of
-the augmented slice.
+the augmented slice. With ``clean_targets`` the record also gets a ``"target"``: the slice
+after the spatial transforms only, which the synthesis loss then reconstructs instead of
+the input (``urn_jax.training.steps.pretrain_objective``).
 """
 
 from __future__ import annotations
@@ -139,6 +141,12 @@ class AugmentSettings:
   # (0.7, 1.5) (and 0.1 on the inverted image, not done here).
   p_gamma: float = 0.0
   gamma: tuple[float, float] = (0.7, 1.5)
+  # Pre-training only (records without a label): the synthesis targets get the spatial
+  # transforms but not the intensity ones, so the encoders learn to undo a scanner's
+  # intensity changes rather than carry them through to the decoder - a restoration
+  # objective, as in Models Genesis (Zhou et al., MICCAI 2019), which restores original
+  # images from intensity-transformed ones. False (the default): targets are the inputs.
+  clean_targets: bool = False
 
   @classmethod
   def from_config(cls, config) -> "AugmentSettings":
@@ -156,6 +164,8 @@ class AugmentSettings:
           value = tuple(float(v) for v in value)
         elif field.name == "bias_degree":
           value = int(value)
+        elif field.name == "clean_targets":
+          value = bool(value)
         else:
           value = float(value)
         fields[field.name] = value
@@ -318,8 +328,10 @@ def augment(record: dict, rng: np.random.Generator, settings: AugmentSettings) -
   channels = np.flatnonzero(available)
   image, label = record["image"], record.get("label")
   image, label = _spatial(image, label, channels, rng, settings)
-  image = _intensity(image, channels, rng, settings)
   out = dict(record)
+  if settings.clean_targets and label is None:
+    out["target"] = np.ascontiguousarray(image, np.float32)
+  image = _intensity(image, channels, rng, settings)
   out["image"] = np.ascontiguousarray(image, np.float32)
   if label is not None:
     out["label"] = np.ascontiguousarray(label, record["label"].dtype)

@@ -164,9 +164,11 @@ def _augment_problems(problems: _Problems):
   for field in sorted(set(a.keys()) - known):
     problems.append(f"augment.{field} is not a setting of the augmentation; known: "
                     f"{', '.join(sorted(known))}")
-  if augment.SWITCH in a:
-    need(isinstance(a[augment.SWITCH], bool), f"augment.{augment.SWITCH}",
-         "True or False (False: no augmentation, whatever the probabilities)")
+  for field, meaning in ((augment.SWITCH, "False: no augmentation, whatever the probabilities"),
+                         ("clean_targets", "True: pre-training's synthesis targets get no "
+                                           "intensity transforms")):
+    if field in a:
+      need(isinstance(a[field], bool), f"augment.{field}", f"True or False ({meaning})")
   for field in augment.PROBABILITIES:
     if field in a:
       need(_is_number(a[field]) and 0 <= a[field] <= 1, f"augment.{field}",

@@ -63,8 +63,11 @@ def keep_mask(key, available, theta, min_keep):
 def pretrain_objective(out, batch, keep, *, variance_weight=1e-4, reconstruction="l1"):
   """Synthesis pre-training's loss (paper 2.3): reconstruct every modality the sample has,
   dropped ones included, from the kept ones, plus ``variance_weight`` times the voxel-wise
-  variance of the kept encoders' outputs. Returns ``(loss, metrics)``."""
-  recon = synthesis_loss(out["synthesis"], batch["image"], batch["available"], reconstruction)
+  variance of the kept encoders' outputs. The targets are ``batch["target"]`` where the
+  augmentation kept clean ones (``AugmentSettings.clean_targets``), else the inputs.
+  Returns ``(loss, metrics)``."""
+  recon = synthesis_loss(out["synthesis"], batch.get("target", batch["image"]),
+                         batch["available"], reconstruction)
   variance = fusion_variance(out["z_tilde"], keep)
   loss = recon + variance_weight * variance
   return loss, {"loss": loss, "reconstruction": recon, "variance": variance,
