@@ -170,8 +170,9 @@ RECIPES = {
 # and segmentation alike. Chosen at the small size on tuning patients, never on test ones:
 # against none, within a point at the training scanner and better on scanners the runs
 # never saw, for both Baseline + MD and the frozen-encoder URN; a stronger variant lost
-# 1-8 points at the training scanner (benchmarks/RESULTS.md, "Plan 2"). The paper names
-# none; its preset keeps none.
+# 1-8 points at the training scanner (benchmarks/RESULTS.md, "Plan 2"); clean synthesis
+# targets in pre-training (augment.clean_targets) did not beat it ("Plan 3"). The paper
+# names none; its preset keeps none.
 _TYPICAL = {p: getattr(AugmentSettings.typical(), p) for p in PROBABILITIES}
 AUGMENT = {"": _TYPICAL, "small": _TYPICAL, "paper": {}}
 
