@@ -151,24 +151,17 @@ class AugmentSettings:
   @classmethod
   def from_config(cls, config) -> "AugmentSettings":
     """From ``config.augment`` (a ConfigDict or dict; lists, as JSON gives them, become
-    tuples). An absent field keeps its default; ``enabled`` False (``SWITCH``) sets every
-    probability to 0, whatever the block says."""
+    tuples). An absent field keeps its default; a given one takes its default's type.
+    ``enabled`` False (``SWITCH``) sets every probability to 0, whatever the block says."""
     values = dict(config.items()) if hasattr(config, "items") else dict(config)
     if not values.pop(SWITCH, True):
       values.update({p: 0.0 for p in PROBABILITIES})
     fields = {}
     for field in dataclasses.fields(cls):
       if field.name in values:
-        value = values[field.name]
-        if field.name in RANGES:
-          value = tuple(float(v) for v in value)
-        elif field.name == "bias_degree":
-          value = int(value)
-        elif field.name == "clean_targets":
-          value = bool(value)
-        else:
-          value = float(value)
-        fields[field.name] = value
+        value, kind = values[field.name], type(field.default)
+        fields[field.name] = (tuple(float(v) for v in value) if kind is tuple
+                              else kind(value))
     return cls(**fields)
 
   @classmethod
