@@ -24,7 +24,9 @@ Scored (``--masks``, all 15 combinations by default):
   the same anatomy and lesions, scanned twice, so that A against B is paired by patient.
   The test sets.
 A recipe that changes only the pre-training (``clean``, ``strong-clean``) trains no Baseline
-+ MD of its own and is compared with the recipe whose segmentation it shares.
++ MD of its own and is compared with the recipe whose segmentation it shares; one that
+changes only the inference (``adabn``: test-time adaptation of the batch norms) trains
+nothing and scores the runs of the recipe it is compared with.
 Each prediction goes back onto the original grid (background outside the given modalities'
 brain) and is scored by Dice per region (WT, TC, ET). Printed per recipe, model and set:
 the mean over the 15 combinations and the score with all four modalities; then each
@@ -65,12 +67,16 @@ class Recipe:
   """How the runs of a recipe differ from the ``small`` defaults. ``pretrain_augment``:
   the pre-training's augmentation where it differs from the segmentation's (``augment``);
   ``models``: the runs it trains (one that only changes the pre-training leaves Baseline +
-  MD as its ``reference`` recipe trained it, and is compared with that recipe)."""
+  MD as its ``reference`` recipe trained it, and is compared with that recipe);
+  ``runs_of``: a recipe whose runs this one scores, training none of its own; ``adapt``:
+  each prediction after test-time adaptation of the batch norms (``urn_jax.inference.adapt``)."""
   augment: AugmentSettings = AugmentSettings()
   phantom_version: int = 2
   pretrain_augment: AugmentSettings | None = None
   models: tuple[str, ...] = ("baseline_md", "urn_md_pretrained")
   reference: str = "plain"
+  runs_of: str | None = None
+  adapt: bool = False
 
   def overrides(self, pretraining: bool = False) -> list[str]:
     settings = self.pretrain_augment if pretraining and self.pretrain_augment else self.augment
@@ -107,6 +113,10 @@ RECIPES = {
     "strong-clean": Recipe(augment=AugmentSettings.typical(), models=("urn_md_pretrained",),
                            pretrain_augment=dataclasses.replace(STRONG, clean_targets=True),
                            reference="augment"),
+    # `augment`'s runs, each patient and combination predicted after test-time adaptation
+    # of every batch norm to that patient (AdaBN).
+    "adabn": Recipe(augment=AugmentSettings.typical(), runs_of="augment", adapt=True,
+                    reference="augment"),
 }
 MODELS = ("baseline_md", "urn_md_pretrained")
 ROOT = Path(__file__).resolve().parent.parent
@@ -128,6 +138,8 @@ def train(workdir: Path, recipes) -> None:
   """Trains (or resumes, or skips when done) every run of ``recipes``."""
   for name in recipes:
     recipe, root = RECIPES[name], workdir / name
+    if recipe.runs_of:
+      continue
     flags = recipe.overrides()
     _launch(str(ROOT / "configs/pretrain.py") + ":small", root / "pretrain",
             recipe.overrides(pretraining=True))
@@ -155,7 +167,7 @@ def score(workdir: Path, recipes, sets, masks: str, patients: int, seeds: dict) 
   rows = []
   for recipe in recipes:
     for name in RECIPES[recipe].models:
-      run = workdir / recipe / name
+      run = workdir / (RECIPES[recipe].runs_of or recipe) / name
       model = load_model(run)
       chosen = {}
       for set_name in sets:
@@ -169,7 +181,7 @@ def score(workdir: Path, recipes, sets, masks: str, patients: int, seeds: dict) 
         for case_dir in progress(cases, desc=f"{recipe} {name} {set_name}", unit="patient"):
           patient = Patient.read(Path(case_dir))
           for mask in patient.combinations(parse_masks(masks)):
-            predicted = patient.predicted(model, mask, 64)
+            predicted = patient.predicted(model, mask, 64, adapt=RECIPES[recipe].adapt)
             rows.append({"recipe": recipe, "model": name, "set": set_name,
                          "case_id": patient.meta.case_id, "mask": mask_key(mask),
                          **{r: 100 * dice(region_mask(predicted, r),
@@ -272,7 +284,7 @@ def write_curves(folder, workdir: Path, recipes) -> None:
   their scores."""
   path = Path(folder) / "curves.json"
   curves = json.loads(path.read_text()) if path.exists() else {}
-  for recipe in recipes:
+  for recipe in (r for r in recipes if not RECIPES[r].runs_of):
     for name in ("pretrain",) + RECIPES[recipe].models:
       metrics = workdir / recipe / name / "metrics.jsonl"
       summary = curve_summary(metrics)

@@ -101,3 +101,40 @@ def test_a_recipe_of_the_pretraining_alone_is_compared_with_the_one_it_shares_ru
   cells = [c.strip() for c in lines[against + 4].strip("|").split("|")]
   assert cells[2:] == ["+0.0 (0 / 0), +0.0", "+0.0 (0 / 0), +0.0", "+1.0 (4 / 0), +1.0"] * (
       len(shift.SETS))
+
+
+def test_a_recipe_of_the_inference_alone_trains_nothing_and_scores_the_runs_it_names(
+    tmp_path, monkeypatch):
+  """``adabn`` adapts the batch norms at test time: it launches no training, writes no
+  curves of its own, and reads ``augment``'s runs."""
+  adabn = shift.RECIPES["adabn"]
+  assert adabn.adapt and adabn.runs_of == "augment" == adabn.reference
+  launched = []
+  monkeypatch.setattr(shift, "_launch", lambda *args: launched.append(args))
+  shift.train(tmp_path, ["adabn"])
+  assert launched == []
+  shift.train(tmp_path, ["augment"])
+  assert len(launched) == 3
+  shift.write_curves(tmp_path / "out", tmp_path, ["adabn"])
+  assert (tmp_path / "out" / "curves.json").read_text() == "{}\n"
+  loaded, adapted = [], []
+
+  class Patient:
+    meta = type("Meta", (), {"case_id": "p0"})
+    classes = np.zeros((2, 2, 2), np.uint8)
+
+    def combinations(self, masks):
+      return masks[:2]
+
+    def predicted(self, model, mask, chunk, adapt=False):
+      adapted.append(adapt)
+      return self.classes
+
+  monkeypatch.setattr(shift, "load_model", lambda run: loaded.append(
+      Path(run).relative_to(tmp_path).parts))
+  monkeypatch.setattr(shift, "_new_cases", lambda *args: ["p0"])
+  monkeypatch.setattr(shift.Patient, "read", lambda case_dir: Patient())
+  rows = shift.score(tmp_path, ["adabn", "augment"], ["A"], "all", 1, {"test": 0, "tune": 1})
+  assert loaded == [(r, m) for r in ("augment", "augment") for m in shift.MODELS]
+  assert adapted == [True] * 4 + [False] * 4
+  assert [r["recipe"] for r in rows] == ["adabn"] * 4 + ["augment"] * 4

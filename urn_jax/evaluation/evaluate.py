@@ -91,11 +91,11 @@ class Patient:
     available = np.asarray(self.meta.available, bool)
     return [m for m in masks if not np.any(m & ~available)]
 
-  def predicted(self, loaded, mask, chunk: int, mirror=()) -> np.ndarray:
+  def predicted(self, loaded, mask, chunk: int, mirror=(), adapt: bool = False) -> np.ndarray:
     """``loaded``'s segmentation of this patient from the modalities of ``mask``, on the
     original grid, background wherever every given modality is 0 (as ``urn-segment``
-    writes it)."""
-    out = predict_volume(loaded, self.image, mask, chunk, mirror)
+    writes it); ``adapt``: with test-time adaptation (``urn_jax.inference.adapt``)."""
+    out = predict_volume(loaded, self.image, mask, chunk, mirror, adapt)
     return to_original_classes(out["probabilities"], self.meta,
                                given_brain(self.nonzero, mask))
 

@@ -31,6 +31,7 @@ from urn_jax.data.grids import to_original_classes_grid, to_original_grid
 from urn_jax.data.meta import CaseMeta
 from urn_jax.data.preprocess import PreprocessConfig
 from urn_jax.errors import DataError, MissingInput
+from urn_jax.inference.adapt import adapted_variables
 from urn_jax.job_config import pretrained_encoders, read_config
 from urn_jax.modalities import MODALITIES
 from urn_jax.model.build import build_model
@@ -209,14 +210,17 @@ def _predict_chunks(model, variables, images, mask, keys, chunk) -> dict:
   return {k: np.concatenate([f[k] for f in fetched])[:num_slices] for k in keys}
 
 
-def predict_volume(loaded, image: np.ndarray, mask, chunk: int = CHUNK, mirror=()) -> dict:
+def predict_volume(loaded, image: np.ndarray, mask, chunk: int = CHUNK, mirror=(),
+                   adapt: bool = False) -> dict:
   """``image [Z, X, Y, M]`` (pre-processed) with the modalities of ``mask [M]`` ->
   ``probabilities [Z, X, Y, classes]`` for a segmentation model, ``synthesis [Z, X, Y, M]``
   for a pre-training one (numpy, float32); ``predict_slices``, with test-time ``mirror``.
   ``loaded``: a ``LoadedModel``, or a list of them, an ensemble: its members'
-  probabilities (and syntheses) averaged, as nnU-Net ensembles folds."""
+  probabilities (and syntheses) averaged, as nnU-Net ensembles folds. ``adapt``: each
+  member's batch norms first take this volume's statistics (``urn_jax.inference.adapt``)."""
   members = loaded if isinstance(loaded, (list, tuple)) else [loaded]
-  outputs = [predict_slices(m.model, m.variables, image, mask, chunk=chunk, mirror=mirror)
+  outputs = [predict_slices(m.model, adapted_variables(m.model, m.variables, image, mask)
+                            if adapt else m.variables, image, mask, chunk=chunk, mirror=mirror)
              for m in members]
   if len(outputs) == 1:
     return outputs[0]

@@ -20,6 +20,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 
+from urn_jax.model.unet import MOMENTS
+
 STACKINGS = ("auto", "vmap", "unroll")
 
 
@@ -35,7 +37,8 @@ def stack(module_cls, stacking: str, length: int, broadcast: bool):
   """Lifts ``module_cls``, whose ``__call__(self, carry, xs)`` returns ``(carry, ys)``, to
   ``length`` copies. ``xs`` is split along axis 0, or given whole to every copy when
   ``broadcast``; ``ys`` is stacked along axis 0."""
-  common = dict(variable_axes={"params": 0, "batch_stats": 0}, split_rngs={"params": True})
+  common = dict(variable_axes={"params": 0, "batch_stats": 0, MOMENTS: 0},
+                split_rngs={"params": True})
   if resolve_stacking(stacking) == "vmap":
     return nn.vmap(module_cls, in_axes=(None, None if broadcast else 0), out_axes=(None, 0),
                    axis_size=length, **common)

@@ -97,6 +97,9 @@ class UpConv(nn.Module):
     return y.reshape(b, 2 * h, 2 * w, self.features) + bias
 
 
+MOMENTS = "moments"  # the collection where BatchNorm sows its batch statistics
+
+
 class BatchNorm(nn.Module):
   """Batch normalization whose training statistics come only from the samples in ``sample_mask``.
 
@@ -106,6 +109,9 @@ class BatchNorm(nn.Module):
   count. A batch where it is present in no sample leaves the running averages untouched and
   stays finite. With ``use_scale=False, use_bias=False`` this is the paper's "batch
   normalization with fixed parameters" (2.3.1): pure standardization, nothing to learn.
+  In training mode, when the collection ``MOMENTS`` is mutable, the batch's mean and
+  variance (the running ones where no sample counted) are also sown there, under the names
+  of the running averages: ``urn_jax.inference.adapt`` reads them.
   """
 
   use_scale: bool = True
@@ -132,6 +138,9 @@ class BatchNorm(nn.Module):
       var = (jnp.square(xf - mean) * weight).sum(axes) / denominator
       if not self.is_initializing():
         seen = count > 0
+        if self.is_mutable_collection(MOMENTS):  # test-time adaptation asks for them
+          self.sow(MOMENTS, "mean", jnp.where(seen, mean, running_mean.value))
+          self.sow(MOMENTS, "var", jnp.where(seen, var, running_var.value))
         m = self.momentum
         running_mean.value = jnp.where(seen, m * running_mean.value + (1 - m) * mean,
                                        running_mean.value)
