@@ -21,7 +21,7 @@ panoptica's instance-wise metrics, with the normalized surface Dice at 1 mm.
 
 import ml_collections
 
-from urn_jax.inference.predict import CHUNK, DEFAULT_MIRROR
+from urn_jax.inference.predict import CHUNK, DEFAULT_ADAPT, DEFAULT_MIRROR
 
 
 def get_config():
@@ -40,4 +40,5 @@ def get_config():
   # "" for none.
   config.evaluate.lesion_metrics = "brats2023"
   config.evaluate.mirror = ",".join(DEFAULT_MIRROR)  # test-time mirroring, as urn-segment's
+  config.evaluate.adapt_bn = DEFAULT_ADAPT  # test-time adaptation, as urn-segment's --adapt-bn
   return config

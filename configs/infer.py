@@ -11,7 +11,7 @@ input's grid). See ``urn_jax/inference/segment.py`` for the inputs it accepts an
 
 import ml_collections
 
-from urn_jax.inference.predict import CHUNK, DEFAULT_MIRROR
+from urn_jax.inference.predict import CHUNK, DEFAULT_ADAPT, DEFAULT_MIRROR
 
 
 def get_config():
@@ -20,6 +20,7 @@ def get_config():
   config.model = ""            # work directory of a segmentation run; several, comma-separated:
                                # an ensemble, its probabilities averaged
   config.mirror = ",".join(DEFAULT_MIRROR)  # test-time mirroring: "lr", "lr,ap", or "" (none)
+  config.adapt_bn = DEFAULT_ADAPT  # test-time adaptation of the batch norms to each case
   config.input = ""            # a case folder or a folder of case folders
   config.flair = config.t1 = config.t1c = config.t2 = ""  # or one case's files
   config.case_id = ""

@@ -121,3 +121,20 @@ def test_training_sows_nothing(frozen_urn):
   _, state = model.clone(freeze_encoders=False).apply(
       variables, volume[BRAIN], np.ones((8, 4), bool), train=True, mutable=["batch_stats"])
   assert set(state) == {"batch_stats"}
+
+
+def test_the_option_must_be_true_or_false(tmp_path):
+  import ml_collections
+
+  from configs.evaluate import get_config
+  from urn_jax.errors import ConfigError, DataError
+  from urn_jax.inference.segment import segment_cases
+  from urn_jax.training.config_checks import check_evaluation_settings
+  settings = get_config().evaluate
+  check_evaluation_settings(settings)
+  settings.adapt_bn = True
+  check_evaluation_settings(settings)
+  with pytest.raises(ConfigError, match="evaluate.adapt_bn .* must be True or False, got 'yes'"):
+    check_evaluation_settings(ml_collections.ConfigDict({**settings.to_dict(), "adapt_bn": "yes"}))
+  with pytest.raises(DataError, match="adapt_bn .* must be True or False, got 'yes'"):
+    segment_cases(tmp_path / "no_model", [], tmp_path / "out", adapt="yes")

@@ -95,3 +95,23 @@ def test_evaluation_scores_an_ensemble_as_one_model(runs, tmp_path, monkeypatch)
   with pytest.raises(evaluate.DataError, match="must do the same job"):
     evaluate.evaluate_models([f"{runs['urn_md']}+{runs['pretrain']}"], tmp_path / "x",
                              ml_collections.ConfigDict(settings))
+
+
+def test_urn_segment_adapts_the_batch_norms_to_the_case_when_asked(runs, tmp_path,
+                                                                   monkeypatch):
+  """``--adapt-bn`` reaches the prediction, and changes what a frozen-encoder URN writes."""
+  import urn_jax.inference.segment as segment
+  seen = []
+  real = segment.predict_volume
+  monkeypatch.setattr(segment, "predict_volume",
+                      lambda *args: seen.append(args[-1]) or real(*args))
+  written = {}
+  for flag in ("--adapt-bn", "--no-adapt-bn"):
+    assert urn_segment(["--model", str(runs["urn_md_pretrained"]), "--input",
+                        str(runs["data"] / "brats" / "Brats18_0"), "--output",
+                        str(tmp_path / flag), "--probabilities", flag]) == 0
+    written[flag] = np.asarray(nib.load(tmp_path / flag / "Brats18_0_probabilities.nii.gz")
+                               .dataobj)
+  assert seen == [True, False]
+  assert np.isfinite(written["--adapt-bn"]).all()
+  assert np.abs(written["--adapt-bn"] - written["--no-adapt-bn"]).max() > 1e-3

@@ -175,27 +175,29 @@ def test_a_model_retrained_in_its_folder_is_evaluated_again(runs, tmp_path, monk
       "datasets"]["brats"]["test"])
 
 
-def test_evaluation_mirrors_as_asked_and_keeps_those_results_apart(runs, tmp_path,
-                                                                   monkeypatch):
+def test_evaluation_mirrors_and_adapts_as_asked_and_keeps_those_results_apart(
+    runs, tmp_path, monkeypatch):
   calls = []
   real = urn_jax.evaluation.evaluate.predict_volume
   monkeypatch.setattr(urn_jax.evaluation.evaluate, "predict_volume",
-                      lambda loaded, image, mask, chunk, mirror=(): calls.append(mirror) or
-                      real(loaded, image, mask, chunk, mirror))
-  for mirror in ("", "lr", ""):
+                      lambda loaded, image, mask, chunk, mirror=(), adapt=False: calls.append(
+                          (mirror, adapt)) or real(loaded, image, mask, chunk, mirror, adapt))
+  for mirror, adapt in (("", False), ("lr", False), ("", True), ("", False)):
     evaluate_models([runs["urn_md"]], tmp_path, _settings(figures=False, masks="1111",
-                                                          mirror=mirror))
+                                                          mirror=mirror, adapt_bn=adapt))
   patients = len(json.loads((runs["urn_md"] / "split.json").read_text())[
       "datasets"]["brats"]["test"])
-  assert calls == [()] * patients + [("lr",)] * patients  # the third run reused the first's
-  assert len(list((tmp_path / "per_case").iterdir())) == 2
+  # the fourth run reused the first's results
+  assert calls == [((), False)] * patients + [(("lr",), False)] * patients + [
+      ((), True)] * patients
+  assert len(list((tmp_path / "per_case").iterdir())) == 3
 
 
 def test_a_perfect_prediction_scores_perfectly_on_the_original_grid(runs, tmp_path,
                                                                      monkeypatch):
   """The mapping back to the original file (window, LPS orientation) is exact: a model
   that outputs the pre-processed label scores Dice 1 and HD95 0 on the original label."""
-  def oracle(loaded, image, mask, chunk, mirror=()):
+  def oracle(loaded, image, mask, chunk, mirror=(), adapt=False):
     case = next(d for d in (runs["data"] / "cache" / "preprocessed").glob("*/brats/*/*")
                 if np.array_equal(np.load(d / "image.npy"), image))
     label = np.load(case / "label.npy")
@@ -211,7 +213,7 @@ def test_a_perfect_prediction_scores_perfectly_on_the_original_grid(runs, tmp_pa
       assert all(float(r[f"{region}/{metric}"]) == perfect for r in rows), metric
 
 
-def _tumour_everywhere(loaded, image, mask, chunk, mirror=()):
+def _tumour_everywhere(loaded, image, mask, chunk, mirror=(), adapt=False):
   """A model that calls every voxel of every slice enhancing tumour, even in the air."""
   return {"probabilities": np.broadcast_to(np.eye(4, dtype=np.float32)[3],
                                            image.shape[:3] + (4,)).copy()}

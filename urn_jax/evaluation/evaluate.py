@@ -121,29 +121,31 @@ def _ras_slice(meta: CaseMeta, volume: np.ndarray, z: int) -> np.ndarray:
 @dataclasses.dataclass(frozen=True)
 class _Scoring:
   """How each case is predicted and scored: ``chunk`` slices per call, test-time ``mirror``
-  (``urn_jax.inference.predict.MIRROR_AXES``), ``lesions`` (a definition of
-  ``urn_jax.lesion_metrics``, or "" for none)."""
+  (``urn_jax.inference.predict.MIRROR_AXES``) and ``adapt`` (``urn_jax.inference.adapt``),
+  ``lesions`` (a definition of ``urn_jax.lesion_metrics``, or "" for none)."""
 
   chunk: int
   mirror: tuple = ()
   lesions: str = ""
+  adapt: bool = False
 
   @classmethod
   def of(cls, settings) -> "_Scoring":
     return cls(settings.chunk, parse_mirror(settings.get("mirror")),
-               settings.get("lesion_metrics", ""))
+               settings.get("lesion_metrics", ""), settings.get("adapt_bn", False))
 
   def key(self) -> str:
     """What results written with other settings must not be mistaken for; settings at
     their earlier defaults add nothing, so those results keep their key."""
     return "".join([f":lesions={self.lesions}" if self.lesions else "",
-                    f":mirror={','.join(self.mirror)}" if self.mirror else ""])
+                    f":mirror={','.join(self.mirror)}" if self.mirror else "",
+                    ":adapt_bn" if self.adapt else ""])
 
 
 def _segmentation(loaded, patient: Patient, mask, scoring: _Scoring):
   """The prediction of ``loaded`` for ``patient`` with the modalities of ``mask``, on the
   original grid, and its metrics: volume-wise, and lesion-wise as ``scoring`` says."""
-  predicted = patient.predicted(loaded, mask, scoring.chunk, scoring.mirror)
+  predicted = patient.predicted(loaded, mask, scoring.chunk, scoring.mirror, scoring.adapt)
   metrics = segmentation_metrics(predicted, patient.classes, patient.spacing,
                                  patient.distances)
   if scoring.lesions:

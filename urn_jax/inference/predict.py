@@ -51,6 +51,13 @@ on 14 validation patients x 15 combinations of a 60-case phantom, mirroring left
 raised the ``small`` Baseline + MD's Dice by at most 0.19 point and URN + MD's by 0.09-0.63,
 for twice the time; the rule asked for 0.5 point in both (earlier, on a smaller phantom, it
 lowered Baseline + MD's TC and WT by 2.7 and 1.5 points). ``--mirror lr`` turns it on."""
+DEFAULT_ADAPT = False
+"""``urn-segment``'s and evaluation's default test-time adaptation of the batch norms to each
+patient (``urn_jax.inference.adapt``): off, as in the paper, by measurement
+(``benchmarks/shift.py``, recipe ``adabn``; benchmarks/RESULTS.md, "Results of plan 4"): on
+24 tuning patients x 15 combinations it lowered Baseline + MD's whole-tumour Dice by 5.1
+points at the training scanner, and did not raise the frozen-encoder URN's under other
+scanners (-1.2). ``--adapt-bn`` turns it on."""
 
 
 @dataclasses.dataclass(frozen=True)

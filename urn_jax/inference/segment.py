@@ -25,6 +25,9 @@ scenario): each member predicts, and their class probabilities are averaged befo
 argmax; the members must pre-process cases alike. ``--mirror lr`` (``lr,ap`` for both axes)
 averages each model's probabilities over the case and its mirror images (test-time
 augmentation; ``urn_jax.inference.predict.MIRROR_AXES``); ``--no-mirror`` turns it off.
+``--adapt-bn`` first gives every batch norm the statistics of the case being segmented
+(test-time adaptation, AdaBN: ``urn_jax.inference.adapt``), for scans from a scanner the
+model was not trained on.
 """
 
 from __future__ import annotations
@@ -45,7 +48,8 @@ from urn_jax.data.grids import to_original_grid
 from urn_jax.data.preprocess import preprocess_case
 from urn_jax.errors import DataError, UserError
 from urn_jax.files import Staging, staged, temporary_path
-from urn_jax.inference.predict import (CHUNK, DEFAULT_MIRROR, MIRROR_AXES, Ensemble,
+from urn_jax.inference.predict import (CHUNK, DEFAULT_ADAPT, DEFAULT_MIRROR, MIRROR_AXES,
+                                       Ensemble,
                                        given_brain, load_model, mirrored_views, nonzero_voxels,
                                        parse_mirror, predict_volume, to_original_classes)
 from urn_jax.labels import LABEL_VALUES, classes_to_labels
@@ -111,22 +115,23 @@ def _write(data, reference: nib.Nifti1Image, path: Path, dtype):
 
 def segment_case(case: Case, model, out_dir: Path, *, synthesis_model=None,
                  probabilities=False, labels="brats2018", chunk=CHUNK,
-                 mirror=DEFAULT_MIRROR) -> list[Path]:
+                 mirror=DEFAULT_MIRROR, adapt=DEFAULT_ADAPT) -> list[Path]:
   """Segments one case into ``out_dir`` with ``model`` (a ``LoadedModel``, or a list of
-  them: an ensemble) and test-time ``mirror`` (``predict_volume``); returns the files
-  written.
+  them: an ensemble), test-time ``mirror`` and ``adapt`` (``predict_volume``); returns the
+  files written.
 
   All or nothing (``urn_jax.files.staged``): every output is written under a temporary name
   and renamed only when the case is complete, the label map last, so an existing label map
   means a finished case; a failure or Ctrl-C removes the temporaries."""
   with staged() as staging:
     _segment_case(case, model, out_dir, staging, synthesis_model=synthesis_model,
-                  probabilities=probabilities, labels=labels, chunk=chunk, mirror=mirror)
+                  probabilities=probabilities, labels=labels, chunk=chunk, mirror=mirror,
+                  adapt=adapt)
   return staging.last + staging.files
 
 
 def _segment_case(case, model, out_dir, staging: Staging, *, synthesis_model, probabilities,
-                  labels, chunk, mirror):
+                  labels, chunk, mirror, adapt):
   members = model if isinstance(model, (list, tuple)) else [model]
   model = members[0]  # every member pre-processes as the first (``_load_models``)
   volume, _, meta = preprocess_case(case, model.preprocess)
@@ -134,7 +139,7 @@ def _segment_case(case, model, out_dir, staging: Staging, *, synthesis_model, pr
     say(f"warning: case {case.case_id}: {why}")
   reference = nib.load(case.reference_path)  # its header: the outputs' grid
   mask = np.asarray(meta.available, bool)
-  out = predict_volume(members, volume, mask, chunk, mirror)
+  out = predict_volume(members, volume, mask, chunk, mirror, adapt)
   label_path, probabilities_path, *synthesized_paths = _case_outputs(out_dir, case.case_id)
   brain = given_brain(nonzero_voxels({m: p for m, p in case.paths.items()
                                       if m not in meta.ignored}, case.case_id), mask)
@@ -212,10 +217,10 @@ def _model_dirs(model) -> list[str]:
 
 def segment_cases(model_dir, cases, out_dir, *, synthesis=False, synthesis_model_dir="",
                   probabilities=False, overwrite=False, labels="brats2018", chunk=CHUNK,
-                  progress=True, mirror=DEFAULT_MIRROR) -> list[Outcome]:
+                  progress=True, mirror=DEFAULT_MIRROR, adapt=DEFAULT_ADAPT) -> list[Outcome]:
   """Segments ``cases`` with the model trained in ``model_dir`` (several work directories,
-  as a list or comma-separated: an ensemble, their probabilities averaged) and test-time
-  ``mirror``; returns one ``Outcome`` per case it came to (after Ctrl-C, the cases not
+  as a list or comma-separated: an ensemble, their probabilities averaged), test-time
+  ``mirror`` and ``adapt``; returns one ``Outcome`` per case it came to (after Ctrl-C, the cases not
   started have none)."""
   if labels not in LABEL_VALUES:
     raise DataError(f"labels must be one of {sorted(LABEL_VALUES)}, got {labels!r}")
@@ -226,6 +231,8 @@ def segment_cases(model_dir, cases, out_dir, *, synthesis=False, synthesis_model
     mirrored_views(mirror)
   except ValueError as e:
     raise DataError(f"mirror: {e}") from None
+  if not isinstance(adapt, bool):
+    raise DataError(f"adapt_bn (test-time adaptation) must be True or False, got {adapt!r}")
   out_dir = _output_folder(out_dir)
   model, synthesis_model = _load_models(_model_dirs(model_dir), synthesis, synthesis_model_dir)
   outcomes = []
@@ -241,7 +248,7 @@ def segment_cases(model_dir, cases, out_dir, *, synthesis=False, synthesis_model
     try:
       files = segment_case(case, model, out_dir, synthesis_model=synthesis_model,
                            probabilities=probabilities, labels=labels, chunk=chunk,
-                           mirror=mirror)
+                           mirror=mirror, adapt=adapt)
       outcomes.append(Outcome(case.case_id, "segmented", files=tuple(files)))
     except KeyboardInterrupt:
       outcomes.append(Outcome(
@@ -285,7 +292,8 @@ def run(config, workdir):
       config.model, cases, workdir, synthesis=config.synthesis,
       synthesis_model_dir=config.synthesis_model, probabilities=config.probabilities,
       overwrite=config.overwrite, labels=config.labels, chunk=config.chunk,
-      mirror=parse_mirror(config.get("mirror")))
+      mirror=parse_mirror(config.get("mirror")),
+      adapt=config.get("adapt_bn", DEFAULT_ADAPT))
   status = _finish(cases, outcomes, problems, workdir)
   if status:
     raise SystemExit(status)
@@ -332,6 +340,11 @@ def main(argv=None):
                       f"ap: front-back; default {','.join(DEFAULT_MIRROR) or 'none'})")
   parser.add_argument("--no-mirror", dest="mirror", action="store_const", const="",
                       help="no test-time mirroring")
+  parser.add_argument("--adapt-bn", action=argparse.BooleanOptionalAction,
+                      default=DEFAULT_ADAPT,
+                      help="test-time adaptation: every batch norm takes the statistics of "
+                      "the case being segmented (AdaBN), for a scanner the model was not "
+                      "trained on")
   args = parser.parse_args(argv)
   try:
     cases, problems = cases_from_arguments(
@@ -340,7 +353,7 @@ def main(argv=None):
         args.model, cases, args.output, synthesis=args.synthesis,
         synthesis_model_dir=args.synthesis_model, probabilities=args.probabilities,
         overwrite=args.overwrite, labels=args.labels, chunk=args.chunk,
-        mirror=parse_mirror(args.mirror))
+        mirror=parse_mirror(args.mirror), adapt=args.adapt_bn)
   except UserError as e:
     parser.exit(2, f"urn-segment: error: {e}\n")
   except KeyboardInterrupt:

@@ -239,6 +239,9 @@ def check_evaluation_settings(settings) -> None:
   if not _is_whole(settings.max_cases) or settings.max_cases < 0:
     problems.append("evaluate.max_cases must be a whole number >= 0 (0: every test "
                     f"patient), got {settings.max_cases!r}")
+  if not isinstance(settings.get("adapt_bn", False), bool):
+    problems.append("evaluate.adapt_bn (test-time adaptation) must be True or False, got "
+                    f"{settings.adapt_bn!r}")
   definition = settings.get("lesion_metrics", "")
   if definition and definition not in LESION_DEFINITIONS:
     problems.append(f"evaluate.lesion_metrics must be one of {', '.join(LESION_DEFINITIONS)} "
