@@ -26,8 +26,9 @@ argmax; the members must pre-process cases alike. ``--mirror lr`` (``lr,ap`` for
 averages each model's probabilities over the case and its mirror images (test-time
 augmentation; ``urn_jax.inference.predict.MIRROR_AXES``); ``--no-mirror`` turns it off.
 ``--adapt-bn`` first gives every batch norm the statistics of the case being segmented
-(test-time adaptation, AdaBN: ``urn_jax.inference.adapt``), for scans from a scanner the
-model was not trained on.
+(test-time adaptation, AdaBN: ``urn_jax.inference.adapt``), meant for scans from a scanner
+the model was not trained on; off by default, as a measurement chose
+(``urn_jax.inference.predict.DEFAULT_ADAPT``).
 """
 
 from __future__ import annotations
@@ -49,9 +50,9 @@ from urn_jax.data.preprocess import preprocess_case
 from urn_jax.errors import DataError, UserError
 from urn_jax.files import Staging, staged, temporary_path
 from urn_jax.inference.predict import (CHUNK, DEFAULT_ADAPT, DEFAULT_MIRROR, MIRROR_AXES,
-                                       Ensemble,
-                                       given_brain, load_model, mirrored_views, nonzero_voxels,
-                                       parse_mirror, predict_volume, to_original_classes)
+                                       Ensemble, given_brain, load_model, mirrored_views,
+                                       nonzero_voxels, parse_mirror, predict_volume,
+                                       to_original_classes)
 from urn_jax.labels import LABEL_VALUES, classes_to_labels
 from urn_jax.modalities import MODALITIES, MODALITY_LABELS
 
@@ -220,8 +221,8 @@ def segment_cases(model_dir, cases, out_dir, *, synthesis=False, synthesis_model
                   progress=True, mirror=DEFAULT_MIRROR, adapt=DEFAULT_ADAPT) -> list[Outcome]:
   """Segments ``cases`` with the model trained in ``model_dir`` (several work directories,
   as a list or comma-separated: an ensemble, their probabilities averaged), test-time
-  ``mirror`` and ``adapt``; returns one ``Outcome`` per case it came to (after Ctrl-C, the cases not
-  started have none)."""
+  ``mirror`` and ``adapt``; returns one ``Outcome`` per case it came to (after Ctrl-C, the
+  cases not started have none)."""
   if labels not in LABEL_VALUES:
     raise DataError(f"labels must be one of {sorted(LABEL_VALUES)}, got {labels!r}")
   if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
