@@ -24,8 +24,8 @@ def _volume(seed=0):
 def _trained_variables(model, seed=1):
   """Initial parameters and running averages that are not those of ``_volume``."""
   volume = _volume(seed)
-  variables = model.init(jax.random.key(0), volume[BRAIN], np.ones(4, bool)[None].repeat(8, 0),
-                         train=True)
+  variables = jax.jit(model.init, static_argnames="train")(
+      jax.random.key(0), volume[BRAIN], np.ones((8, 4), bool), train=True)
   assert MOMENTS not in variables, "nothing may be sown when a model is initialized"
   stats = jax.tree_util.tree_map(lambda v: v + 0.5, variables["batch_stats"])
   return {"params": variables["params"], "batch_stats": stats}
@@ -65,8 +65,9 @@ def test_adapted_inference_is_the_network_normalized_by_the_patients_own_statist
   adapted = adapted_variables(model, variables, volume, mask, count=8)
   got = infer(model, adapted, volume[BRAIN], mask)["probabilities"]
   everything_trains = model.clone(freeze_encoders=False)
-  out, _ = everything_trains.apply(variables, volume[BRAIN], np.broadcast_to(mask, (8, 4)),
-                                   train=True, mutable=["batch_stats"])
+  out, _ = jax.jit(lambda v, x, m: everything_trains.apply(
+      v, x, m, train=True, mutable=["batch_stats"]))(
+          variables, volume[BRAIN], np.broadcast_to(mask, (8, 4)))
   expected = jax.nn.softmax(out["segmentation"], axis=-1)
   np.testing.assert_allclose(got, expected, atol=1e-5)
   unadapted = infer(model, variables, volume[BRAIN], mask)["probabilities"]
