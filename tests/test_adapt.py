@@ -139,3 +139,23 @@ def test_the_option_must_be_true_or_false(tmp_path):
     check_evaluation_settings(ml_collections.ConfigDict({**settings.to_dict(), "adapt_bn": "yes"}))
   with pytest.raises(DataError, match="adapt_bn .* must be True or False, got 'yes'"):
     segment_cases(tmp_path / "no_model", [], tmp_path / "out", adapt="yes")
+
+
+def test_evaluation_adapts_a_synthesis_as_it_adapts_a_segmentation():
+  """``adapt_bn`` covers every prediction evaluation makes: a pre-training's syntheses too."""
+  import types
+
+  from urn_jax.evaluation.evaluate import Patient, _synthesis
+  from urn_jax.inference.predict import LoadedModel, predict_slices
+  model = U.URN(**dict(TINY, segmentation_features=None))
+  variables = _trained_variables(model)
+  loaded = LoadedModel(None, None, model, variables, 0, None)
+  volume, mask = _volume(), np.array([1, 1, 0, 1], bool)
+  patient = Patient(types.SimpleNamespace(available=[True] * 4), volume, None, None, {}, {})
+  adapted = predict_slices(model, adapted_variables(model, variables, volume, mask), volume,
+                           mask)["synthesis"]
+  plain = predict_slices(model, variables, volume, mask)["synthesis"]
+  np.testing.assert_allclose(_synthesis(loaded, patient, mask, 8, adapt=True)[0], adapted,
+                             atol=1e-6)
+  np.testing.assert_allclose(_synthesis(loaded, patient, mask, 8)[0], plain, atol=1e-6)
+  assert np.abs(adapted - plain).max() > 1e-2

@@ -158,7 +158,7 @@ def _segment_case(case, model, out_dir, staging: Staging, *, synthesis_model, pr
   if synthesis_model is not None and not mask.all():
     if synthesis_model.preprocess != model.preprocess:
       volume, _, meta = preprocess_case(case, synthesis_model.preprocess)
-    synthesized = predict_volume(synthesis_model, volume, mask, chunk)["synthesis"]
+    synthesized = predict_volume(synthesis_model, volume, mask, chunk, adapt=adapt)["synthesis"]
     for j, path in enumerate(synthesized_paths):
       if not mask[j]:
         _write(to_original_grid(synthesized[..., j], meta, order=1), reference,
