@@ -69,7 +69,10 @@ class Recipe:
   ``models``: the runs it trains (one that only changes the pre-training leaves Baseline +
   MD as its ``reference`` recipe trained it, and is compared with that recipe);
   ``runs_of``: a recipe whose runs this one scores, training none of its own; ``adapt``:
-  each prediction after test-time adaptation of the batch norms (``urn_jax.inference.adapt``)."""
+  each prediction after test-time adaptation of the batch norms (``urn_jax.inference.adapt``);
+  ``pretrain_of``: a recipe whose pre-training this one's URN segmentation starts from,
+  training none of its own. A recipe's URN segmentation (frozen or fine-tuned encoders) is
+  compared with its reference's, whichever that one is (``role``)."""
   augment: AugmentSettings = AugmentSettings()
   phantom_version: int = 2
   pretrain_augment: AugmentSettings | None = None
@@ -77,6 +80,7 @@ class Recipe:
   reference: str = "plain"
   runs_of: str | None = None
   adapt: bool = False
+  pretrain_of: str | None = None
 
   def overrides(self, pretraining: bool = False) -> list[str]:
     settings = self.pretrain_augment if pretraining and self.pretrain_augment else self.augment
@@ -117,14 +121,24 @@ RECIPES = {
     # of every batch norm to that patient (AdaBN).
     "adabn": Recipe(augment=AugmentSettings.typical(), runs_of="augment", adapt=True,
                     reference="augment"),
+    # `augment`'s pre-training, then URN + MD with the encoders fine-tuned (not frozen),
+    # augmented as `augment` segments.
+    "finetune": Recipe(augment=AugmentSettings.typical(), models=("urn_md_finetuned",),
+                       pretrain_of="augment", reference="augment"),
 }
-MODELS = ("baseline_md", "urn_md_pretrained")
+MODELS = ("baseline_md", "urn_md_pretrained", "urn_md_finetuned")
 ROOT = Path(__file__).resolve().parent.parent
 # The sets of new patients: name -> (phantom version, site, which seed: the test seed
 # ``--seed`` or the tuning seed ``--tune-seed``).
 NEW_SETS = {"tuneA": (2, "a", "tune"), "tuneV": (3, "a", "tune"),
             "A": (2, "a", "test"), "B": (2, "b", "test")}
 SETS = ("validation", *NEW_SETS)
+
+
+def role(model: str) -> str:
+  """What a run stands for in a comparison: ``"urn"`` for the README's chain, whether its
+  pre-trained encoders are frozen or fine-tuned, else the model itself."""
+  return "urn" if model.startswith("urn_md") else model
 
 
 def _launch(config: str, workdir: Path, flags: list[str]) -> None:
@@ -141,14 +155,13 @@ def train(workdir: Path, recipes) -> None:
     if recipe.runs_of:
       continue
     flags = recipe.overrides()
-    _launch(str(ROOT / "configs/pretrain.py") + ":small", root / "pretrain",
-            recipe.overrides(pretraining=True))
-    _launch(str(ROOT / "configs/segment.py") + ":urn_md_pretrained,small",
-            root / "urn_md_pretrained",
-            flags + [f"--config.pretrained_workdir={root / 'pretrain'}"])
-    if "baseline_md" in recipe.models:
-      _launch(str(ROOT / "configs/segment.py") + ":baseline_md,small", root / "baseline_md",
-              flags)
+    pretrained = workdir / (recipe.pretrain_of or name) / "pretrain"
+    _launch(str(ROOT / "configs/pretrain.py") + ":small", pretrained,
+            RECIPES[recipe.pretrain_of or name].overrides(pretraining=True))
+    for model in recipe.models:
+      urn = role(model) == "urn"
+      _launch(str(ROOT / "configs/segment.py") + f":{model},small", root / model,
+              flags + ([f"--config.pretrained_workdir={pretrained}"] if urn else []))
 
 
 def _new_cases(model, version: int, site: str, patients: int, seed: int) -> list[Path]:
@@ -206,16 +219,19 @@ def _header(sets) -> list[str]:
 
 
 def _paired_cells(rows, recipe, reference, model, sets, all_four) -> list[str]:
-  """Per set and region: the mean paired difference of ``recipe`` against ``reference``
-  (pairs up / down), then over the patients with all four modalities."""
+  """Per set and region: the mean paired difference of ``recipe``'s ``model`` against
+  ``reference``'s run of the same ``role`` (pairs up / down), then over the patients with
+  all four modalities."""
   cells = []
+  theirs_model = next((r["model"] for r in rows if r["recipe"] == reference
+                       and role(r["model"]) == role(model)), None)
   for s in sets:
-    if not (_scored(rows, recipe, s, model) and _scored(rows, reference, s, model)):
+    if not (_scored(rows, recipe, s, model) and _scored(rows, reference, s, theirs_model)):
       cells += [""] * len(REGIONS)
       continue
-    pick = lambda name: {(r["case_id"], r["mask"]): r for r in rows
-                         if (r["recipe"], r["model"], r["set"]) == (name, model, s)}
-    mine, theirs = pick(recipe), pick(reference)
+    pick = lambda name, m: {(r["case_id"], r["mask"]): r for r in rows
+                            if (r["recipe"], r["model"], r["set"]) == (name, m, s)}
+    mine, theirs = pick(recipe, model), pick(reference, theirs_model)
     for region in REGIONS:
       d = np.array([mine[k][region] - theirs[k][region] for k in mine if k in theirs])
       four = np.array([mine[k][region] - theirs[k][region] for k in mine
@@ -285,7 +301,8 @@ def write_curves(folder, workdir: Path, recipes) -> None:
   path = Path(folder) / "curves.json"
   curves = json.loads(path.read_text()) if path.exists() else {}
   for recipe in (r for r in recipes if not RECIPES[r].runs_of):
-    for name in ("pretrain",) + RECIPES[recipe].models:
+    own_pretraining = () if RECIPES[recipe].pretrain_of else ("pretrain",)
+    for name in own_pretraining + RECIPES[recipe].models:
       metrics = workdir / recipe / name / "metrics.jsonl"
       summary = curve_summary(metrics)
       rates = [row["slices_per_second"] for row in read_metrics(metrics)

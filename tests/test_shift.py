@@ -135,6 +135,34 @@ def test_a_recipe_of_the_inference_alone_trains_nothing_and_scores_the_runs_it_n
   monkeypatch.setattr(shift, "_new_cases", lambda *args: ["p0"])
   monkeypatch.setattr(shift.Patient, "read", lambda case_dir: Patient())
   rows = shift.score(tmp_path, ["adabn", "augment"], ["A"], "all", 1, {"test": 0, "tune": 1})
-  assert loaded == [(r, m) for r in ("augment", "augment") for m in shift.MODELS]
+  assert loaded == [(r, m) for r in ("augment", "augment") for m in ("baseline_md",
+                                                                       "urn_md_pretrained")]
   assert adapted == [True] * 4 + [False] * 4
   assert [r["recipe"] for r in rows] == ["adabn"] * 4 + ["augment"] * 4
+
+
+def test_a_recipe_that_fine_tunes_starts_from_the_pretraining_it_names(tmp_path, monkeypatch):
+  """``finetune`` trains no pre-training of its own: it (re)launches ``augment``'s, in
+  ``augment``'s folder and with its flags, fine-tunes URN + MD from it, and its fine-tuned
+  chain is compared with ``augment``'s frozen one."""
+  finetune = shift.RECIPES["finetune"]
+  launched = []
+  monkeypatch.setattr(shift, "_launch", lambda *args: launched.append(args))
+  shift.train(tmp_path, ["finetune"])
+  (pre_config, pre_dir, pre_flags), (config, workdir, flags) = launched
+  assert pre_config.endswith("pretrain.py:small") and pre_dir == tmp_path / "augment" / "pretrain"
+  assert pre_flags == shift.RECIPES["augment"].overrides(pretraining=True)
+  assert config.endswith("segment.py:urn_md_finetuned,small")
+  assert workdir == tmp_path / "finetune" / "urn_md_finetuned"
+  assert flags == finetune.overrides() + [f"--config.pretrained_workdir={pre_dir}"]
+  rows = _rows() + [dict(r, recipe="finetune", model="urn_md_finetuned", WT=r["WT"] + 2)
+                    for r in _rows() if r["recipe"] == "augment"
+                    and r["model"] == "urn_md_pretrained"]
+  lines = shift.report(rows)
+  against = lines.index(next(line for line in lines if line.startswith("Against `augment`")))
+  cells = [c.strip() for c in lines[against + 4].strip("|").split("|")]
+  assert cells[:2] == ["finetune", "urn_md_finetuned"]
+  assert cells[2:] == ["+0.0 (0 / 0), +0.0", "+0.0 (0 / 0), +0.0", "+2.0 (4 / 0), +2.0"] * (
+      len(shift.SETS))
+  assert shift.role("urn_md_finetuned") == shift.role("urn_md_pretrained") != shift.role(
+      "baseline_md")
