@@ -121,10 +121,15 @@ RECIPES = {
     # of every batch norm to that patient (AdaBN).
     "adabn": Recipe(augment=AugmentSettings.typical(), runs_of="augment", adapt=True,
                     reference="augment"),
+    # `augment`'s URN chain trained again on its pre-training as it is now in
+    # `<workdir>/augment` (trained again, a run apart from the one `augment`'s scores came
+    # from): the frozen chain that `finetune` is paired with, on the very same encoders.
+    "augment-rerun": Recipe(augment=AugmentSettings.typical(), models=("urn_md_pretrained",),
+                            pretrain_of="augment", reference="augment"),
     # `augment`'s pre-training, then URN + MD with the encoders fine-tuned (not frozen),
     # augmented as `augment` segments.
     "finetune": Recipe(augment=AugmentSettings.typical(), models=("urn_md_finetuned",),
-                       pretrain_of="augment", reference="augment"),
+                       pretrain_of="augment", reference="augment-rerun"),
 }
 MODELS = ("baseline_md", "urn_md_pretrained", "urn_md_finetuned")
 ROOT = Path(__file__).resolve().parent.parent

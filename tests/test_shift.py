@@ -144,7 +144,7 @@ def test_a_recipe_of_the_inference_alone_trains_nothing_and_scores_the_runs_it_n
 def test_a_recipe_that_fine_tunes_starts_from_the_pretraining_it_names(tmp_path, monkeypatch):
   """``finetune`` trains no pre-training of its own: it (re)launches ``augment``'s, in
   ``augment``'s folder and with its flags, fine-tunes URN + MD from it, and its fine-tuned
-  chain is compared with ``augment``'s frozen one."""
+  chain is compared with the frozen one trained on the same pre-training."""
   finetune = shift.RECIPES["finetune"]
   launched = []
   monkeypatch.setattr(shift, "_launch", lambda *args: launched.append(args))
@@ -155,11 +155,13 @@ def test_a_recipe_that_fine_tunes_starts_from_the_pretraining_it_names(tmp_path,
   assert config.endswith("segment.py:urn_md_finetuned,small")
   assert workdir == tmp_path / "finetune" / "urn_md_finetuned"
   assert flags == finetune.overrides() + [f"--config.pretrained_workdir={pre_dir}"]
-  rows = _rows() + [dict(r, recipe="finetune", model="urn_md_finetuned", WT=r["WT"] + 2)
-                    for r in _rows() if r["recipe"] == "augment"
-                    and r["model"] == "urn_md_pretrained"]
+  assert finetune.reference == "augment-rerun"
+  urn = [r for r in _rows() if r["recipe"] == "augment" and r["model"] == "urn_md_pretrained"]
+  rows = _rows() + [dict(r, recipe="augment-rerun") for r in urn] + [
+      dict(r, recipe="finetune", model="urn_md_finetuned", WT=r["WT"] + 2) for r in urn]
   lines = shift.report(rows)
-  against = lines.index(next(line for line in lines if line.startswith("Against `augment`")))
+  against = lines.index(next(line for line in lines
+                             if line.startswith("Against `augment-rerun`")))
   cells = [c.strip() for c in lines[against + 4].strip("|").split("|")]
   assert cells[:2] == ["finetune", "urn_md_finetuned"]
   assert cells[2:] == ["+0.0 (0 / 0), +0.0", "+0.0 (0 / 0), +0.0", "+2.0 (4 / 0), +2.0"] * (
