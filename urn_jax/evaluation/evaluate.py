@@ -40,8 +40,9 @@ from urn_jax.data.datasets import held_out_patients
 from urn_jax.data.meta import CaseMeta
 from urn_jax.errors import DataError
 from urn_jax.files import replaced_atomically, write_text_atomically
-from urn_jax.inference.predict import (Ensemble, given_brain, load_model, nonzero_voxels,
-                                       parse_mirror, predict_volume, to_original_classes)
+from urn_jax.inference.predict import (DEFAULT_ADAPT, Ensemble, given_brain, load_model,
+                                       nonzero_voxels, parse_mirror, predict_volume,
+                                       to_original_classes)
 from urn_jax.job_config import read_config
 from urn_jax.labels import REGIONS, labels_to_classes, region_mask
 from urn_jax.lesion_metrics import lesion_metrics
@@ -132,7 +133,7 @@ class _Scoring:
   @classmethod
   def of(cls, settings) -> "_Scoring":
     return cls(settings.chunk, parse_mirror(settings.get("mirror")),
-               settings.get("lesion_metrics", ""), settings.get("adapt_bn", False))
+               settings.get("lesion_metrics", ""), settings.get("adapt_bn", DEFAULT_ADAPT))
 
   def key(self) -> str:
     """What results written with other settings must not be mistaken for; settings at
