@@ -306,9 +306,10 @@ def write_curves(folder, workdir: Path, recipes) -> None:
   path = Path(folder) / "curves.json"
   curves = json.loads(path.read_text()) if path.exists() else {}
   for recipe in (r for r in recipes if not RECIPES[r].runs_of):
-    own_pretraining = () if RECIPES[recipe].pretrain_of else ("pretrain",)
-    for name in own_pretraining + RECIPES[recipe].models:
-      metrics = workdir / recipe / name / "metrics.jsonl"
+    for name in ("pretrain",) + RECIPES[recipe].models:
+      # a recipe's pre-training is the one its runs started from, its own or another's
+      owner = (RECIPES[recipe].pretrain_of or recipe) if name == "pretrain" else recipe
+      metrics = workdir / owner / name / "metrics.jsonl"
       summary = curve_summary(metrics)
       rates = [row["slices_per_second"] for row in read_metrics(metrics)
                if "slices_per_second" in row]

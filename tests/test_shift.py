@@ -168,3 +168,16 @@ def test_a_recipe_that_fine_tunes_starts_from_the_pretraining_it_names(tmp_path,
       len(shift.SETS))
   assert shift.role("urn_md_finetuned") == shift.role("urn_md_pretrained") != shift.role(
       "baseline_md")
+
+
+def test_a_recipes_curves_name_the_pretraining_its_runs_started_from(tmp_path):
+  """``finetune``'s pre-training in curves.json is ``augment``'s, read from its folder."""
+  for run, loss in (("augment/pretrain", 0.5), ("finetune/urn_md_finetuned", 0.25)):
+    (tmp_path / run).mkdir(parents=True)
+    (tmp_path / run / "metrics.jsonl").write_text("\n".join(shift.json.dumps(
+        {"step": step, "slices_per_second": 10.0, "loss": loss, "validation_loss": loss})
+        for step in (1, 2)))
+  shift.write_curves(tmp_path / "out", tmp_path, ["finetune"])
+  curves = shift.json.loads((tmp_path / "out" / "curves.json").read_text())
+  assert curves["finetune/pretrain"]["best_validation_loss"] == 0.5
+  assert curves["finetune/urn_md_finetuned"]["best_validation_loss"] == 0.25
