@@ -26,7 +26,9 @@ Scored (``--masks``, all 15 combinations by default):
 A recipe that changes only the pre-training (``clean``, ``strong-clean``) trains no Baseline
 + MD of its own and is compared with the recipe whose segmentation it shares; one that
 changes only the inference (``adabn``: test-time adaptation of the batch norms) trains
-nothing and scores the runs of the recipe it is compared with.
+nothing and scores the runs of the recipe it is compared with; one that starts from another
+recipe's pre-training (``finetune``: the encoders fine-tuned, not frozen; ``augment-rerun``)
+trains none of its own, and its URN chain is compared with its reference's, frozen or not.
 Each prediction goes back onto the original grid (background outside the given modalities'
 brain) and is scored by Dice per region (WT, TC, ET). Printed per recipe, model and set:
 the mean over the 15 combinations and the score with all four modalities; then each

@@ -26,9 +26,9 @@ argmax; the members must pre-process cases alike. ``--mirror lr`` (``lr,ap`` for
 averages each model's probabilities over the case and its mirror images (test-time
 augmentation; ``urn_jax.inference.predict.MIRROR_AXES``); ``--no-mirror`` turns it off.
 ``--adapt-bn`` first gives every batch norm the statistics of the case being segmented
-(test-time adaptation, AdaBN: ``urn_jax.inference.adapt``), meant for scans from a scanner
-the model was not trained on; off by default, as a measurement chose
-(``urn_jax.inference.predict.DEFAULT_ADAPT``).
+(test-time adaptation, AdaBN: ``urn_jax.inference.adapt``; the synthesis model's too),
+meant for scans from a scanner the model was not trained on; off by default, as a
+measurement chose (``urn_jax.inference.predict.DEFAULT_ADAPT``).
 """
 
 from __future__ import annotations
