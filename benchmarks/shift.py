@@ -148,6 +148,11 @@ def role(model: str) -> str:
   return "urn" if model.startswith("urn_md") else model
 
 
+def _pretraining_of(name: str) -> str:
+  """The recipe whose pre-training the runs of recipe ``name`` start from."""
+  return RECIPES[name].pretrain_of or name
+
+
 def _launch(config: str, workdir: Path, flags: list[str]) -> None:
   command = [sys.executable, str(ROOT / "launch.py"), f"--config={config}",
              f"--workdir={workdir}", *flags]
@@ -162,9 +167,9 @@ def train(workdir: Path, recipes) -> None:
     if recipe.runs_of:
       continue
     flags = recipe.overrides()
-    pretrained = workdir / (recipe.pretrain_of or name) / "pretrain"
+    pretrained = workdir / _pretraining_of(name) / "pretrain"
     _launch(str(ROOT / "configs/pretrain.py") + ":small", pretrained,
-            RECIPES[recipe.pretrain_of or name].overrides(pretraining=True))
+            RECIPES[_pretraining_of(name)].overrides(pretraining=True))
     for model in recipe.models:
       urn = role(model) == "urn"
       _launch(str(ROOT / "configs/segment.py") + f":{model},small", root / model,
@@ -310,7 +315,7 @@ def write_curves(folder, workdir: Path, recipes) -> None:
   for recipe in (r for r in recipes if not RECIPES[r].runs_of):
     for name in ("pretrain",) + RECIPES[recipe].models:
       # a recipe's pre-training is the one its runs started from, its own or another's
-      owner = (RECIPES[recipe].pretrain_of or recipe) if name == "pretrain" else recipe
+      owner = _pretraining_of(recipe) if name == "pretrain" else recipe
       metrics = workdir / owner / name / "metrics.jsonl"
       summary = curve_summary(metrics)
       rates = [row["slices_per_second"] for row in read_metrics(metrics)

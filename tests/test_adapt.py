@@ -145,7 +145,7 @@ def test_evaluation_adapts_a_synthesis_as_it_adapts_a_segmentation():
   """``adapt_bn`` covers every prediction evaluation makes: a pre-training's syntheses too."""
   import types
 
-  from urn_jax.evaluation.evaluate import Patient, _synthesis
+  from urn_jax.evaluation.evaluate import Patient, _Scoring, _synthesis
   from urn_jax.inference.predict import LoadedModel, predict_slices
   model = U.URN(**dict(TINY, segmentation_features=None))
   variables = _trained_variables(model)
@@ -155,7 +155,8 @@ def test_evaluation_adapts_a_synthesis_as_it_adapts_a_segmentation():
   adapted = predict_slices(model, adapted_variables(model, variables, volume, mask), volume,
                            mask)["synthesis"]
   plain = predict_slices(model, variables, volume, mask)["synthesis"]
-  np.testing.assert_allclose(_synthesis(loaded, patient, mask, 8, adapt=True)[0], adapted,
+  np.testing.assert_allclose(_synthesis(loaded, patient, mask, _Scoring(8, adapt=True))[0],
+                             adapted, atol=1e-6)
+  np.testing.assert_allclose(_synthesis(loaded, patient, mask, _Scoring(8))[0], plain,
                              atol=1e-6)
-  np.testing.assert_allclose(_synthesis(loaded, patient, mask, 8)[0], plain, atol=1e-6)
   assert np.abs(adapted - plain).max() > 1e-2

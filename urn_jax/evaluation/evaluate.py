@@ -155,12 +155,13 @@ def _segmentation(loaded, patient: Patient, mask, scoring: _Scoring):
   return predicted, metrics
 
 
-def _synthesis(loaded, patient: Patient, mask, chunk, adapt=False):
-  """The synthesis of ``loaded`` for ``patient`` with the modalities of ``mask`` (with
-  test-time ``adapt``ation), and the PSNR of every modality the patient has, given or not."""
+def _synthesis(loaded, patient: Patient, mask, scoring: _Scoring):
+  """The synthesis of ``loaded`` for ``patient`` with the modalities of ``mask`` (predicted
+  as ``scoring`` says), and the PSNR of every modality the patient has, given or not."""
   available = np.asarray(patient.meta.available, bool)
   brain = (np.asarray(patient.image)[..., available] != 0).any(-1)
-  synthesis = predict_volume(loaded, patient.image, mask, chunk, adapt=adapt)["synthesis"]
+  synthesis = predict_volume(loaded, patient.image, mask, scoring.chunk,
+                             adapt=scoring.adapt)["synthesis"]
   rows = [{"modality": modality, "given": bool(mask[j]),
            "psnr": psnr(synthesis[..., j], patient.image[..., j], brain)}
           for j, modality in enumerate(MODALITIES) if available[j]]
@@ -184,7 +185,7 @@ def _evaluate_case(loaded, patient: Patient, masks, scoring: _Scoring, figure: b
       if figure and key in FIGURE_MASKS:
         drawn[key] = _ras_slice(meta, predicted, z_original)
     else:
-      synthesis, psnr_rows = _synthesis(loaded, patient, mask, scoring.chunk, scoring.adapt)
+      synthesis, psnr_rows = _synthesis(loaded, patient, mask, scoring)
       rows += [{**base, **row} for row in psnr_rows]
       if figure and key in FIGURE_MASKS:
         drawn[key] = synthesis[z_model]
