@@ -114,6 +114,8 @@ def get_config():
   config.augment.lowres_factor = (1.0, 2.0)  # downsampling factor; nnU-Net's zoom 1 to 0.5
   config.augment.p_gamma = 0.0       # gamma on the foreground in [0, 1] (nnU-Net: 0.3)
   config.augment.gamma = (0.7, 1.5)  # nnU-Net's
+  config.augment.p_histogram = 0.0   # random monotone intensity remap (MONAI: 0.1)
+  config.augment.histogram_points = 10  # its control points, 3 to 64 (MONAI's 10)
   # Pre-training only: synthesis targets without the intensity transforms (restoration)
   config.augment.clean_targets = False
   return config

@@ -227,6 +227,9 @@ def test_each_intensity_transform_changes_only_the_foreground_of_present_modalit
     if p in ("p_bias", "p_contrast"):  # the minimum stays (fixed point; clipping), and
       above = former > former.min()   # it is channel 0's floor
       values, former = values[above], former[above]
+    if p == "p_histogram":  # both ends of the range stay (the map's fixed points)
+      inside = (former > former.min()) & (former < former.max())
+      values, former = values[inside], former[inside]
     assert (values != former).mean() > 0.5
   np.testing.assert_array_equal(out["label"], record["label"])
   np.testing.assert_array_equal(out["available"], record["available"])
@@ -239,6 +242,33 @@ def test_each_intensity_transform_changes_only_the_foreground_of_present_modalit
       values, former = after[..., m][foreground], before[..., m][foreground]
       assert values.mean() == pytest.approx(former.mean(), abs=1e-4)
       assert values.std() == pytest.approx(former.std(), rel=1e-3)
+
+
+def test_the_histogram_shift_is_monotone_keeps_the_range_and_leaves_earlier_draws_alone():
+  """A monotone map of each present channel onto its own range, which changes the tissues'
+  contrasts relative to one another; appended last, it leaves every other transform's draws
+  as they were: with it on, each channel is a monotone map of the image without it."""
+  record = _record()
+  foreground = _foreground(record["image"], record["available"])
+  alone = augment(record, np.random.default_rng(0), AugmentSettings(p_histogram=1.0))
+  for m in (0, 2, 3):
+    former, values = record["image"][..., m][foreground], alone["image"][..., m][foreground]
+    order = np.argsort(former, kind="stable")
+    assert (np.diff(values[order]) >= -1e-5).all()
+    assert values.min() == pytest.approx(former.min(), abs=1e-5)
+    assert values.max() == pytest.approx(former.max(), abs=1e-5)
+    points = former.min() + np.ptp(former) * np.array([0.3, 0.5, 0.7])
+    mapped = np.interp(points, former[order], values[order])
+    assert (mapped[1] - mapped[0]) / (mapped[2] - mapped[1]) != pytest.approx(1.0, rel=0.05)
+  everything = dataclasses.replace(ALL_ON, p_histogram=0.0)
+  without = augment(record, np.random.default_rng(3), everything)["image"]
+  shifted = augment(record, np.random.default_rng(3),
+                    dataclasses.replace(everything, p_histogram=1.0))["image"]
+  moved = _foreground(without, record["available"])
+  for m in (0, 2, 3):
+    order = np.argsort(without[..., m][moved], kind="stable")
+    assert (np.diff(shifted[..., m][moved][order]) >= -1e-5).all()
+    assert not np.allclose(shifted[..., m], without[..., m])
 
 
 def test_after_a_spatial_transform_the_background_stays_exactly_zero():
@@ -349,14 +379,15 @@ def test_the_config_block_holds_the_settings_and_is_checked_by_name():
   config.augment.scale = (1.4, 0.7)
   config.augment.noise_std = (-0.1, 0.1)
   config.augment.bias_degree = 0
+  config.augment.histogram_points = 2
   config.augment.p_flp = 0.5
   with pytest.raises(ConfigError) as error:
     check_training_config(config)
   message = str(error.value)
-  assert "5 config fields" in message
+  assert "6 config fields" in message
   for field in ("augment.p_flip must be a probability in [0, 1]", "augment.scale must be",
                 "augment.noise_std must be", "augment.bias_degree must be",
-                "augment.p_flp is not a setting"):
+                "augment.histogram_points must be", "augment.p_flp is not a setting"):
     assert field in message
   settings = AugmentSettings.from_config({"p_gamma": 1, "gamma": [0.8, 1.2]})
   assert settings.gamma == (0.8, 1.2) and settings.p_gamma == 1.0

@@ -31,8 +31,9 @@ is 0, the background of skull-stripped scans.
 Intensity transforms (per modality, only for available ones, only inside the foreground:
 the voxels where any available modality is nonzero after the spatial transforms):
 ``bias`` field, Gaussian ``noise``, Gaussian ``blur``, ``brightness``, ``contrast``,
-simulated low resolution (``lowres``) and ``gamma``, in that order (nnU-Net's, with the
-bias field, which changes the signal the scanner records, first). Whether a transform is
+simulated low resolution (``lowres``), ``gamma`` and a random monotone remap of the
+intensities (``histogram``), in that order (nnU-Net's, with the bias field, which changes
+the signal the scanner records, first, and MONAI's histogram shift, added later, last). Whether a transform is
 applied is drawn once per slice; its magnitude per modality. The background stays exactly
 0, as in skull-stripped BraTS scans and after pre-processing's z-scoring, and an absent
 modality stays all-zero: the network must still be able to tell absent from present.
@@ -56,7 +57,10 @@ from scipy import ndimage
 
 # Probability fields, in the order the transforms are applied.
 SPATIAL = ("p_flip", "p_rotate", "p_scale", "p_elastic")
-INTENSITY = ("p_bias", "p_noise", "p_blur", "p_brightness", "p_contrast", "p_lowres", "p_gamma")
+# The histogram shift came last, after the others' streams were fixed: appended, it leaves the
+# draws of every earlier transform as they were.
+INTENSITY = ("p_bias", "p_noise", "p_blur", "p_brightness", "p_contrast", "p_lowres", "p_gamma",
+             "p_histogram")
 PROBABILITIES = SPATIAL + INTENSITY
 
 # Range fields: (lowest, highest allowed, what the values are). config_checks reads them.
@@ -74,6 +78,7 @@ RANGES = {
     "gamma": (0.1, 10.0, "exponents"),
 }
 BIAS_DEGREES = (1, 6)  # the bias field's polynomial degree: at least linear, still smooth
+HISTOGRAM_POINTS = (3, 64)  # the histogram shift's control points: at least one to move
 # The config block's one field that is not a setting: False turns every transform off (the
 # paper's setup) without touching the probabilities.
 SWITCH = "enabled"
@@ -141,6 +146,15 @@ class AugmentSettings:
   # (0.7, 1.5) (and 0.1 on the inverted image, not done here).
   p_gamma: float = 0.0
   gamma: tuple[float, float] = (0.7, 1.5)
+  # Histogram shift (MONAI's RandHistogramShift: probability 0.1, 10 control points): the
+  # foreground's intensity range cut at ``histogram_points`` evenly spaced control points,
+  # the two ends kept, each inner point in turn moved to a value drawn uniformly between
+  # the moved point before it and the unmoved one after it (so the map stays monotone),
+  # and the voxels mapped piecewise linearly. Unlike brightness, contrast and gamma (one
+  # number each), it changes how bright tissues are relative to one another - edema
+  # against grey matter, say - as another scanner or protocol does.
+  p_histogram: float = 0.0
+  histogram_points: int = 10
   # Pre-training only (records without a label): the synthesis targets get the spatial
   # transforms but not the intensity ones, so the encoders learn to undo a scanner's
   # intensity changes rather than carry them through to the decoder - a restoration
@@ -270,6 +284,19 @@ def _resize(channel, shape, order):
                       grid_mode=True)
 
 
+def _histogram_shift(values, rng, points: int):
+  """``values`` through a random monotone piecewise-linear map of their range onto itself
+  (``AugmentSettings.p_histogram`` says how it is drawn); constant values stay as they are."""
+  low, high = values.min(), values.max()
+  if high <= low:
+    return values
+  reference = np.linspace(low, high, points)
+  moved = reference.copy()
+  for i in range(1, points - 1):
+    moved[i] = rng.uniform(moved[i - 1], moved[i + 1])
+  return np.interp(values, reference, moved)
+
+
 def _intensity(image, channels, rng, settings: AugmentSettings):
   """The intensity transforms, on a copy of ``image``; its background stays 0."""
   foreground = (image[..., channels] != 0).any(-1)
@@ -306,6 +333,8 @@ def _intensity(image, channels, rng, settings: AugmentSettings):
         gamma = _factor(rng, s.gamma)
         values = (((values - low) / (span + 1e-7)) ** gamma) * span + low
         values = (values - values.mean()) / (values.std() + 1e-8) * std + mean
+      elif p == "p_histogram":
+        values = _histogram_shift(values, rng, s.histogram_points)
       channel = image[..., m]
       channel[foreground] = values
   return image

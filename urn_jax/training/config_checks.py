@@ -184,6 +184,10 @@ def _augment_problems(problems: _Problems):
     low, high = augment.BIAS_DEGREES
     need(_is_whole(a.bias_degree) and low <= a.bias_degree <= high, "augment.bias_degree",
          f"a whole number from {low} to {high}")
+  if "histogram_points" in a:
+    low, high = augment.HISTOGRAM_POINTS
+    need(_is_whole(a.histogram_points) and low <= a.histogram_points <= high,
+         "augment.histogram_points", f"a whole number of control points from {low} to {high}")
 
 
 def _problems(config) -> list[str]:
