@@ -126,12 +126,18 @@ RECIPES = {
     # `augment`'s URN chain trained again on its pre-training as it is now in
     # `<workdir>/augment` (trained again, a run apart from the one `augment`'s scores came
     # from): the frozen chain that `finetune` is paired with, on the very same encoders.
-    "augment-rerun": Recipe(augment=AugmentSettings.typical(), models=("urn_md_pretrained",),
-                            pretrain_of="augment", reference="augment"),
+    # Baseline + MD too (added for plan 6, before any of its runs was scored).
+    "augment-rerun": Recipe(augment=AugmentSettings.typical(), pretrain_of="augment",
+                            reference="augment"),
     # `augment`'s pre-training, then URN + MD with the encoders fine-tuned (not frozen),
     # augmented as `augment` segments.
     "finetune": Recipe(augment=AugmentSettings.typical(), models=("urn_md_finetuned",),
                        pretrain_of="augment", reference="augment-rerun"),
+    # `augment` with MONAI's histogram shift (a random monotone intensity remap) on a third
+    # of the slices, in pre-training and segmentation alike: `typical`'s other monotone
+    # remap, gamma, has that probability.
+    "histogram": Recipe(augment=dataclasses.replace(AugmentSettings.typical(), p_histogram=0.3),
+                        reference="augment-rerun"),
 }
 MODELS = ("baseline_md", "urn_md_pretrained", "urn_md_finetuned")
 ROOT = Path(__file__).resolve().parent.parent
