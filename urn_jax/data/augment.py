@@ -33,10 +33,11 @@ the voxels where any available modality is nonzero after the spatial transforms)
 ``bias`` field, Gaussian ``noise``, Gaussian ``blur``, ``brightness``, ``contrast``,
 simulated low resolution (``lowres``), ``gamma`` and a random monotone remap of the
 intensities (``histogram``), in that order (nnU-Net's, with the bias field, which changes
-the signal the scanner records, first, and MONAI's histogram shift, added later, last). Whether a transform is
-applied is drawn once per slice; its magnitude per modality. The background stays exactly
-0, as in skull-stripped BraTS scans and after pre-processing's z-scoring, and an absent
-modality stays all-zero: the network must still be able to tell absent from present.
+the signal the scanner records, first, and MONAI's histogram shift, added later, last).
+Whether a transform is applied is drawn once per slice; its magnitude per modality. The
+background stays exactly 0, as in skull-stripped BraTS scans and after pre-processing's
+z-scoring, and an absent modality stays all-zero: the network must still be able to tell
+absent from present.
 ``"available"`` and the label's values are never changed.
 
 Pre-training records have no label: the image is both the input and the synthesis
