@@ -78,8 +78,11 @@ RANGES = {
     "lowres_factor": (1.0, 8.0, "downsampling factors"),
     "gamma": (0.1, 10.0, "exponents"),
 }
-BIAS_DEGREES = (1, 6)  # the bias field's polynomial degree: at least linear, still smooth
-HISTOGRAM_POINTS = (3, 64)  # the histogram shift's control points: at least one to move
+# Whole-number fields: (lowest, highest allowed, what the values are). config_checks reads them.
+COUNTS = {
+    "bias_degree": (1, 6, "the bias field's degree: at least linear, still smooth"),
+    "histogram_points": (3, 64, "control points of the histogram shift: at least one moves"),
+}
 # The config block's one field that is not a setting: False turns every transform off (the
 # paper's setup) without touching the probabilities.
 SWITCH = "enabled"

@@ -180,14 +180,10 @@ def _augment_problems(problems: _Problems):
            and all(_is_number(v) for v in value) and lowest <= value[0] <= value[1] <= highest,
            f"augment.{field}", f"a range (low, high) with {lowest:g} <= low <= high <= "
            f"{highest:g} ({what})")
-  if "bias_degree" in a:
-    low, high = augment.BIAS_DEGREES
-    need(_is_whole(a.bias_degree) and low <= a.bias_degree <= high, "augment.bias_degree",
-         f"a whole number from {low} to {high}")
-  if "histogram_points" in a:
-    low, high = augment.HISTOGRAM_POINTS
-    need(_is_whole(a.histogram_points) and low <= a.histogram_points <= high,
-         "augment.histogram_points", f"a whole number of control points from {low} to {high}")
+  for field, (lowest, highest, what) in augment.COUNTS.items():
+    if field in a:
+      need(_is_whole(a[field]) and lowest <= a[field] <= highest, f"augment.{field}",
+           f"a whole number from {lowest} to {highest} ({what})")
 
 
 def _problems(config) -> list[str]:
