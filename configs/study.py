@@ -12,14 +12,19 @@ the frozen encoders of that seed's pooled pre-training) and two beyond the paper
 ``.urn_md_finetuned`` (the same encoders, trained on) and ``.baseline_md_wide`` (Baseline +
 MD with about the URN's parameter count). Then the convergence check (``longer``): seed 0
 of the pooled pre-training and of every segmentation trained twice as long, compared in
-``convergence.md``. Then every model is evaluated on the same held-out test patients for
-all 15 combinations of modalities, and Tables 1 and 2 (mean and spread over the seeds),
-Figures 2-5, per-case CSVs, every run's curves (``training.md``), and the paper's claims
-as paired tests over patients and seeds (``claims.md``) go to ``<workdir>/results``.
-docs/STUDY_PLAN.md states, before any result, what is tested and how.
-Work directories are ``<workdir>/seed<seed>/<stage>``; the same command resumes an
-interrupted study. The seed changes initialization, modality dropout and data order; the
-data (phantom or folders) and the patient split are the same for every seed and stage.
+``convergence.md``. Every model, once trained, is evaluated on the same held-out test
+patients for all 15 combinations of modalities and sealed (``archive``, below); then Tables
+1 and 2 (mean and spread over the seeds), Figures 2-5, per-case CSVs, every run's curves
+(``training.md``), and the paper's claims as paired tests over patients and seeds
+(``claims.md``) go to ``<archive>/results``. docs/STUDY_PLAN.md states, before any result,
+what is tested and how. Work directories are ``<workdir>/seed<seed>/<stage>``; the same
+command resumes an interrupted study. A sealed stage (``urn_jax/experiments/archive.py``:
+its scores, curve, probes and config, no checkpoint, in ``<archive>/seed<seed>/<stage>``)
+never trains again, and the results are made from the archive alone: give an ``archive``
+that outlives the machine (``--config.archive=docs/study``, committed) and a study that
+spans machines goes on where the last one stopped. The seed changes initialization,
+modality dropout and data order; the data (phantom or folders) and the patient split are
+the same for every seed and stage.
 
 ``data`` is shared by every stage (only ``use_hcp`` is set per stage) and is where folders go:
 ``--config.data.brats_dir=/data/BraTS2018 --config.data.hcp_dir=/data/HCP``. Each stage's
@@ -66,7 +71,11 @@ def get_config(arg: str = ""):
   config.job = "study"
   config.seeds = (0, 1, 2, 3, 4)
   config.pretrain_brats_only = True
-  config.stages = "all"  # "all", "train" (no evaluation) or "evaluate" (trained runs only)
+  config.stages = "all"  # "all", "train" (no results) or "evaluate" (results from the archive)
+  # Where each trained stage is sealed (urn_jax/experiments/archive.py) and the results go
+  # (<archive>/results): "" is the work directory. A folder that outlives the machine (a
+  # repository's docs/study) lets a study that spans machines go on where it stopped.
+  config.archive = ""
   config.data = default.apply_preset(default.get_config(), job_preset).data
   config.data.phantom_brats, config.data.phantom_hcp = 60, 24
   # Patients no earlier decision has seen: the phantom of seed 0 served to choose recipes

@@ -2,6 +2,7 @@
 CSV is written, and evaluating again reuses the per-case results."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -35,31 +36,42 @@ def _study(workdir, environment, *extra):
 
 @pytest.mark.slow
 def test_the_study_runs_every_stage_and_writes_every_output(tmp_path, command_environment):
-  result = _study(tmp_path / "study", command_environment)
+  work, archive = tmp_path / "study", tmp_path / "archive"
+  result = _study(work, command_environment, f"--config.archive={archive}")
   assert result.returncode == 0, result.stderr[-3000:]
   stages = ("pretrain", "pretrain_brats", "baseline", "baseline_md", "baseline_md_wide",
             "urn_md", "urn_md_finetuned", "urn_md_pretrained")
   longer = ["urn_md_pretrained_x2"]  # the tiny study's convergence check
   for stage in stages + tuple(longer):
-    assert (tmp_path / "study" / "seed0" / stage / "best").is_dir(), stage
-  results = tmp_path / "study" / "results"
+    assert (work / "seed0" / stage / "best").is_dir(), stage
+    sealed = archive / "seed0" / stage
+    assert (sealed / "sealed.json").is_file() and (sealed / "metrics.jsonl").is_file(), stage
+    # Scored on test patients: the ordinary runs only, never the convergence check's.
+    assert (sealed / "run.json").is_file() == (stage not in longer), stage
+  results = archive / "results"
   for name in OUTPUTS:
     assert (results / name).stat().st_size > 0, name
   runs = json.loads((results / "runs.json").read_text())
   assert sorted(r["name"] for r in runs) == sorted(
       ["URN w/ HCP", "URN", "Baseline", "Baseline + MD", "Baseline + MD (wide)", "URN + MD",
        "URN + MD w/ HCP", "URN + MD w/ HCP, fine-tuned"])
-  timings = [json.loads(l) for l in (tmp_path / "study" / "timings.jsonl").open()]
-  # A line per training (from step 0 to its last; the longer runs twice as many steps),
-  # then the evaluation (of the ordinary runs only) and the probes.
-  assert [t["stage"] for t in timings] == [*stages, *longer, "evaluate", "probes"]
-  assert [(t["from_step"], t["to_step"]) for t in timings[:9]] == [(0, 2)] * 8 + [(0, 4)]
-  assert timings[9]["models"] == 8 and timings[10]["models"] == 4
+  assert {r["workdir"] for r in runs} == {str(archive / "seed0" / s) for s in stages}
+  # The frozen URN's config names the archived pre-training, not the lost work directory.
+  frozen = json.loads((archive / "seed0" / "urn_md_pretrained" / "config.json").read_text())
+  assert frozen["pretrained_workdir"] == str(archive / "seed0" / "pretrain")
+  timings = [json.loads(l) for l in (work / "timings.jsonl").open()]
+  # A line per training, from step 0 to its last (the longer run twice as many steps), in
+  # the order they trained: the segmentations on the pre-training's encoders right after it.
+  assert [t["stage"] for t in timings] == [
+      "pretrain", "urn_md_finetuned", "urn_md_pretrained", "pretrain_brats", "baseline",
+      "baseline_md", "baseline_md_wide", "urn_md", *longer]
+  assert [(t["from_step"], t["to_step"]) for t in timings] == [(0, 2)] * 8 + [(0, 4)]
   # Two steps cannot show a flat curve: every run is listed as not flat.
   training = (results / "training.md").read_text()
   assert training.count("| **no** |") == 8
   convergence = (results / "convergence.md").read_text()
   assert convergence.count("| 2 / 4 |") == 1 and "| urn_md_pretrained | 0 | 2 / 4 |" in convergence
+  assert "| seal |  | 9 |" in (results / "timings.md").read_text()
   # Probes: both pre-trainings (as trained and with BraTS statistics), URN + MD and the
   # fine-tuned URN; the frozen one shares its pre-training's representation.
   probes = json.loads((results / "probes.json").read_text())["0"]
@@ -73,13 +85,16 @@ def test_the_study_runs_every_stage_and_writes_every_output(tmp_path, command_en
       "flair", "t1", "t1c", "t2"}
   # The verdict table again from the committed kind of files alone, byte for byte.
   assert claims_report_main([str(results)]) == 0
-  # Evaluating again reuses every per-case result: nothing is retrained or recomputed.
-  (results / "table1.md").unlink()
-  again = _study(tmp_path / "study", command_environment, "--config.stages=evaluate")
+  # The machine is lost: with the archive alone, every result is made again, the same,
+  # and nothing is trained or scored.
+  kept = {name: (results / name).read_bytes() for name in OUTPUTS if name.endswith(".md")}
+  shutil.rmtree(work)
+  shutil.rmtree(results)
+  again = _study(work, command_environment, f"--config.archive={archive}")
   assert again.returncode == 0, again.stderr[-3000:]
-  assert (results / "table1.md").read_text() and "== study stage" not in again.stderr
-  again_timings = [json.loads(l) for l in (tmp_path / "study" / "timings.jsonl").open()]
-  assert [t["stage"] for t in again_timings[11:]] == ["evaluate", "probes"]
+  assert again.stderr.count("sealed in") == 9 and "evaluating" not in again.stderr
+  assert not (work / "seed0").exists()
+  assert {name: (results / name).read_bytes() for name in kept} == kept
 
 
 def test_an_interrupted_stage_leaves_its_part_of_the_wall_time(tmp_path, monkeypatch):
@@ -180,3 +195,56 @@ def test_the_longer_runs_are_the_ordinary_ones_stretched(tmp_path):
   config.longer.stages = ("pretrain_brats", "segment_everything")
   with pytest.raises(ConfigError, match="'segment_everything' with seed 0"):
     longer_plan(config, jobs)
+
+
+def test_a_sealed_stage_is_skipped_and_a_lost_pretraining_trained_again(tmp_path,
+                                                                        monkeypatch):
+  """A machine sealed the pooled pre-training and was lost with its work directory: the
+  next one skips it, trains it again once (recorded as such) before the first
+  segmentation on its encoders, and seals those with the archived pre-training named; a
+  sealed stage made by another job is refused by name."""
+  from urn_jax.errors import ConfigError
+  from urn_jax.experiments import archive, study
+  from urn_jax.job_config import write_config
+  trained, sealed = [], []
+
+  def train(job, job_dir):
+    done = Path(job_dir) / "checkpoints" / "2"
+    if done.is_dir():
+      return {}
+    trained.append(Path(job_dir).name)
+    done.mkdir(parents=True)
+    return {"loss": 1.0}
+
+  def seal(name, job, job_dir, folder, *args, timings=(), pretraining_folder=None, **kw):
+    sealed.append((name, pretraining_folder, [t["stage"] for t in timings]))
+    folder.mkdir(parents=True)
+    write_config(job, folder)
+    (folder / archive.SEALED).write_text("{}")
+
+  monkeypatch.setattr(study, "train_and_evaluate", train)
+  monkeypatch.setattr(archive, "seal", seal)
+  config = load_config("study", "tiny")
+  config.seeds, config.stages, config.archive = (0,), "train", str(tmp_path / "archive")
+  jobs = study.plan(config, tmp_path / "work")
+  pretraining = archive.stage_dir(config.archive, 0, "pretrain")
+  pretraining.mkdir(parents=True)
+  write_config(jobs[0][2], pretraining)
+  (pretraining / archive.SEALED).write_text("{}")
+  study.run(config, tmp_path / "work")
+  assert trained == ["pretrain", "urn_md_finetuned", "urn_md_pretrained", "pretrain_brats",
+                     "baseline", "baseline_md", "baseline_md_wide", "urn_md",
+                     "urn_md_pretrained_x2"]
+  assert sealed[0] == ("urn_md_finetuned", pretraining, ["pretrain_again",
+                                                         "urn_md_finetuned"])
+  assert sealed[1] == ("urn_md_pretrained", pretraining, ["urn_md_pretrained"])
+  assert [s[0] for s in sealed[2:]] == trained[3:] and sealed[2][1] is None
+  # Everything sealed: nothing trains again.
+  trained.clear()
+  study.run(config, tmp_path / "work")
+  assert trained == []
+  other = json.loads((pretraining / "config.json").read_text())
+  other["seed"] = 7
+  (pretraining / "config.json").write_text(json.dumps(other))
+  with pytest.raises(ConfigError, match=f"{pretraining} was sealed by a job with other seed"):
+    study.run(config, tmp_path / "work")

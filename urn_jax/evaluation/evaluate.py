@@ -305,13 +305,12 @@ def _case_results(model: _Model, case_id: str, patient, masks, scoring: _Scoring
   return rows, drawn
 
 
-def evaluate_models(models, out_dir, settings, names=None, converged=None) -> dict:
-  """Evaluates ``models`` (work directories, or ``(stage, seed, workdir)`` tuples) and
-  writes the tables and figures into ``out_dir``; returns ``{"files": [...]}`` and the
-  mean rows of the tables. ``converged``: work directory -> whether a longer run showed
-  that run converged (True, False or None: not checked), for the claims' verdicts
-  (``urn_jax.evaluation.claims_report``); None when nothing was checked."""
-  from urn_jax.evaluation import report  # matplotlib: only when writing the report
+def score_models(models, settings, names=None, cache_root=None) -> tuple[list, list, str, dict]:
+  """Scores ``models`` (work directories, or ``(stage, seed, workdir)`` tuples) on their
+  test patients: ``(runs, the patients' ids, the case the figures draw, each patient's
+  region volumes)``, a run being ``urn_jax.evaluation.runs``'s dict (its ``rows`` and
+  ``figure`` filled). With ``cache_root``, each model's per-case results are kept in a
+  folder of it, keyed by its checkpoint, and reused."""
   workdirs = [str(m[-1] if isinstance(m, (tuple, list)) else m) for m in models]
   if not workdirs:
     raise DataError("no model to evaluate: give --config.models=<workdir>[,<workdir>...]")
@@ -321,14 +320,10 @@ def evaluate_models(models, out_dir, settings, names=None, converged=None) -> di
   masks = parse_masks(settings.get("masks", "all"))
   scoring = _Scoring.of(settings)
   models, reference_ids, figure_case = _models(workdirs, names, settings)
-  if converged is not None:
-    for model in models:
-      model.run["converged"] = converged.get(model.run["workdir"])
-  out_dir = Path(out_dir)  # made only now, when every model has been found and loaded
-  if is_main_process():
+  if cache_root is not None and is_main_process():  # made only now, every model found
     for n, model in enumerate(models):
       model.cache = _checked_cache(
-          out_dir / "per_case" / f"{n:02d}-{_cache_key(model.loaded, masks, scoring)}",
+          Path(cache_root) / f"{n:02d}-{_cache_key(model.loaded, masks, scoring)}",
           model.loaded)
   # Case by case, every model: each patient's label, and its distance maps for HD95, are
   # read once and dropped before the next patient.
@@ -345,10 +340,26 @@ def evaluate_models(models, out_dir, settings, names=None, converged=None) -> di
         model.run["figure"] = drawn
       bar.update()
   bar.close()
+  tumours = {case_id: tumour_volumes(models[0].cases[case_id]) for case_id in reference_ids}
+  return [m.run for m in models], reference_ids, figure_case, tumours
+
+
+def evaluate_models(models, out_dir, settings, names=None, converged=None) -> dict:
+  """Evaluates ``models`` (``score_models``) and writes the tables and figures into
+  ``out_dir``; returns ``{"files": [...]}`` and the mean rows of the tables. ``converged``:
+  work directory -> whether a longer run showed that run converged (True, False or None:
+  not checked), for the claims' verdicts (``urn_jax.evaluation.claims_report``); None when
+  nothing was checked."""
+  from urn_jax.evaluation import report  # matplotlib: only when writing the report
+  out_dir = Path(out_dir)
+  runs, reference_ids, figure_case, tumours = score_models(
+      models, settings, names, cache_root=out_dir / "per_case")
+  if converged is not None:
+    for run in runs:
+      run["converged"] = converged.get(run["workdir"])
   if not is_main_process():
     return {"files": []}
-  tumours = {case_id: tumour_volumes(models[0].cases[case_id]) for case_id in reference_ids}
-  return report.write_report([m.run for m in models], out_dir, figure_case, settings.figures,
+  return report.write_report(runs, out_dir, figure_case, settings.figures,
                              cases=reference_ids, tumours=tumours)
 
 

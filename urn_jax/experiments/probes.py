@@ -1,5 +1,5 @@
 """What do frozen pre-trained encoders give the segmentation? Probes of the unified
-representation, run by the study after its evaluation.
+representation, run by the study as it seals each URN (``urn_jax.experiments.archive``).
 
 - **Linear probe**: a 1x1 convolution (multinomial logistic regression per voxel, ``C -> 4``
   classes) fitted on the unified representation ``z`` of the training patients' slices with
@@ -40,19 +40,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from urn_jax.console import is_main_process, progress
 from urn_jax.data.datasets import data_from_config, held_out_patients
 from urn_jax.data.loader import SliceSource
 from urn_jax.files import write_text_atomically
-from urn_jax.inference.predict import load_model, predict_slices
+from urn_jax.inference.predict import predict_slices
 from urn_jax.labels import NUM_CLASSES, REGIONS, region_mask
 from urn_jax.metrics import dice, psnr
 from urn_jax.modalities import MODALITIES
-from urn_jax.training.checkpoints import fingerprint
 
 PROBE_PIXELS = 400_000  # training voxels the probe is fitted on (sampled from the brain)
 PROBE_SLICES = 2_000  # at most this many training slices (random) feed the probe: memory
-VERSION = 1  # of the probes' method: cached results of another version are recomputed
 
 
 def slices(case_dirs, labels=True, limit=None, seed=0) -> dict:
@@ -172,66 +169,48 @@ class ProbeSettings:
   steps: int = 600
 
 
-def _probe_seed(loaded_runs, workdir, settings: ProbeSettings) -> list[dict]:
-  """The probes' rows for the models of one seed (their split: ``workdir``'s)."""
-  config = loaded_runs[0].config
+def probe_data(config, workdir) -> dict:
+  """The slices the probes read for the models of one split (``workdir``'s): training
+  slices (at most ``PROBE_SLICES``) and every test slice, with their brain masks."""
   train = slices(data_from_config(config, workdir, use_hcp=False)["brats"]["train"],
                  limit=PROBE_SLICES)
   test = slices(held_out_patients(config, workdir))
-  train_brain, test_brain = _brain(train["image"]), _brain(test["image"])
+  return {"train": train, "test": test, "train_brain": _brain(train["image"]),
+          "test_brain": _brain(test["image"])}
+
+
+def probe_model(loaded, data: dict, settings: ProbeSettings) -> list[dict]:
+  """The probes' rows of one model (``load_model``) on ``probe_data``: as trained, and for
+  a pre-training with batch-norm statistics re-estimated on BraTS, with its PSNR on tumour
+  and healthy voxels. A model's rows do not depend on which other models are probed."""
+  train, test = data["train"], data["test"]
+  variants = [("as trained", loaded.variables)]
+  if loaded.job == "pretrain":
+    variants.append(("re-estimated on BraTS", reestimate_batch_stats(
+        loaded.model, loaded.variables, train["image"], passes=settings.passes)))
   rows = []
-  for loaded in progress(loaded_runs, desc=f"probes, seed {config.seed}", unit="model"):
-    variants = [("as trained", loaded.variables)]
-    if loaded.job == "pretrain":
-      variants.append(("re-estimated on BraTS", reestimate_batch_stats(
-          loaded.model, loaded.variables, train["image"], passes=settings.passes)))
-    for statistics, variables in variants:
-      z_train = representation(loaded.model, variables, train["image"])
-      probe = fit_probe(z_train, train["label"], train_brain, steps=settings.steps)
-      z_test = representation(loaded.model, variables, test["image"])
-      rows.append({"model": loaded.name, "job": loaded.job, "batch_norm": statistics,
-                   "probe_loss": probe["loss"],
-                   **{f"probe_dice_{r}": v for r, v in
-                      probe_dice(probe, z_test, test["label"], test_brain).items()}})
-    if loaded.job == "pretrain":
-      rows[-1]["psnr"] = rows[-2]["psnr"] = synthesis_psnr(
-          loaded.model, loaded.variables, test["image"], test["label"])
+  for statistics, variables in variants:
+    z_train = representation(loaded.model, variables, train["image"])
+    probe = fit_probe(z_train, train["label"], data["train_brain"], steps=settings.steps)
+    z_test = representation(loaded.model, variables, test["image"])
+    rows.append({"model": loaded.name, "job": loaded.job, "batch_norm": statistics,
+                 "probe_loss": probe["loss"],
+                 **{f"probe_dice_{r}": v for r, v in
+                    probe_dice(probe, z_test, test["label"], data["test_brain"]).items()}})
+  if loaded.job == "pretrain":
+    psnr_of = synthesis_psnr(loaded.model, loaded.variables, test["image"], test["label"])
+    for row in rows:
+      row["psnr"] = psnr_of
   return rows
 
 
-def run_probes(models, out_dir, settings: ProbeSettings = ProbeSettings()) -> dict:
-  """``models``: ``[(stage, seed, workdir)]`` of the study's URNs whose representation is
-  their own (pre-trainings, end-to-end and fine-tuned segmentations; a frozen one's is its
-  pre-training's), named in the results as the tables name them. Writes ``probes.json``
-  and ``probes.md`` into ``out_dir``; per seed the results are kept in
-  ``probes_seed<seed>.json`` and reused when the study is run again."""
+def write_probes(results, out_dir) -> list[Path]:
+  """``probes.json`` and ``probes.md`` in ``out_dir`` from ``{seed: rows}``."""
   out_dir = Path(out_dir)
-  if is_main_process():
-    out_dir.mkdir(parents=True, exist_ok=True)
-  by_seed = {}
-  for name, seed, workdir in models:
-    by_seed.setdefault(seed, []).append((name, Path(workdir)))
-  results = {}
-  for seed, runs in sorted(by_seed.items()):
-    cache = out_dir / f"probes_seed{seed}.json"
-    loaded_runs = [load_model(workdir) for _, workdir in runs]
-    # Reused only for the same checkpoints and the same method.
-    key = {"version": VERSION, "models": [
-        [str(m.workdir), str(m.checkpoint), m.step, fingerprint(Path(m.checkpoint) / str(m.step))]
-        for m in loaded_runs]}
-    if settings != ProbeSettings():
-      key["settings"] = dataclasses.asdict(settings)
-    stored = json.loads(cache.read_text()) if cache.is_file() else {}
-    if stored.get("key") == key:
-      results[seed] = stored["rows"]
-      continue
-    results[seed] = _probe_seed(loaded_runs, runs[0][1], settings)
-    if is_main_process():
-      write_text_atomically(cache, json.dumps({"key": key, "rows": results[seed]}, indent=1))
-  if is_main_process():
-    write_text_atomically(out_dir / "probes.json", json.dumps(results, indent=1))
-    write_text_atomically(out_dir / "probes.md", probes_markdown(results))
-  return results
+  out_dir.mkdir(parents=True, exist_ok=True)
+  write_text_atomically(out_dir / "probes.json", json.dumps(results, indent=1))
+  write_text_atomically(out_dir / "probes.md", probes_markdown(results))
+  return [out_dir / "probes.md", out_dir / "probes.json"]
 
 
 def probes_markdown(results) -> str:

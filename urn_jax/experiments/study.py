@@ -1,17 +1,24 @@
-"""The paper's study end to end (``configs/study.py``): train every stage, evaluate, publish.
+"""The paper's study end to end (``configs/study.py``): train every stage, seal it, publish.
 
 Each stage is an ordinary training job (``train_and_evaluate``) in its own work directory,
 ``<workdir>/seed<seed>/<stage>``, so any of them can be inspected, resumed or re-evaluated
-on its own. After every seed's stages, the convergence check's longer runs
-(``longer_plan``) train, and ``results/convergence.md`` compares them with the ordinary ones. After the evaluation, ``urn_jax.experiments.probes`` probes the URNs' representations.
-Rerunning the study resumes every stage from its checkpoints; a finished stage costs only
-the data check and a model initialization. Wall time is appended to
-``<workdir>/timings.jsonl``, a line per piece of work: each training run (with the step it
+on its own. Once trained, a stage is sealed (``urn_jax.experiments.archive``): scored on
+the test patients, probed where it is a URN with its own representation, and its small
+files kept in ``<archive>/seed<seed>/<stage>``; a sealed stage is never trained again. A
+segmentation on pre-trained encoders trains right after its pre-training (which is trained
+again, first, if its work directory was lost). After every seed's stages, the convergence
+check's longer runs (``longer_plan``) train and are sealed unscored. Then the results -
+tables, figures, claims, probes, ``convergence.md``, ``timings.md`` - are made from the
+archive alone, into ``<archive>/results``. Rerunning the study resumes every stage from
+its checkpoints, or skips it where it is sealed.
+
+Wall time: each training part is appended to ``<workdir>/timings.jsonl`` (with the step it
 started from and the step it reached, so a stage resumed after an interruption has one line
 per part, the interrupted part marked ``"interrupted": true`` when it stopped by Ctrl-C or
-SIGTERM; a process killed outright writes nothing), the evaluation and the probes; at the
-end, ``results/timings.md`` adds them up per stage and seed and names any steps whose time
-was not recorded. Each training's ``metrics.jsonl`` has the wall time of every line too.
+SIGTERM; a process killed outright writes nothing), and sealed with its stage, beside the
+sealing's own time; ``results/timings.md`` adds them up per stage and seed and names any
+steps whose time was not recorded. Each training's ``metrics.jsonl`` has the wall time of
+every line too.
 """
 
 from __future__ import annotations
@@ -23,7 +30,9 @@ from pathlib import Path
 import ml_collections
 
 from urn_jax.console import is_main_process, say
-from urn_jax.errors import ConfigError, Interrupted
+from urn_jax.errors import ConfigError, DataError, Interrupted
+from urn_jax.experiments import archive as archive_module
+from urn_jax.experiments.probes import ProbeSettings
 from urn_jax.job_config import pretrained_encoders, write_config
 from urn_jax.training.config_checks import check_evaluation_settings, check_training_config
 from urn_jax.training.loop import train_and_evaluate
@@ -47,20 +56,27 @@ def _minutes(seconds: float) -> str:
   return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.2f} h"
 
 
-def write_timings(workdir) -> Path | None:
-  """``<workdir>/results/timings.md`` from ``timings.jsonl``: each stage's wall time per
-  seed (the sum of its parts), the evaluations and the probes, and the total. Where a
-  stage's parts leave steps uncovered (a process killed outright writes no line), those
-  steps are named: their time is not in the total."""
-  workdir = Path(workdir)
-  source = workdir / "timings.jsonl"
+def _time_records(source: Path) -> list[dict]:
   if not source.is_file():
-    return None
+    return []
+  return [json.loads(line) for line in source.read_text().splitlines() if line.strip()]
+
+
+def write_timings(workdir, records=None) -> Path | None:
+  """``<workdir>/results/timings.md`` from ``records`` (by default ``<workdir>``'s
+  ``timings.jsonl``; None when there is none): each stage's wall time per seed (the sum of
+  its parts), the sealings, and the total. Where a stage's parts leave steps uncovered (a
+  process killed outright writes no line), those steps are named: their time is not in the
+  total."""
+  workdir = Path(workdir)
+  if records is None:
+    source = workdir / "timings.jsonl"
+    if not source.is_file():
+      return None
+    records = _time_records(source)
   groups = {}
-  for line in source.read_text().splitlines():
-    if line.strip():
-      record = json.loads(line)
-      groups.setdefault((record["stage"], record.get("seed")), []).append(record)
+  for record in records:
+    groups.setdefault((record["stage"], record.get("seed")), []).append(record)
   rows, total, missing = [], 0.0, []
   for (stage, seed), parts in groups.items():
     seconds = sum(p["seconds"] for p in parts)
@@ -87,7 +103,7 @@ def write_timings(workdir) -> Path | None:
     rows.append(f"| {stage} | {'' if seed is None else seed} | {len(parts)} | {steps} | "
                 f"{seconds:.0f} | {_minutes(seconds)} | {note} |")
   text = ("# Wall time of the study\n\nFrom `timings.jsonl`: a line per piece of work (a "
-          "training part, an evaluation, the probes), summed per stage and seed.\n\n"
+          "training part; a sealing: scores and probes), summed per stage and seed.\n\n"
           "| stage | seed | parts | steps | seconds | | note |\n|---|---|---|---|---|---|---|\n"
           + "\n".join(rows) + f"\n\n**Total: {total:.0f} s ({_minutes(total)})**"
           + (", not counting the uncovered steps of " + "; ".join(missing) if missing else "")
@@ -162,12 +178,60 @@ def shown_converged(jobs, longer) -> dict:
   return {str(job_dir): shown(name, job) for name, _, job, job_dir in jobs}
 
 
+def training_order(jobs) -> list:
+  """``plan``'s jobs in the order they train: seed by seed, the pooled pre-training first,
+  then the segmentations on its encoders (so that its work directory is still there when
+  they need it), then the rest in the plan's order."""
+  seeds = {seed: n for n, seed in enumerate(dict.fromkeys(seed for _, seed, _, _ in jobs))}
+  return sorted(jobs, key=lambda j: (seeds[j[1]], 0 if j[0] == "pretrain" else
+                                     1 if pretrained_encoders(j[2]) else 2))
+
+
+def _train(workdir: Path, record: dict, job, job_dir: Path) -> None:
+  """``train_and_evaluate``, its wall time appended to ``timings.jsonl`` under ``record``
+  (nothing when the stage had already finished)."""
+  start, record = time.perf_counter(), {**record, "from_step": _saved_step(job_dir)}
+  try:
+    last = train_and_evaluate(job, job_dir)
+  except Interrupted:
+    _record_time(workdir, {**record, "to_step": _saved_step(job_dir), "seconds": round(
+        time.perf_counter() - start, 1), "interrupted": True})
+    raise
+  if last:
+    _record_time(workdir, {**record, "to_step": _saved_step(job_dir), "seconds": round(
+        time.perf_counter() - start, 1), "last": last})
+
+
+def _train_and_seal(config, workdir: Path, archive: Path, entry, pretraining, longer: bool):
+  """Trains one stage (its pre-training first, again, where that was sealed and its work
+  directory lost) and seals it into the archive."""
+  name, seed, job, job_dir = entry
+  stage = job_dir.name  # a longer run's is "<stage>_x<factor>"
+  pretraining_folder = None
+  if pretrained_encoders(job):
+    _, _, pretraining_job, pretraining_dir = pretraining
+    _train(workdir, {"stage": "pretrain_again", "seed": seed, "for": stage},
+           pretraining_job, pretraining_dir)
+    pretraining_folder = archive_module.stage_dir(archive, seed, "pretrain")
+  _train(workdir, {"stage": stage, "seed": seed}, job, job_dir)
+  parts = [r for r in _time_records(workdir / "timings.jsonl")
+           if r.get("seed") == seed and (r["stage"] == stage or r.get("for") == stage)]
+  probes = (ProbeSettings(**config.probes.to_dict())
+            if not longer and archive_module.probed(job) else None)
+  archive_module.seal(stage, job, job_dir, archive_module.stage_dir(archive, seed, stage),
+                      config.evaluate, probes, score=not longer,
+                      figure=seed == config.seeds[0], timings=parts,
+                      pretraining_folder=pretraining_folder)
+
+
 def run(config, workdir):
-  """Trains every stage of ``plan`` (unless ``stages == 'evaluate'``), then evaluates
-  (unless ``stages == 'train'``); returns the evaluation's summary."""
+  """Trains and seals every stage of ``plan`` (unless ``stages == 'evaluate'``), then
+  writes the results from the archive (unless ``stages == 'train'``); returns the
+  report's summary."""
   if config.stages not in ("all", "train", "evaluate"):
     raise ConfigError(f"stages must be 'all', 'train' or 'evaluate', got {config.stages!r}")
   workdir = Path(workdir)
+  archive = Path(config.get("archive") or workdir)
   jobs = plan(config, workdir)
   longer = longer_plan(config, jobs)
   for _, _, job, _ in jobs + longer:  # every config, before the first one trains for hours
@@ -177,43 +241,66 @@ def run(config, workdir):
     workdir.mkdir(parents=True, exist_ok=True)
     write_config(config, workdir)
   if config.stages != "evaluate":
-    for n, (name, seed, job, job_dir) in enumerate(jobs + longer):
-      name = job_dir.name  # a longer run's stage is "<stage>_x<factor>"
-      say(f"== study stage {n + 1}/{len(jobs) + len(longer)}: {name}, seed {seed} ({job_dir})")
-      start, from_step = time.perf_counter(), _saved_step(job_dir)
-      record = {"stage": name, "seed": seed, "from_step": from_step}
-      try:
-        last = train_and_evaluate(job, job_dir)
-      except Interrupted:
-        _record_time(workdir, {**record, "to_step": _saved_step(job_dir), "seconds": round(
-            time.perf_counter() - start, 1), "interrupted": True})
-        raise
-      if last:  # empty when the stage had already finished
-        _record_time(workdir, {**record, "to_step": _saved_step(job_dir), "seconds": round(
-            time.perf_counter() - start, 1), "last": last})
-  if config.stages == "train":
+    pretrainings = {j[1]: j for j in jobs if j[0] == "pretrain"}
+    order = training_order(jobs) + longer
+    for n, entry in enumerate(order):
+      name, seed, job, job_dir = entry
+      folder = archive_module.stage_dir(archive, seed, job_dir.name)
+      where = f"{job_dir.name}, seed {seed}"
+      if archive_module.is_sealed(folder):
+        archive_module.check_sealed_job(job, folder)
+        say(f"== study stage {n + 1}/{len(order)}: {where}: sealed in {folder}")
+        continue
+      say(f"== study stage {n + 1}/{len(order)}: {where} ({job_dir})")
+      _train_and_seal(config, workdir, archive, entry, pretrainings.get(seed),
+                      longer=n >= len(jobs))
+  if config.stages == "train" or not is_main_process():
     return {}
-  from urn_jax.evaluation.evaluate import evaluate_models  # matplotlib: only here
-  from urn_jax.experiments.probes import ProbeSettings, run_probes
-  models = [(name, seed, job_dir) for name, seed, _, job_dir in jobs]
-  start = time.perf_counter()
-  summary = evaluate_models(models, workdir / "results", config.evaluate,
-                            converged=shown_converged(jobs, longer) if longer else None)
-  _record_time(workdir, {"stage": "evaluate", "models": len(models),
-                         "seconds": round(time.perf_counter() - start, 1)})
-  # The representations that are their own: a frozen URN's is its pre-training's.
-  probed = [(name, seed, job_dir) for name, seed, job, job_dir in jobs
-            if job.model.kind == "urn" and pretrained_encoders(job) != "frozen"]
-  start = time.perf_counter()
-  run_probes(probed, workdir / "results", ProbeSettings(**config.probes.to_dict()))
-  _record_time(workdir, {"stage": "probes", "models": len(probed),
-                         "seconds": round(time.perf_counter() - start, 1)})
-  if is_main_process():
-    summary["files"].append(str(write_timings(workdir)))
-    if longer:
-      from urn_jax.evaluation.curves import convergence_report
-      summary["files"].append(str(convergence_report(
-          [(name, seed, job.job, job_dir.parent / name, job_dir)
-           for name, seed, job, job_dir in longer], workdir / "results")))
-  summary["files"] += [str(workdir / "results" / f) for f in ("probes.md", "probes.json")]
+  return report(config, jobs, longer, archive)
+
+
+def report(config, jobs, longer, archive) -> dict:
+  """The study's results from the sealed stages alone, into ``<archive>/results``: the
+  evaluation's report (``urn_jax.evaluation.report``), the probes, ``convergence.md`` and
+  ``timings.md``."""
+  from urn_jax.evaluation.curves import convergence_report
+  from urn_jax.evaluation.report import write_report  # matplotlib: only here
+  from urn_jax.experiments.probes import write_probes
+  archive = Path(archive)
+  sealed = [(name, seed, job, archive_module.stage_dir(archive, seed, name))
+            for name, seed, job, _ in jobs]
+  sealed_longer = [(name, seed, job, archive_module.stage_dir(archive, seed, job_dir.name))
+                   for name, seed, job, job_dir in longer]
+  missing = archive_module.unsealed(folder for *_, folder in sealed + sealed_longer)
+  if missing:
+    raise DataError(f"{len(missing)} stage(s) of the study are not sealed in {archive} (first "
+                    f"{missing[0]}): train them (--config.stages=all) before the results")
+  runs, cases = [], None
+  for *_, folder in sealed:
+    run, its_cases, figure_case, tumours = archive_module.sealed_run(folder)
+    if cases is not None and its_cases != cases:
+      raise DataError(f"{folder} was scored on other test patients than {sealed[0][3]}: the "
+                      "archive mixes studies of different data or splits")
+    cases = its_cases
+    runs.append(run)
+  if longer:
+    converged = shown_converged(sealed, sealed_longer)
+    for run in runs:
+      run["converged"] = converged.get(run["workdir"])
+  results = archive / "results"
+  summary = write_report(runs, results, figure_case, config.evaluate.figures, cases=cases,
+                         tumours=tumours)
+  probes = {}
+  for _, seed, job, folder in sealed:
+    if archive_module.probed(job):
+      probes.setdefault(seed, []).extend(
+          json.loads((folder / archive_module.PROBES).read_text()))
+  summary["files"] += [str(f) for f in write_probes(probes, results)]
+  records = [r for *_, folder in sealed + sealed_longer
+             for r in _time_records(folder / archive_module.TIMINGS)]
+  summary["files"].append(str(write_timings(archive, records)))
+  if longer:
+    summary["files"].append(str(convergence_report(
+        [(name, seed, job.job, folder.parent / name, folder)
+         for name, seed, job, folder in sealed_longer], results)))
   return summary
