@@ -12,7 +12,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import jax
+# The suite runs in worker processes (pytest-xdist): on a GPU, each must not take 75 % of its
+# memory, as JAX does by default, or the second cannot start.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+import jax  # noqa: E402
 import jax.numpy as jnp
 import nibabel as nib
 import numpy as np

@@ -98,7 +98,7 @@ def test_the_first_lines_are_the_two_commands_and_ci_runs_the_second():
   assert lines[0].startswith("python3 -m venv .venv") and "pip install -e ." in lines[0]
   assert lines[0].endswith("python launch.py --config=configs/pretrain.py --workdir=runs/pretrain")
   test_command = lines[1].split(" && ", 2)[-1]
-  assert test_command == "pip install -e '.[test]' && python -m pytest -q"
+  assert test_command == "pip install -e '.[test]' && python -m pytest -q -n 2"
   assert test_command.replace("pip install", "pip install -q") in (ROOT / ".ci/run").read_text()
 
 
