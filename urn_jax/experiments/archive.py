@@ -18,9 +18,9 @@ the results need of it goes to ``<archive>/seed<seed>/<stage>/`` -
 The tables, figures, claims, probes, convergence check and wall times (``report``) are made
 from the archive alone: no checkpoint, and no trained model, is read. So a study spread over
 machines that do not last (each losing its work directories) keeps its archive - a few MB
-per seed - between them, and anyone holding the archive recomputes the results. The archive
-is the work directory itself unless ``archive`` names another folder; there, the job's
-folder holds the sealed files beside its checkpoints.
+per seed - between them, and anyone holding the archive recomputes the results. By default
+the archive is the work directory, each job's folder holding its sealed files beside its
+checkpoints; the study's ``archive`` names another folder.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def parameters_digest(loaded) -> str:
   return digest.hexdigest()[:16]
 
 
-def encoders_differ(job, job_dir, archive_pretraining) -> bool:
+def encoders_differ(job, archive_pretraining) -> bool:
   """Whether the pre-training ``job`` restores its encoders from (its work directory) has
   other weights than the sealed pre-training ``archive_pretraining`` that the results
   name: a pre-training trained again, after its work directory was lost, on a machine
@@ -108,7 +108,7 @@ def seal(name: str, job, job_dir, folder, evaluate_settings, probe_settings=None
   record = {"stage": name, "seed": int(job.seed), "step": int(loaded.step),
             "parameters_digest": parameters_digest(loaded)}
   if pretraining_folder is not None:
-    record["encoders_as_sealed"] = not encoders_differ(job, job_dir, pretraining_folder)
+    record["encoders_as_sealed"] = not encoders_differ(job, pretraining_folder)
     if not record["encoders_as_sealed"]:
       say(f"warning: {job.pretrained_workdir} was trained again and its weights differ "
           f"from those sealed in {pretraining_folder}; {name} rests on the new ones "
