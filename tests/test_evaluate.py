@@ -175,6 +175,16 @@ def test_a_model_retrained_in_its_folder_is_evaluated_again(runs, tmp_path, monk
       "datasets"]["brats"]["test"])
 
 
+def test_a_model_given_loaded_is_scored_as_given_and_not_loaded_again(runs, monkeypatch):
+  from urn_jax.evaluation.evaluate import score_models
+  loaded = load_model(runs["urn_md"])
+  monkeypatch.setattr(urn_jax.evaluation.evaluate, "load_model",
+                      lambda workdir: pytest.fail(f"{workdir} was loaded again"))
+  (run,), cases, _, _ = score_models([runs["urn_md"]], _settings(figures=False, masks="1111"),
+                                     loaded={str(runs["urn_md"]): loaded})
+  assert run["step"] == loaded.step and len(run["rows"]) == len(cases)
+
+
 def test_evaluation_mirrors_and_adapts_as_asked_and_keeps_those_results_apart(
     runs, tmp_path, monkeypatch):
   calls = []

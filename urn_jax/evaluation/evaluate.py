@@ -257,11 +257,12 @@ class _Model:
   cache: Path | None = None
 
 
-def _models(entries, names, settings) -> tuple[list[_Model], list[str], str]:
-  """Every model loaded, with its test patients; the patients scored (the first model's,
-  which every other model must have too) and the one the figures draw. An entry that joins
-  work directories with '+' is one ensemble (``urn_jax.inference.predict.Ensemble``), named
-  and seeded after its first member."""
+def _models(entries, names, settings, loaded=None) -> tuple[list[_Model], list[str], str]:
+  """Every model loaded (or taken from ``loaded``, work directory -> loaded model), with
+  its test patients; the patients scored (the first model's, which every other model must
+  have too) and the one the figures draw. An entry that joins work directories with '+' is
+  one ensemble (``urn_jax.inference.predict.Ensemble``), named and seeded after its first
+  member."""
   models, reference_ids, figure_case = [], None, None
   for n, entry in enumerate(entries):
     configs = [read_config(workdir) for workdir in entry.split("+")]
@@ -280,8 +281,9 @@ def _models(entries, names, settings) -> tuple[list[_Model], list[str], str]:
                           "figure": {}}, None, {c.name: c for c in cases}))
   for model in models:
     members = model.run["workdir"].split("+")
-    model.loaded = (load_model(members[0]) if len(members) == 1 else
-                    Ensemble.of([load_model(m) for m in members], members))
+    get = lambda workdir: (loaded or {}).get(workdir) or load_model(workdir)
+    model.loaded = (get(members[0]) if len(members) == 1 else
+                    Ensemble.of([get(m) for m in members], members))
     model.run["name"] = model.run["name"] or model.loaded.name
     model.run["step"] = model.loaded.step
     model.run["parameters"] = model.loaded.parameters
@@ -305,12 +307,14 @@ def _case_results(model: _Model, case_id: str, patient, masks, scoring: _Scoring
   return rows, drawn
 
 
-def score_models(models, settings, names=None, cache_root=None) -> tuple[list, list, str, dict]:
+def score_models(models, settings, names=None, cache_root=None,
+                 loaded=None) -> tuple[list, list, str, dict]:
   """Scores ``models`` (work directories, or ``(stage, seed, workdir)`` tuples) on their
   test patients: ``(runs, the patients' ids, the case the figures draw, each patient's
   region volumes)``, a run being ``urn_jax.evaluation.runs``'s dict (its ``rows`` and
   ``figure`` filled). With ``cache_root``, each model's per-case results are kept in a
-  folder of it, keyed by its checkpoint, and reused."""
+  folder of it, keyed by its checkpoint, and reused. ``loaded``: models already loaded
+  (``load_model``), by work directory as given, used instead of loading them again."""
   workdirs = [str(m[-1] if isinstance(m, (tuple, list)) else m) for m in models]
   if not workdirs:
     raise DataError("no model to evaluate: give --config.models=<workdir>[,<workdir>...]")
@@ -319,7 +323,7 @@ def score_models(models, settings, names=None, cache_root=None) -> tuple[list, l
   check_evaluation_settings(settings)
   masks = parse_masks(settings.get("masks", "all"))
   scoring = _Scoring.of(settings)
-  models, reference_ids, figure_case = _models(workdirs, names, settings)
+  models, reference_ids, figure_case = _models(workdirs, names, settings, loaded)
   if cache_root is not None and is_main_process():  # made only now, every model found
     for n, model in enumerate(models):
       model.cache = _checked_cache(

@@ -115,7 +115,8 @@ def seal(name: str, job, job_dir, folder, evaluate_settings, probe_settings=None
           f"({folder / SEALED} says so)")
   parts = [dict(t) for t in timings]
   if score:
-    (run,), cases, figure_case, tumours = score_models([job_dir], evaluate_settings)
+    (run,), cases, figure_case, tumours = score_models([job_dir], evaluate_settings,
+                                                       loaded={str(job_dir): loaded})
     drawn = run.pop("figure")
     run.update(workdir=str(folder), cases=cases, figure_case=figure_case, tumours=tumours)
     write_text_atomically(folder / RUN, json.dumps(run))
