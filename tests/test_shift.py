@@ -103,6 +103,15 @@ def test_a_recipe_of_the_pretraining_alone_is_compared_with_the_one_it_shares_ru
       len(shift.SETS))
 
 
+def test_a_longer_pretraining_changes_the_pretraining_alone():
+  """``longpre`` trains its pre-training for ``pretrain_steps`` steps, and segments as
+  ``augment`` does."""
+  longpre = shift.RECIPES["longpre"]
+  assert "--config.train.max_steps=10000" in longpre.overrides(pretraining=True)
+  assert longpre.overrides() == shift.RECIPES["augment"].overrides()
+  assert not any("max_steps" in f for f in shift.RECIPES["augment"].overrides(pretraining=True))
+
+
 def test_a_recipe_of_the_inference_alone_trains_nothing_and_scores_the_runs_it_names(
     tmp_path, monkeypatch):
   """``adabn`` adapts the batch norms at test time: it launches no training, writes no
