@@ -1,8 +1,9 @@
 """Settings shared by every urn_jax job; the job configs import and override them.
 
 Not a job by itself. Size presets (``apply_preset``): ``paper`` is the paper's size for a GPU
-(240 x 240 slices at 1 mm, U-Net widths 64-1024); ``small`` trains a converged model on a
-2-core CPU in 2-12 minutes per job (3 mm slices of 64 x 64, widths 8-64); the default (no
+(240 x 240 slices at 1 mm, U-Net widths 64-1024); ``small`` trains converged segmentation
+models on a 2-core CPU in 2-12 minutes per job (3 mm slices of 64 x 64, widths 8-64; its
+pre-training stops at a fixed length while still improving, ``RECIPES``); the default (no
 preset; 2 mm slices of 96 x 96, widths 8-64) in 2.5-19 minutes (the README's main command,
 pre-training, about 20 minutes with the phantom in a fresh clone; benchmarks/RESULTS.md has
 the measurements).
@@ -159,7 +160,9 @@ RECIPES = {
     # still 9 % better in its last fifth, at 6000 steps 5 % (validation Dice WT 96, TC 93,
     # ET 92). Pre-training improves for longer than the budget allows (4000 steps: 12 %
     # in the last fifth): it stops at a fixed length, not on a plateau, since a cosine
-    # schedule cut short by early stopping would never anneal.
+    # schedule cut short by early stopping would never anneal. 10000 steps flatten it
+    # (1.9 %), and the frozen-encoder segmentation on those encoders was no better on the
+    # tuning patients (tumour core 1.7 points lower; benchmarks/RESULTS.md, "Plan 7").
     ("segment", "small"): dict(learning_rate=1e-2, max_steps=6000, **_CPU),
     ("pretrain", "small"): dict(learning_rate=1e-2, max_steps=4000, **_CPU),
     ("segment", ""): dict(learning_rate=1e-2, max_steps=4000, **_CPU),
