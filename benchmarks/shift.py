@@ -74,8 +74,9 @@ class Recipe:
   each prediction after test-time adaptation of the batch norms (``urn_jax.inference.adapt``);
   ``pretrain_of``: a recipe whose pre-training this one's URN segmentation starts from,
   training none of its own; ``pretrain_steps``: the pre-training's length where it is not
-  the ``small`` recipe's (its schedule stretched to it). A recipe's URN segmentation (frozen or fine-tuned encoders) is
-  compared with its reference's, whichever that one is (``role``)."""
+  the ``small`` recipe's (its schedule stretched to it). A recipe's URN segmentation
+  (frozen or fine-tuned encoders) is compared with its reference's, whichever that one is
+  (``role``)."""
   augment: AugmentSettings = AugmentSettings()
   phantom_version: int = 2
   pretrain_augment: AugmentSettings | None = None
