@@ -279,9 +279,9 @@ def _models(entries, names, settings, loaded=None) -> tuple[list[_Model], list[s
     models.append(_Model({"workdir": entry, "name": names[n] if names else "",
                           "job": configs[0].job, "seed": int(configs[0].seed), "rows": [],
                           "figure": {}}, None, {c.name: c for c in cases}))
+  get = lambda workdir: (loaded or {}).get(workdir) or load_model(workdir)
   for model in models:
     members = model.run["workdir"].split("+")
-    get = lambda workdir: (loaded or {}).get(workdir) or load_model(workdir)
     model.loaded = (get(members[0]) if len(members) == 1 else
                     Ensemble.of([get(m) for m in members], members))
     model.run["name"] = model.run["name"] or model.loaded.name
