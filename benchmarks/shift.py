@@ -15,10 +15,11 @@ site A's validation patients.
 Scored (``--masks``, all 15 combinations by default):
 - ``validation``: site A's validation patients of each run's split, which a choice between
   recipes may look at;
-- ``tuneA`` and ``tuneV``: ``--patients`` new patients (phantom seed ``--tune-seed``) imaged
-  at site A and with version 3's scanners (one per patient, ``urn_jax.data.scanners.varied``):
-  the tuning sets, on which a choice between recipes may look at more patients than the
-  split's validation ones and at scanners the runs never saw (other than site B's);
+- ``tuneA``, ``tuneV`` and ``tuneC``: ``--patients`` new patients (phantom seed
+  ``--tune-seed``) imaged at site A, with version 3's scanners (one per patient,
+  ``urn_jax.data.scanners.varied``) and at site C (outside version 3's ranges): the tuning
+  sets, on which a choice between recipes may look at more patients than the split's
+  validation ones and at scanners the runs never saw (other than site B's);
 - ``A`` and ``B``: ``--patients`` new patients (phantom seed ``--seed``, which no run trains
   or validates on) imaged at site A and at site B (``urn_jax.data.scanners.SITES``):
   the same anatomy and lesions, scanned twice, so that A against B is paired by patient.
@@ -114,7 +115,12 @@ RECIPES = {
     "augment": Recipe(augment=AugmentSettings.typical()),
     "strong": Recipe(augment=STRONG),
     "variety": Recipe(phantom_version=3),
-    "variety+augment": Recipe(augment=AugmentSettings.typical(), phantom_version=3),
+    # The README's chain on version 3's scanners, augmented as `augment` (its URN chain).
+    "variety+augment": Recipe(augment=AugmentSettings.typical(), phantom_version=3,
+                              models=("urn_md_pretrained",), reference="augment-urn"),
+    # `augment`'s URN chain trained once more, to be scored on `tuneC` as the reference.
+    "augment-urn": Recipe(augment=AugmentSettings.typical(), models=("urn_md_pretrained",),
+                          reference="augment"),
     # The pre-training restores clean synthesis targets from intensity-augmented inputs
     # (AugmentSettings.clean_targets); the segmentation augments as `augment` does.
     "clean": Recipe(augment=AugmentSettings.typical(), models=("urn_md_pretrained",),
@@ -128,24 +134,19 @@ RECIPES = {
     # of every batch norm to that patient (AdaBN).
     "adabn": Recipe(augment=AugmentSettings.typical(), runs_of="augment", adapt=True,
                     reference="augment"),
-    # `augment`'s URN chain trained again on its pre-training as it is now in
-    # `<workdir>/augment` (trained again, a run apart from the one `augment`'s scores came
-    # from): the frozen chain that `finetune` is paired with, on the very same encoders.
-    # Baseline + MD too (added for plan 6, before any of its runs was scored).
+    # `augment`'s runs trained again on its pre-training as `<workdir>/augment` holds it now:
+    # `finetune`'s frozen twin on the very same encoders (Baseline + MD added for plan 6).
     "augment-rerun": Recipe(augment=AugmentSettings.typical(), pretrain_of="augment",
                             reference="augment"),
-    # `augment`'s pre-training, then URN + MD with the encoders fine-tuned (not frozen),
-    # augmented as `augment` segments.
+    # `augment`'s pre-training, then URN + MD with its encoders fine-tuned, not frozen.
     "finetune": Recipe(augment=AugmentSettings.typical(), models=("urn_md_finetuned",),
                        pretrain_of="augment", reference="augment-rerun"),
-    # `augment` with MONAI's histogram shift (a random monotone intensity remap) on a third
-    # of the slices, in pre-training and segmentation alike: `typical`'s other monotone
-    # remap, gamma, has that probability.
+    # `augment` with MONAI's histogram shift (a random monotone remap) on a third of the
+    # slices, in pre-training and segmentation alike: the probability of gamma, the other.
     "histogram": Recipe(augment=dataclasses.replace(AugmentSettings.typical(), p_histogram=0.3),
                         reference="augment-rerun"),
-    # `augment` with its pre-training 2.5 times as long (10000 steps, the study's length;
-    # the `small` recipe's 4000 leave it 8-11 % better in its last fifth), the warm-up and
-    # cosine decay stretched to that length.
+    # `augment` with its pre-training 2.5 times as long (10000 steps, the study's length),
+    # the warm-up and cosine decay stretched to that length.
     "longpre": Recipe(augment=AugmentSettings.typical(), models=("urn_md_pretrained",),
                       pretrain_steps=10_000, reference="augment-rerun"),
 }
@@ -153,7 +154,7 @@ MODELS = ("baseline_md", "urn_md_pretrained", "urn_md_finetuned")
 ROOT = Path(__file__).resolve().parent.parent
 # The sets of new patients: name -> (phantom version, site, which seed: the test seed
 # ``--seed`` or the tuning seed ``--tune-seed``).
-NEW_SETS = {"tuneA": (2, "a", "tune"), "tuneV": (3, "a", "tune"),
+NEW_SETS = {"tuneA": (2, "a", "tune"), "tuneV": (3, "a", "tune"), "tuneC": (2, "c", "tune"),
             "A": (2, "a", "test"), "B": (2, "b", "test")}
 SETS = ("validation", *NEW_SETS)
 
@@ -360,7 +361,7 @@ def main(argv=None):
   parser.add_argument("--seed", type=int, default=100,
                       help="the phantom seed of the test patients, sets A and B (default 100)")
   parser.add_argument("--tune-seed", type=int, default=200,
-                      help="the phantom seed of the tuning patients, sets tuneA and tuneV "
+                      help="the phantom seed of the tuning sets tuneA, tuneV, tuneC "
                            "(default 200)")
   parser.add_argument("--sets", default=",".join(SETS),
                       help=f"comma-separated, of {', '.join(SETS)} (default all)")

@@ -47,7 +47,7 @@ def get_config():
   config.data.phantom_hcp = 8
   config.data.phantom_seed = 0
   config.data.phantom_version = 2  # 3: each case scanned with its own contrasts, noise, bias
-  config.data.phantom_site = "a"   # "b": another scanner (urn_jax.data.scanners.SITES)
+  config.data.phantom_site = "a"   # "b", "c": other scanners (urn_jax.data.scanners.SITES)
   config.data.n4 = True
   config.data.n4_shrink = 4
   config.data.spacing = 2.0       # mm; the paper's is 1.0 (preset "paper")

@@ -10,7 +10,8 @@ from scipy import ndimage
 
 from urn_jax.data import phantom, render
 from urn_jax.data.phantom_cases import BRATS_SHAPE, HCP_SHAPE, generate
-from urn_jax.data.scanners import HCP_SCANNER, SITES, VARIETY, scanner_of, thick_slices
+from urn_jax.data.scanners import (HCP_SCANNER, SITES, TISSUES, VARIETY, scanner_of,
+                                   thick_slices)
 from urn_jax.data.cases import discover_brats, discover_hcp
 
 SEED, INDEX = 0, 2  # a case with necrosis, enhancing tumour and edema
@@ -208,8 +209,21 @@ def test_version_3_draws_each_case_its_own_scanner_within_the_stated_ranges():
       == HCP_SCANNER
   with pytest.raises(ValueError, match=r"version must be one of \(2, 3\), got 4"):
     scanner_of("brats", SEED, 0, version=4)
-  with pytest.raises(ValueError, match=r"site must be one of \['a', 'b'\], got 'c'"):
-    phantom.write_phantom("unused", 1, 0, site="c")
+  with pytest.raises(ValueError, match=r"site must be one of \['a', 'b', 'c'\], got 'd'"):
+    phantom.write_phantom("unused", 1, 0, site="d")
+
+
+def test_site_c_lies_outside_version_3s_ranges():
+  """Site C is a scanner that no model trained on version 3 saw: its noise, bias field and
+  slice thickness lie beyond VARIETY's, and so do some of its lesion contrasts."""
+  site_a, site_c = SITES["a"], SITES["c"]
+  assert site_c.noise[0] > VARIETY["noise"][1] and site_c.bias[0] > VARIETY["bias"][1]
+  assert site_c.thickness > VARIETY["thickness"][1]
+  factors = {m: np.array(site_c.means[m]) / site_a.means[m] for m in site_a.means}
+  beyond = lambda m, tissue: not (1 / VARIETY["mean_factor"] <= factors[m][
+      TISSUES.index(tissue)] <= VARIETY["mean_factor"])
+  assert beyond("flair", "edema") and beyond("t1c", "enhancing") and beyond("t2", "edema")
+  assert scanner_of("brats", SEED, 3, site="c") == site_c
 
 
 def test_thick_slices_average_along_the_axial_axis_only():

@@ -8,7 +8,7 @@ docs/phantom.md lists the distribution.
 A case depends only on ``(seed, index)``, the phantom's version and its site (and on the
 data set): the output is the same for any number of worker processes and from one run to
 the next. Version 3 scans each BraTS-like case with its own contrasts, noise, bias field and
-slice thickness; site "b" is another scanner (``urn_jax.data.scanners.SITES``).
+slice thickness; sites "b" and "c" are other scanners (``urn_jax.data.scanners.SITES``).
 
     python -m urn_jax.data.phantom --out DIR --brats 12 --hcp 6 --seed 0 --workers 4
     python -m urn_jax.data.phantom --out DIR --brats 12 --hcp 0 --site b   # another scanner
@@ -171,7 +171,7 @@ def main(argv=None):
   parser.add_argument("--version", type=int, default=2, choices=VERSIONS,
                       help="2: one scanner; 3: each BraTS-like case its own (default 2)")
   parser.add_argument("--site", default="a", choices=sorted(SITES),
-                      help="the scanner: a (the phantom's) or b (another; default a)")
+                      help="the scanner: a (the phantom's), b or c (others; default a)")
   parser.add_argument("--describe", type=int, default=0, metavar="N",
                       help="instead of writing, print the lesion sizes and edema contrasts of "
                            "the first N BraTS-like cases (median and range per grade)")

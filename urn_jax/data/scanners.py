@@ -2,7 +2,8 @@
 tissue's mean intensity per modality, the bias field, the noise and the slice thickness.
 
 Site A is the phantom's own scanner (version 2 images every case with it); site B is
-another, for measuring how models trained at site A fare on a scanner they never saw; the
+another, for measuring how models trained at site A fare on a scanner they never saw; site
+C a third, outside version 3's ranges, for tuning against a scanner no model saw; the
 phantom's version 3 gives each BraTS-like case a scanner of its own (``VARIETY``), so that
 models trained on it see more than one. ``scanner_of`` says which scanner images a case;
 ``thick_slices`` simulates a thick-slice acquisition. docs/phantom.md states the choices and
@@ -65,6 +66,18 @@ SITES = {
         "t1c": (320, 620, 800, 680, 380, 1150, 560),
         "t2": (1700, 850, 600, 1200, 1250, 1000, 1050),
     }, bias=(0.35, 0.45), noise=(0.045, 0.06), thickness=3),
+    # Site C, for tuning only (never a test set): a scanner outside version 3's ranges, so
+    # that models trained on version 3 can be judged on one they never saw, stated before
+    # any model was scored on it and written with site B and VARIETY known. Its lesion
+    # contrasts change by factors beyond VARIETY's 1.2 and mostly in other directions than
+    # site B's (FLAIR edema and T1c enhancement stronger, T2 edema weaker, CSF more
+    # suppressed on FLAIR); its noise, bias field and 5 mm slices lie beyond VARIETY's.
+    "c": Scanner({
+        "flair": (60, 600, 430, 1300, 650, 1100, 1200),
+        "t1": (200, 500, 900, 760, 300, 560, 440),
+        "t1c": (220, 520, 950, 800, 250, 1750, 450),
+        "t2": (1900, 700, 600, 1100, 1500, 800, 1000),
+    }, bias=(0.5, 0.6), noise=(0.065, 0.08), thickness=5),
 }
 # HCP's restore images are bias-corrected, and its protocol has less noise.
 HCP_SCANNER = Scanner(_MEANS, bias=(0.05, 0.1), noise=(0.015, 0.025))
