@@ -63,3 +63,18 @@ def test_an_unclosed_quotation_and_a_missing_file_are_errors(repo, capsys):
   page.write_text("<!-- quote results/gone.md -->\n<!-- end quote results/gone.md -->\n")
   assert main([str(page)]) == 2
   assert "results/gone.md, which is not a file" in capsys.readouterr().err
+
+
+def test_a_section_is_quoted_by_its_headings_anchor_to_the_next_heading_of_its_level(repo):
+  (repo / "PLAN.md").write_text("# Plan\n\n## Margin, and verdicts\n\nOne point.\n\n### Why\n\n"
+                                "```\n# not a heading\n```\n\n## Next\n\nother\n")
+  page = repo / "docs" / "RESULTS.md"
+  page.write_text("<!-- quote PLAN.md#margin-and-verdicts -->\n"
+                  "<!-- end quote PLAN.md#margin-and-verdicts -->\n")
+  _, new, _ = requote(page)
+  assert new == ("<!-- quote PLAN.md#margin-and-verdicts -->\n"
+                 "One point.\n\n### Why\n\n```\n# not a heading\n```\n"
+                 "<!-- end quote PLAN.md#margin-and-verdicts -->\n")
+  page.write_text("<!-- quote PLAN.md#margins -->\n<!-- end quote PLAN.md#margins -->\n")
+  with pytest.raises(QuoteError, match="PLAN.md has no heading whose anchor is #margins"):
+    requote(page)

@@ -11,8 +11,11 @@ repository's root (the folder that holds ``pyproject.toml`` above the page):
 
 What stands between them is the file's text without its first line when that line is a
 level-one title (``# ...``: the page has its own headings), and without the blank lines
-around it. So a page's tables are the committed files' tables, and a changed result shows
-as a failed check instead of a stale number.
+around it. A path may end in ``#anchor``, the GitHub anchor of one of the file's headings
+(``docs/STUDY_PLAN.md#margin-and-verdicts``): then the quotation is that section, from the
+line under the heading to the next heading of its level or above. So a page's tables are
+the committed files' tables, and a changed result shows as a failed check instead of a
+stale number.
 
     python -m urn_jax.evaluation.quotes docs/RESULTS.md           # check: exit 1, a diff
     python -m urn_jax.evaluation.quotes docs/RESULTS.md --write   # quote the files again
@@ -45,11 +48,38 @@ def repository_root(page) -> Path:
                    "have no repository root to be relative to")
 
 
-def quoted_text(path: Path) -> str:
-  """What a quotation of ``path`` holds: its text, a leading ``# title`` line dropped, the
-  blank lines around it stripped."""
+def anchor(heading: str) -> str:
+  """GitHub's anchor of a Markdown heading's text: lower case, punctuation but hyphens
+  dropped, spaces as hyphens."""
+  return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _section(lines: list, name: str, path: Path) -> list:
+  """The lines under the heading whose anchor is ``name``, to the next heading of its level
+  or above (lines inside code fences are not headings)."""
+  level, out, fenced = None, [], False
+  for line in lines:
+    fenced ^= line.startswith("```")
+    heading = None if fenced else re.match(r"^(#+) (.*)$", line)
+    if level is not None:
+      if heading and len(heading.group(1)) <= level:
+        break
+      out.append(line)
+    elif heading and anchor(heading.group(2)) == name:
+      level = len(heading.group(1))
+  if level is None:
+    raise QuoteError(f"{path} has no heading whose anchor is #{name}")
+  return out
+
+
+def quoted_text(path: Path, section: str = "") -> str:
+  """What a quotation of ``path`` holds: its text, a leading ``# title`` line dropped, or
+  the section under the heading whose anchor is ``section``; the blank lines around it
+  stripped."""
   lines = path.read_text().splitlines()
-  if lines and lines[0].startswith("# "):
+  if section:
+    lines = _section(lines, section, path)
+  elif lines and lines[0].startswith("# "):
     lines = lines[1:]
   return "\n".join(lines).strip("\n")
 
@@ -75,11 +105,11 @@ def requote(page) -> tuple[str, str, list]:
         raise QuoteError(f"{page}:{number}: '{line}' closes the quotation of "
                          f"{open_at[1]} (line {open_at[0]}); expected "
                          f"'<!-- end quote {open_at[1]} -->'")
-      source = root / open_at[1]
-      if not source.is_file():
-        raise QuoteError(f"{page}:{open_at[0]}: quotes {open_at[1]}, which is not a file "
+      name, _, section = open_at[1].partition("#")
+      if not (root / name).is_file():
+        raise QuoteError(f"{page}:{open_at[0]}: quotes {name}, which is not a file "
                          f"under {root}")
-      out.append(quoted_text(source))
+      out.append(quoted_text(root / name, section))
       quoted.append(open_at[1])
       open_at = None
     elif begin:
