@@ -4,11 +4,12 @@
         [--steps 400] [--repeats 2]
 
 Trains ``--config`` for ``--steps`` steps with no augmentation and with
-``AugmentSettings.typical()`` (``benchmarks/shift.py``'s ``plain`` and ``augment``), alternating ``--repeats`` times (so that both see the same
-load on a shared machine), each in a fresh temporary work directory, and prints one JSON
-line: the median of the training loop's logged ``slices_per_second`` of each run (the first
-two logs, which hold the compilation, left out) and the ratio of the medians. The loop's
-rate includes loading, so the ratio is what augmentation costs a training run.
+``AugmentSettings.typical()`` (``benchmarks/shift.py``'s ``plain`` and ``augment``),
+alternating ``--repeats`` times (so that both see the same load on a shared machine), each
+in a fresh temporary work directory, and prints one JSON line: the median of the training
+loop's logged ``slices_per_second`` of each run (the first two logs, which hold the
+compilation, left out) and the ratio of the medians. The loop's rate includes loading, so
+the ratio is what augmentation costs a training run.
 """
 
 from __future__ import annotations

@@ -10,11 +10,11 @@ CSVs.
 ``models``: comma-separated training work directories (segmentation and/or pre-training);
 each is named after its scenario (from its ``config.json``) unless ``names`` gives
 comma-separated names; work directories joined by '+' (``runs/urn_md_s0+runs/urn_md_s1``)
-are one ensemble, their probabilities averaged. Runs with the same name (several seeds) are averaged, and the table
-cells show the mean and the spread over them. Every model must have been trained with the
-same split (``<workdir>/split.json``); its test BraTS patients, which neither trained nor
-chose any model, are evaluated. ``evaluate.masks`` picks combinations, e.g.
-``--config.evaluate.masks=1111,1000`` for all four modalities and FLAIR alone;
+are one ensemble, their probabilities averaged. Runs with the same name (several seeds) are
+averaged, and the table cells show the mean and the spread over them. Every model must have
+been trained with the same split (``<workdir>/split.json``); its test BraTS patients, which
+neither trained nor chose any model, are evaluated. ``evaluate.masks`` picks combinations,
+e.g. ``--config.evaluate.masks=1111,1000`` for all four modalities and FLAIR alone;
 ``evaluate.lesion_metrics`` adds the BraTS 2023 lesion-wise Dice and HD95 (default) or
 panoptica's instance-wise metrics, with the normalized surface Dice at 1 mm.
 """

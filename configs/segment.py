@@ -20,8 +20,9 @@ paper, restores them the same way and trains them with the rest (and the varianc
 tell what the frozen encoders cost or bring. ``baseline_md_wide``, also beyond the paper, is
 Baseline + MD with every U-Net width ``WIDE`` times as large: about the URN segmentation
 network's parameter count (301,018 against 299,772 at widths 8-64; 77.6 M against 76.6 M at
-the paper's), so that a URN's lead over the baseline is not its size alone. The phantom and the split are shared with
-pre-training when ``data.cache_dir`` and the split file point to the same place.
+the paper's), so that a URN's lead over the baseline is not its size alone. The phantom and
+the split are shared with pre-training when ``data.cache_dir`` and the split file point to
+the same place.
 """
 
 import os

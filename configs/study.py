@@ -38,8 +38,9 @@ still learns at its final rate): 3 mm slices of 64 x 64 (the paper: 1 mm, 240 x 
 U-Net widths 8-64 (the paper: 64-1024), seeds 0 to 4, validation on every validation slice
 every 250 steps, and a phantom (seed 1) of 60 BraTS-like cases (34 training, 14 validation,
 12 test: the claims' tests need at least 12 test patients) and 24 HCP-like subjects (as many
-as a third of the pooled pre-training's subjects, so that pooling is a real test). ``paper`` is the paper's size and recipe for a
-GPU; ``tiny`` runs every stage for a few steps, for the test.
+as a third of the pooled pre-training's subjects, so that pooling is a real test). ``paper``
+is the paper's size and recipe for a GPU; ``tiny`` runs every stage for a few steps, for the
+test.
 """
 
 import os

@@ -13,12 +13,12 @@ one global batch sharded over every device, process 0 alone writes and prints.
 
 A process that dies (a host lost, ``kill -9``) does not leave the others hanging: their
 next collective fails at once (gloo's connection is reset), which the training loop
-reports as ``PeerLost`` when it next waits for its devices (a logged step); where a process waits on the runtime instead (a barrier), the
-runtime ends it after ``peer_timeout`` seconds without a heartbeat from the dead one
-(``jax.distributed.initialize(heartbeat_timeout_seconds=...)``). A process that fails on
-its own (an error, a stop request) leaves at once (``leave``), so that its peers do not
-wait for it. Re-running the same command on every process resumes from the last
-checkpoint.
+reports as ``PeerLost`` when it next waits for its devices (a logged step); where a process
+waits on the runtime instead (a barrier), the runtime ends it after ``peer_timeout`` seconds
+without a heartbeat from the dead one
+(``jax.distributed.initialize(heartbeat_timeout_seconds=...)``). A process that fails on its
+own (an error, a stop request) leaves at once (``leave``), so that its peers do not wait for
+it. Re-running the same command on every process resumes from the last checkpoint.
 """
 
 from __future__ import annotations

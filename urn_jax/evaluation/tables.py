@@ -3,9 +3,9 @@
 - ``table1.{md,csv}``: Dice (%) of ET, WT and TC per combination of modalities (rows in the
   paper's order, filled circle = available) and scenario, with a mean row; ``table1_hd95``
   the same for HD95 (mm), and ``table1_lesion_dice`` / ``table1_lesion_hd95`` for the BraTS
-  2023 lesion-wise metrics when the evaluation computed them. Runs with the same name (seeds) are averaged: a cell reads
-  ``mean ± half the range over runs``, so with two seeds each seed's value is one of the
-  two ends; the CSVs have the spread in its own column.
+  2023 lesion-wise metrics when the evaluation computed them. Runs with the same name
+  (seeds) are averaged: a cell reads ``mean ± half the range over runs``, so with two seeds
+  each seed's value is one of the two ends; the CSVs have the spread in its own column.
 - ``table2.{md,csv}``: PSNR (dB) of each synthesized (missing) modality per combination and
   pre-training model; "-" where the modality was an input (the paper's layout).
 - ``paper.md``: the scenarios and models the paper has, next to its Tables 1 and 2

@@ -137,11 +137,12 @@ def plan(config, workdir) -> list[tuple[str, int, ml_collections.ConfigDict, Pat
 
 def longer_plan(config, jobs) -> list[tuple[str, int, ml_collections.ConfigDict, Path]]:
   """The convergence check's runs (``config.longer``): the stages of ``plan``'s ``jobs``
-  named in ``stages``, for seed ``seed``, trained ``factor`` times as many steps with the same schedule stretched (its
-  warm-up, decay and held tail alike), in ``<workdir>/seed<seed>/<stage>_x<factor>``. A
-  segmentation on pre-trained encoders keeps the ordinary pre-training, so that each
-  longer run tells about its own stage's length only. They are compared with the ordinary
-  runs (``urn_jax.evaluation.curves.longer_run_check``), never evaluated on test patients."""
+  named in ``stages``, for seed ``seed``, trained ``factor`` times as many steps with the
+  same schedule stretched (its warm-up, decay and held tail alike), in
+  ``<workdir>/seed<seed>/<stage>_x<factor>``. A segmentation on pre-trained encoders keeps
+  the ordinary pre-training, so that each longer run tells about its own stage's length
+  only. They are compared with the ordinary runs
+  (``urn_jax.evaluation.curves.longer_run_check``), never evaluated on test patients."""
   longer = config.get("longer")
   if not longer or not longer.stages:
     return []
