@@ -156,20 +156,44 @@ def test_the_wall_time_table_adds_up_parts_and_names_what_it_could_not_count(tmp
 
 def test_a_longer_run_decides_convergence():
   """Within 1 Dice point of the run twice as long in every region (segmentation), within
-  5 % of its validation loss (pre-training); the longer run being worse is no objection."""
+  5 % of its validation loss (pre-training), both ways: a longer run that ends worse shows
+  as much dependence on the length as one that ends better."""
   from urn_jax.evaluation.curves import longer_run_check
   ordinary = {"validation_dice_WT": 0.90, "validation_dice_TC": 0.80,
               "validation_dice_ET": 0.70, "best_validation_loss": 1.0}
   def longer(wt, tc, et, loss=1.0):
     return {"validation_dice_WT": wt, "validation_dice_TC": tc, "validation_dice_ET": et,
             "best_validation_loss": loss}
-  check = longer_run_check(ordinary, longer(0.909, 0.75, 0.709), "segment")
+  check = longer_run_check(ordinary, longer(0.909, 0.791, 0.709), "segment")
   assert check["converged"] and check["gaps"]["ET"] == pytest.approx(0.9)
+  assert check["gaps"]["TC"] == pytest.approx(-0.9)
   assert not longer_run_check(ordinary, longer(0.90, 0.812, 0.70), "segment")["converged"]
+  assert not longer_run_check(ordinary, longer(0.90, 0.788, 0.70), "segment")["converged"]
   assert longer_run_check(ordinary, longer(0, 0, 0, loss=0.96), "pretrain")["converged"]
+  assert longer_run_check(ordinary, longer(0, 0, 0, loss=1.04), "pretrain")["converged"]
   assert not longer_run_check(ordinary, longer(0, 0, 0, loss=0.94), "pretrain")["converged"]
+  assert not longer_run_check(ordinary, longer(0, 0, 0, loss=1.06), "pretrain")["converged"]
   assert longer_run_check(ordinary, None, "segment")["converged"] is None
 
+
+
+def test_convergence_md_shows_both_runs_and_the_gap_either_way(tmp_path):
+  """A longer run 2 points worse on TC is no more convergence than one 2 points better;
+  both runs' last-fifth improvement is shown (the longer runs are not in training.md)."""
+  from urn_jax.evaluation.curves import convergence_report
+
+  def run(folder, steps, tc):
+    (tmp_path / folder).mkdir()
+    (tmp_path / folder / "metrics.jsonl").write_text("".join(json.dumps(
+        {"step": s, "loss": 0.1, "validation_loss": 1.0 / s, "validation_dice_WT": 0.9,
+         "validation_dice_TC": tc, "validation_dice_ET": 0.7}) + "\n"
+        for s in range(steps // 5, steps + 1, steps // 5)))
+  run("urn_md", 100, 0.80)
+  run("urn_md_x2", 200, 0.78)
+  text = convergence_report([("urn_md", 0, "segment", tmp_path / "urn_md",
+                              tmp_path / "urn_md_x2")], tmp_path).read_text()
+  assert ("| urn_md | 0 | 100 / 200 | ET 70.0, TC 80.0, WT 90.0 | ET 70.0, TC 78.0, WT 90.0 | "
+          "ET +0.0, TC -2.0, WT +0.0 | 20.0 % / 20.0 % | **no** |") in text
 
 
 def test_the_longer_runs_are_the_ordinary_ones_stretched(tmp_path):

@@ -72,16 +72,21 @@ def longer_run_check(ordinary: dict | None, longer: dict | None, job: str) -> di
   flat tail can be a learning rate too low to move anything, a run twice as long cannot
   hide that. Segmentation: every region's validation Dice of the best checkpoint within
   ``LONGER_DICE_POINTS`` of the longer run's; pre-training: its best validation loss within
-  ``FLAT`` (relative) of the longer run's. ``converged`` is None while either is missing."""
+  ``FLAT`` (relative) of the longer run's. Within, both ways, as docs/STUDY_PLAN.md says:
+  a longer run that ends worse by more than that shows the result depends on how long it
+  trains, just as one that ends better does. ``gaps``: longer minus ordinary (Dice points;
+  for the loss, ordinary minus longer, relative: positive when the longer run is better).
+  ``converged`` is None while either is missing."""
   if ordinary is None or longer is None:
     return {"converged": None, "gaps": {}}
   if job == "segment":
     gaps = {region: 100 * (longer[f"validation_dice_{region}"]
                            - ordinary[f"validation_dice_{region}"]) for region in REGIONS}
-    return {"converged": all(g <= LONGER_DICE_POINTS for g in gaps.values()), "gaps": gaps}
+    return {"converged": all(abs(g) <= LONGER_DICE_POINTS for g in gaps.values()),
+            "gaps": gaps}
   gap = ((ordinary["best_validation_loss"] - longer["best_validation_loss"])
          / ordinary["best_validation_loss"])
-  return {"converged": gap <= FLAT, "gaps": {"loss": gap}}
+  return {"converged": abs(gap) <= FLAT, "gaps": {"loss": gap}}
 
 
 def convergence_checks(pairs) -> list[tuple]:
@@ -100,11 +105,14 @@ def convergence_report(pairs, out_dir) -> Path:
   """``convergence.md``: for each ``(stage, seed, job, ordinary workdir, longer workdir)``,
   ``longer_run_check`` of the two runs' curves."""
   lines = ["| stage | seed | steps, ordinary / longer | best (ordinary) | best (longer) | "
-           "longer minus ordinary | converged |", "|---|---|---|---|---|---|---|"]
+           "longer minus ordinary | improvement, last 20 %, ordinary / longer | converged |",
+           "|---|---|---|---|---|---|---|---|"]
   for stage, seed, job, curves, check in convergence_checks(pairs):
     if check["converged"] is None:
-      lines.append(f"| {stage} | {seed} | not trained yet | | | | unknown |")
+      lines.append(f"| {stage} | {seed} | not trained yet | | | | | unknown |")
       continue
+    tails = " / ".join("n/a" if math.isnan(c["improvement_last_20pct"])
+                       else f"{100 * c['improvement_last_20pct']:.1f} %" for c in curves)
 
     def best(c):
       if job == "segment":
@@ -113,7 +121,7 @@ def convergence_report(pairs, out_dir) -> Path:
     gaps = (", ".join(f"{r} {g:+.1f}" for r, g in check["gaps"].items()) if job == "segment"
             else f"{-100 * check['gaps']['loss']:+.1f} % loss")
     lines.append(f"| {stage} | {seed} | {curves[0]['steps']} / {curves[1]['steps']} | "
-                 f"{best(curves[0])} | {best(curves[1])} | {gaps} | "
+                 f"{best(curves[0])} | {best(curves[1])} | {gaps} | {tails} | "
                  f"{'yes' if check['converged'] else '**no**'} |")
   path = Path(out_dir) / "convergence.md"
   path.parent.mkdir(parents=True, exist_ok=True)
@@ -122,7 +130,10 @@ def convergence_report(pairs, out_dir) -> Path:
       "the same run with its schedule stretched over twice the steps. Converged: each "
       f"region's validation Dice of the best checkpoint within {LONGER_DICE_POINTS:g} point "
       f"of the longer run's (segmentation), the best validation loss within {100 * FLAT:.0f} "
-      "% (pre-training). Validation Dice is pooled over every validation slice.\n\n"
+      "% (pre-training), whichever of the two is better. Validation Dice is pooled over "
+      "every validation slice. The improvement in the last 20 % of the steps is "
+      "training.md's, for both runs (the longer ones are not in training.md: they are not "
+      "scored on test patients).\n\n"
       + "\n".join(lines) + "\n")
   return path
 
