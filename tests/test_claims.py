@@ -87,7 +87,7 @@ def test_the_claims_on_rows_where_each_is_built_in():
   results = evaluate_claims(rows)
   verdicts = {(r["claim"][:2], r["region"], r["comparison"], r["combinations"]): r["verdict"]
               for r in results}
-  assert verdicts["1.", "WT", "Baseline - Baseline", "mean"] == "holds"
+  assert verdicts["1.", "WT", "Baseline: all four - the 14 incomplete", "mean"] == "holds"
   assert verdicts["1.", "WT", "Baseline + MD: S + FLAIR - S + X", "mean"] == "holds"
   assert verdicts["1.", "WT", "URN + MD: S + FLAIR - S + X", "mean"] == "does not hold"
   assert verdicts["2.", "WT", "Baseline + MD - Baseline", "mean"] == "holds"
@@ -280,7 +280,7 @@ def test_the_report_tests_every_run_and_names_those_not_flat(tmp_path):
   assert all(r["patients"] == 12 for r in mean_rows)
   line = next(l for l in text.splitlines() if l.startswith("| 3. ... URN + MD against"))
   r = three[0]
-  assert line == (f"| {r['claim']} | WT | URN + MD - Baseline + MD | mean | "
+  assert line == (f"| {r['claim']} | WT | URN + MD - Baseline + MD | mean of the 15 | "
                   f"t, patients x seeds crossed, Satterthwaite df {r['df']:.1f} | 12 x 3 | "
                   f"{r['mean']:+.1f} | [{r['ci_low']:+.1f}, {r['ci_high']:+.1f}] (95 %, k = 1)"
                   f" | {r['p_value']:.3g} | {np.sqrt(r['var_patient']):.1f} / "
@@ -290,6 +290,27 @@ def test_the_report_tests_every_run_and_names_those_not_flat(tmp_path):
   assert (f"| **highest on 15 of 15**, holds on {count['holds_on']} | | | "
           f"{count['mean']:+.1f} (mean of the 15) | | | | **{count['verdict']}** |") in text
   assert "(99.67 %, k = 15) |" in text
+
+
+def test_a_scenario_without_every_seed_is_named_and_paired_on_the_seeds_it_has(tmp_path):
+  """A seed a whole scenario lacks (a run that diverged) is not dropped in silence: the
+  note names the scenario and its seeds, and its comparisons pair the seeds both have."""
+  import json
+  from urn_jax.evaluation.claims_report import claims_report
+  from urn_jax.evaluation.runs import count_runs
+  rows = _rows({"Baseline + MD": lambda k, p: 0.0, "URN + MD": lambda k, p: 8.0}, seeds=3)
+  runs = _segment_runs(tmp_path, rows, ("Baseline + MD", "URN + MD"), seeds=(0, 1, 2))
+  claims_report(count_runs(runs), tmp_path)
+  assert "Not every scenario" not in (tmp_path / "claims.md").read_text()
+  claims_report(count_runs([r for r in runs if (r["name"], r["seed"]) != ("Baseline + MD", 2)]),
+                tmp_path)
+  assert ("Not every scenario has every seed (0, 1, 2): Baseline + MD (seeds 0, 1); a "
+          "comparison with them pairs the seeds both sides have") in (
+              tmp_path / "claims.md").read_text()
+  results = json.loads((tmp_path / "claims.json").read_text())
+  seeds = {r["comparison"]: r["seeds"] for r in results if r["combinations"] == "mean"}
+  assert seeds == {"Baseline + MD: S + FLAIR - S + X": 2, "URN + MD: S + FLAIR - S + X": 3,
+                   "URN + MD - Baseline + MD": 2}
 
 
 def test_a_claim_without_paired_rows_and_a_run_without_curve_do_not_stop_the_report(tmp_path):
@@ -422,7 +443,7 @@ def test_a_difference_made_by_one_patient_without_et_is_shown_without_that_patie
   assert everyone["patients"] == 12 and everyone["mean"] == pytest.approx(100 / 12)
   assert with_et["patients"] == 11 and with_et["subset"] == "patients with ET"
   assert with_et["mean"] == pytest.approx(0.0) and with_et["verdict"] == "does not hold"
-  assert ("| mean, patients with ET only | t, patients x seeds crossed, Satterthwaite df "
+  assert ("| all four, patients with ET only | t, patients x seeds crossed, Satterthwaite df "
           "10.0 | 11 x 2 |") in (tmp_path / "claims.md").read_text()
   assert not any("subset" in r for r in results if r["region"] != "ET")
 

@@ -121,6 +121,9 @@ def _full(key: str) -> bool:
   return key == FULL
 
 
+_SPANS = {_full: "all four", _incomplete: "the 14 incomplete", _everything: "the 15"}
+
+
 @dataclasses.dataclass(frozen=True)
 class Comparison:
   """``better`` minus ``worse`` (model names, or one model twice with two selections of
@@ -143,7 +146,21 @@ class Comparison:
   def describe(self) -> str:
     if self.matched:
       return f"{self.better}: S + FLAIR - S + X"
+    if self.better == self.worse:
+      return (f"{self.better}: {_SPANS.get(self.better_masks, 'some')} - "
+              f"{_SPANS.get(self.worse_masks, 'others')}")
     return f"{self.better} - {self.worse}"
+
+  def span(self) -> str:
+    """The combinations each side is averaged over, in words (claims.md's column);
+    "mean" where the selections are not the claims' own (and for ``matched`` pairs, which
+    the report counts)."""
+    better, worse = (_SPANS.get(self.better_masks), _SPANS.get(self.worse_masks))
+    if self.matched or better is None or worse is None:
+      return "mean"
+    if better == worse:
+      return better if self.better_masks is _full else f"mean of {better}"
+    return f"{better} against the mean of {worse}"
 
   def testable_with(self, names) -> bool:
     """Whether models ``names`` have both sides (for ``rivals``, at least one rival)."""
@@ -376,8 +393,9 @@ def claims_for(names) -> list[Comparison]:
 
 
 def evaluate_claims(rows, comparisons=None, margin: float = MARGIN) -> list[dict]:
-  """One result per comparison (``combinations``: "mean"; a ``matched`` one adds
-  ``pairs``, how many of its pairs the rows have), at the Bonferroni level of its claim's
+  """One result per comparison (``combinations``: "mean", and ``over``, the combinations
+  it averages in words; a ``matched`` one adds ``pairs``, how many of its pairs the rows
+  have), at the Bonferroni level of its claim's
   family (``level`` = 1 - 0.05 / ``k``); claim 3's ``rivals`` comparison gives a
   count row ("highest") and one row per combination instead. ``comparisons`` defaults to
   ``claims_for`` the models in the rows."""
@@ -391,7 +409,8 @@ def evaluate_claims(rows, comparisons=None, margin: float = MARGIN) -> list[dict
     _, _, matrix = differences(rows, comparison)
     pairs = {"pairs": matched_pairs(rows, comparison)} if comparison.matched else {}
     results.append({"claim": comparison.claim, "region": comparison.region,
-                    "comparison": comparison.describe(), "combinations": "mean", **pairs,
+                    "comparison": comparison.describe(), "combinations": "mean",
+                    "over": comparison.span(), **pairs,
                     "k": comparison.k,
                     **paired_test(matrix, margin, 1 - ALPHA / comparison.k)})
   return results

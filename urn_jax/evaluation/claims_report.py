@@ -43,7 +43,13 @@ METHOD = ("Paired by patient and seed: the difference of the two Dice scores per
           "measured). Claim 3 is tested combination by combination against the best of the "
           "other scenarios there: it holds when that holds on at least 14 of the 15, does "
           "not hold when URN + MD's mean is not the highest on at least 2, and otherwise "
-          "cannot tell.")
+          "cannot tell. Means and intervals are shown to 0.1 point; the verdicts use the "
+          "unrounded bounds (claims.json).")
+
+# Beside the FLAIR rows: what they can and cannot say.
+FLAIR_NOTE = (" On the built-in phantom the FLAIR rows measure its contrast model, which "
+              "makes edema brightest on FLAIR by construction (docs/phantom.md), and are no "
+              "evidence about BraTS.")
 
 
 def _runs_note(counted: Counted, unshown) -> str:
@@ -53,13 +59,23 @@ def _runs_note(counted: Counted, unshown) -> str:
             for r in counted.unflat if r["job"] == "segment"]
   note = ""
   if unshown:
-    note += (" Not shown converged (convergence.md: no run twice as long, or one more than "
-             "1 point of validation Dice better; for frozen or fine-tuned encoders, the "
-             "pre-training's too): " + ", ".join(sorted(unshown)) + "; a verdict on them "
+    note += (" Not shown converged (convergence.md: no run twice as long, or one whose "
+             "validation Dice differs by more than 1 point in a region; for frozen or "
+             "fine-tuned encoders, the pre-training's check too): " + ", ".join(sorted(unshown)) + "; a verdict on them "
              "says so, and is not a verdict on the paper's claim.")
   if unflat:
     note += (" Not flat (training.md), tested all the same (no run is left out for its "
              "curve): " + ", ".join(unflat) + ".")
+  seeds = {}
+  for r in counted.tested:
+    seeds.setdefault(r["name"], set()).add(r["seed"])
+  every = sorted(set().union(*seeds.values()))
+  short = [f"{name} (seeds {', '.join(map(str, sorted(s)))})" for name, s in seeds.items()
+           if len(s) < len(every)]
+  if short:
+    note += (f" Not every scenario has every seed ({', '.join(map(str, every))}): "
+             + ", ".join(short) + "; a comparison with them pairs the seeds both sides "
+             "have (patients x seeds in its row).")
   if counted.resting:
     note += (" Their own curves are flat, but their encoders come from a pre-training whose "
              "curve is not: " + ", ".join(counted.resting) + "; their verdicts rest on it.")
@@ -68,12 +84,12 @@ def _runs_note(counted: Counted, unshown) -> str:
 
 def claims_report(counted: Counted, out_dir, cases=(), tumours=None) -> list:
   """``claims.md`` and ``claims.json``: each of the paper's claims whose scenarios were
-  evaluated, tested on the per-case rows (``urn_jax.evaluation.claims``) of the runs
-  ``counted`` tests (flat curves; a run without a curve is left out too) and naming the
-  others. A claim whose two sides share no patient, seed and combination (other
-  combinations evaluated, seeds left out) is listed as not testable rather than stopping
-  the report. Runs whose encoders come from a pre-training that is not flat are tested,
-  and named in the note."""
+  evaluated, tested on the per-case rows (``urn_jax.evaluation.claims``) of every
+  segmentation run ``counted`` holds (none is left out for its curve), naming those not
+  flat and those not shown converged. A claim whose two sides share no patient, seed and
+  combination (other combinations evaluated, seeds left out) is listed as not testable
+  rather than stopping the report. Runs whose encoders come from a pre-training that is
+  not flat are tested, and named in the note."""
   rows = [row for r in counted.tested for row in r["rows"]]
   names = {row["model"] for row in rows}
   comparisons = [c for c in claims_for(names) if c.testable_with(names)]
@@ -111,6 +127,8 @@ def claims_report(counted: Counted, out_dir, cases=(), tumours=None) -> list:
       continue
     lines.append(_row(r))
   note = METHOD + _runs_note(counted, unshown)
+  if any("pairs" in r for r in results):
+    note += FLAIR_NOTE
   note += empty_regions_note(cases, tumours) + parameters_note(counted.tested, "segment")
   if any(empty.values()):
     note += (" Each test of such a region is repeated without those patients (\"only\" "
@@ -139,7 +157,7 @@ def _unshown_label(r: dict) -> str:
 
 def _row(r: dict) -> str:
   """One verdict row of claims.md: its test, size, interval with its level, p and verdict."""
-  combinations = (r["combinations"] if r["combinations"] == "mean"
+  combinations = (r.get("over", "mean") if r["combinations"] == "mean"
                   else " ".join(symbols(r["combinations"])))
   if "pairs" in r:
     combinations += f" of {r['pairs']} matched pairs"
