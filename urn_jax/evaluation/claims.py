@@ -395,10 +395,9 @@ def claims_for(names) -> list[Comparison]:
 def evaluate_claims(rows, comparisons=None, margin: float = MARGIN) -> list[dict]:
   """One result per comparison (``combinations``: "mean", and ``over``, the combinations
   it averages in words; a ``matched`` one adds ``pairs``, how many of its pairs the rows
-  have), at the Bonferroni level of its claim's
-  family (``level`` = 1 - 0.05 / ``k``); claim 3's ``rivals`` comparison gives a
-  count row ("highest") and one row per combination instead. ``comparisons`` defaults to
-  ``claims_for`` the models in the rows."""
+  have), at the Bonferroni level of its claim's family (``level`` = 1 - 0.05 / ``k``);
+  claim 3's ``rivals`` comparison gives a count row ("highest") and one row per
+  combination instead. ``comparisons`` defaults to ``claims_for`` the models in the rows."""
   if comparisons is None:
     comparisons = claims_for({row["model"] for row in rows})
   results = []

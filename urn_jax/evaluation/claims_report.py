@@ -61,8 +61,9 @@ def _runs_note(counted: Counted, unshown) -> str:
   if unshown:
     note += (" Not shown converged (convergence.md: no run twice as long, or one whose "
              "validation Dice differs by more than 1 point in a region; for frozen or "
-             "fine-tuned encoders, the pre-training's check too): " + ", ".join(sorted(unshown)) + "; a verdict on them "
-             "says so, and is not a verdict on the paper's claim.")
+             "fine-tuned encoders, the pre-training's check too): "
+             + ", ".join(sorted(unshown)) + "; a verdict on them says so, and is not a "
+             "verdict on the paper's claim.")
   if unflat:
     note += (" Not flat (training.md), tested all the same (no run is left out for its "
              "curve): " + ", ".join(unflat) + ".")

@@ -130,7 +130,7 @@ def convergence_report(pairs, out_dir) -> Path:
       "the same run with its schedule stretched over twice the steps. Converged: each "
       f"region's validation Dice of the best checkpoint within {LONGER_DICE_POINTS:g} point "
       f"of the longer run's (segmentation), the best validation loss within {100 * FLAT:.0f} "
-      "% (pre-training), whichever of the two is better. Validation Dice is pooled over "
+      "% (pre-training), the longer run better or worse. Validation Dice is pooled over "
       "every validation slice. The improvement in the last 20 % of the steps is "
       "training.md's, for both runs (the longer ones are not in training.md: they are not "
       "scored on test patients).\n\n"
