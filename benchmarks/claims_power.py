@@ -16,7 +16,7 @@ import argparse
 
 import numpy as np
 
-from urn_jax.evaluation.claims import ALPHA, paired_test
+from urn_jax.evaluation.paired import ALPHA, paired_test
 
 
 def simulate(effect, replicates, seed, patients, seeds, sds, level=1 - ALPHA):

@@ -7,8 +7,9 @@ tests/test_claims_statistics.py."""
 import numpy as np
 import pytest
 
-from urn_jax.evaluation.claims import (FLAIR_PAIRS, NEEDS_SEEDS, WIDE, Comparison, claims,
-                                      differences, evaluate_claims, paired_test)
+from urn_jax.evaluation.claims import (FLAIR_PAIRS, WIDE, Comparison, claims, differences,
+                                      evaluate_claims)
+from urn_jax.evaluation.paired import NEEDS_SEEDS, paired_test
 from urn_jax.modalities import availability_masks, mask_key
 
 KEYS = [mask_key(m) for m in availability_masks()]

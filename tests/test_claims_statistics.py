@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from urn_jax.evaluation.claims import NEEDS_SEEDS, _highest_verdict, _verdict, paired_test
+from urn_jax.evaluation.claims import _highest_verdict
+from urn_jax.evaluation.paired import NEEDS_SEEDS, paired_test, verdict
 
 
 def test_a_3x2_matrix_by_hand():
@@ -88,18 +89,18 @@ def test_a_matrix_without_variation():
 def test_the_verdicts_cannot_overlap():
   """Every interval gets exactly the verdict its definition gives, an interval inside
   (0, 1) is "positive but under 1 point" and never "holds"."""
-  assert _verdict(1.2, 5.0) == "holds"
-  assert _verdict(0.2, 0.8) == "positive but under 1 point"
-  assert _verdict(-0.5, 0.8) == "does not hold"
-  assert _verdict(-3.0, -1.0) == "does not hold"
-  assert _verdict(0.0, 0.5) == "does not hold"  # reaches 0
-  assert _verdict(0.5, 1.5) == "cannot tell at this size"
-  assert _verdict(-1.0, 3.0) == "cannot tell at this size"
-  assert _verdict(float("nan"), float("nan")) == "cannot tell at this size"
+  assert verdict(1.2, 5.0) == "holds"
+  assert verdict(0.2, 0.8) == "positive but under 1 point"
+  assert verdict(-0.5, 0.8) == "does not hold"
+  assert verdict(-3.0, -1.0) == "does not hold"
+  assert verdict(0.0, 0.5) == "does not hold"  # reaches 0
+  assert verdict(0.5, 1.5) == "cannot tell at this size"
+  assert verdict(-1.0, 3.0) == "cannot tell at this size"
+  assert verdict(float("nan"), float("nan")) == "cannot tell at this size"
   grid = np.linspace(-3, 3, 25)
   for low in grid:
     for high in grid[grid >= low]:
-      v = _verdict(low, high)
+      v = verdict(low, high)
       assert (v == "holds") == (low > 1)
       assert (v == "positive but under 1 point") == (0 < low and high < 1)
       assert (v == "does not hold") == (high < 1 and low <= 0)
@@ -107,9 +108,9 @@ def test_the_verdicts_cannot_overlap():
 
 def test_the_margin_decides():
   """The same interval against another margin; and paired_test passes its margin on."""
-  assert _verdict(0.5, 3.0, margin=0.25) == "holds"
-  assert _verdict(0.5, 3.0, margin=4.0) == "positive but under 4 points"
-  assert _verdict(-0.5, 3.0, margin=4.0) == "does not hold"
+  assert verdict(0.5, 3.0, margin=0.25) == "holds"
+  assert verdict(0.5, 3.0, margin=4.0) == "positive but under 4 points"
+  assert verdict(-0.5, 3.0, margin=4.0) == "does not hold"
   x = np.array([[3.0, 3.2], [2.8, 3.1], [3.0, 2.9]])  # interval about [2, 4]
   assert paired_test(x)["verdict"] == "holds"
   assert paired_test(x, margin=5.0)["verdict"] == "positive but under 5 points"

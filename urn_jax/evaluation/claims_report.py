@@ -29,7 +29,7 @@ from urn_jax.labels import REGIONS
 
 # What claims.md says of its test and verdicts, above the table.
 METHOD = ("Paired by patient and seed: the difference of the two Dice scores per patient and "
-          "seed, a matrix patients x seeds. Test (urn_jax/evaluation/claims.py): patients "
+          "seed, a matrix patients x seeds. Test (urn_jax/evaluation/paired.py): patients "
           "and seeds are crossed random effects (two-way ANOVA without replication); the "
           "variance components (patients, seeds, residual) by the method of moments, each at "
           "least 0, give the variance of the mean difference, with Satterthwaite degrees of "
