@@ -154,6 +154,37 @@ def test_the_wall_time_table_adds_up_parts_and_names_what_it_could_not_count(tmp
   assert write_timings(tmp_path / "nothing") is None
 
 
+def test_a_killed_process_is_timed_from_its_curve(tmp_path):
+  """Steps no timing line covers are timed from the curve: each process's lines run from
+  its first to its last, a new process starting where the step does not rise; only a
+  process that started inside the gap counts, and the table adds it to the stage."""
+  from urn_jax.experiments.study import CURVE_SOURCE, curve_parts, sealed_times, write_timings
+  lines = ([(s, 1000.0 + s) for s in range(10, 120, 10)]       # killed after 110
+           + [(s, 5000.0 + 2 * s) for s in range(110, 260, 10)]  # from 100, killed after 250
+           + [(s, 9000.0 + s) for s in range(210, 410, 10)])     # from 200, recorded
+  folder = tmp_path / "seed1" / "pretrain"  # a sealed stage: its curve and timing lines
+  folder.mkdir(parents=True)
+  metrics = folder / "metrics.jsonl"
+  metrics.write_text("".join(json.dumps({"step": s, "loss": 1.0, "wall_time": t}) + "\n"
+                             for s, t in lines) + json.dumps({"step": 400, "loss": 1.0}) + "\n")
+  recorded = [{"stage": "pretrain", "seed": 1, "from_step": 200, "to_step": 400,
+               "seconds": 250.0}, {"stage": "seal", "seconds": 9.0}]
+  (part,) = curve_parts(recorded, metrics, "pretrain", 1)
+  assert part == {"stage": "pretrain", "seed": 1, "from_step": 0, "to_step": 200,
+                  "seconds": 100.0 + 280.0, "source": CURVE_SOURCE}
+  assert curve_parts(recorded + [part], metrics, "pretrain", 1) == []  # nothing uncovered
+  assert curve_parts(recorded, tmp_path / "none.jsonl", "pretrain", 1) == []
+  (folder / "timings.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recorded))
+  assert sealed_times([(1, folder)]) == recorded + [part]
+  text = write_timings(tmp_path, recorded + [part]).read_text()
+  assert ("| pretrain | 1 | 2 | 0-400 | 630 | 10.5 min | 1 part(s) timed from metrics.jsonl "
+          "(killed processes, without their start-up) |") in text
+  assert "**Total: 639 s (10.7 min)**." in text
+  # a stage with a line from before parts had steps: its gaps are not known, none is made
+  older = [{"stage": "pretrain", "seed": 1, "seconds": 5.0}] + recorded
+  assert curve_parts(older, metrics, "pretrain", 1) == []
+
+
 def test_a_longer_run_decides_convergence():
   """Within 1 Dice point of the run twice as long in every region (segmentation), within
   5 % of its validation loss (pre-training), both ways: a longer run that ends worse shows
