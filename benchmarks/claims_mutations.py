@@ -82,6 +82,9 @@ MUTATIONS = (
      "\"converged\": abs(gap) <= FLAT,", "\"converged\": gap <= FLAT,"),
     ("convergence: a frozen-encoder scenario's pre-training not checked", STUDY,
      "return pretraining if pretraining is not True else own", "return own"),
+    ("convergence: a scenario shown unconverged counts as unknown when its pre-training is",
+     STUDY, "if not pretrained_encoders(job) or own is False:",
+     "if not pretrained_encoders(job):"),
 )
 
 

@@ -208,6 +208,41 @@ def test_a_longer_run_decides_convergence():
 
 
 
+def test_a_scenario_on_pretrained_encoders_is_converged_only_with_its_pretraining(
+    monkeypatch):
+  """One seed's longer run stands for every seed of its stage; a segmentation on pre-trained
+  encoders (frozen or fine-tuned) is shown converged only when its pre-training is too; a
+  stage without a longer run is unknown (None)."""
+  import ml_collections
+
+  import urn_jax.evaluation.curves as curves
+  from urn_jax.experiments.study import shown_converged
+
+  def job(name):
+    return ml_collections.ConfigDict(
+        {"job": "pretrain" if name == "pretrain" else "segment",
+         "pretrained_workdir": "x" if name.startswith("urn_md_") else ""})
+  names = ("pretrain", "urn_md_pretrained", "urn_md_finetuned", "baseline", "urn_md")
+  jobs = [(n, s, job(n), Path(f"seed{s}") / n) for s in (0, 1) for n in names]
+  longer = [(n, 0, job(n), Path("seed0") / f"{n}_x2") for n in names[:-1]]
+
+  def shown(checks):
+    monkeypatch.setattr(curves, "convergence_checks", lambda pairs: [
+        (stage, seed, j, None, {"converged": checks[stage]}) for stage, seed, j, *_ in pairs])
+    return {k.replace("/", " "): v for k, v in shown_converged(jobs, longer).items()}
+
+  got = shown({"pretrain": False, "urn_md_pretrained": True, "urn_md_finetuned": False,
+               "baseline": True})
+  for seed in (0, 1):
+    assert [got[f"seed{seed} {n}"] for n in names] == [False, False, False, True, None]
+  got = shown({"pretrain": True, "urn_md_pretrained": True, "urn_md_finetuned": False,
+               "baseline": False})
+  assert [got[f"seed1 {n}"] for n in names] == [True, True, False, False, None]
+  got = shown({"pretrain": None, "urn_md_pretrained": True, "urn_md_finetuned": False,
+               "baseline": True})  # not shown converged on its own: whatever its encoders
+  assert [got[f"seed0 {n}"] for n in names] == [None, None, False, True, None]
+
+
 def test_convergence_md_shows_both_runs_and_the_gap_either_way(tmp_path):
   """A longer run 2 points worse on TC is no more convergence than one 2 points better;
   both runs' last-fifth improvement is shown (the longer runs are not in training.md)."""
