@@ -155,3 +155,20 @@ def test_the_design_by_simulation():
   covered = np.mean([r["ci_low"] < 2.0 < r["ci_high"] for r in two])
   assert 0.93 <= covered <= 0.98
   assert np.median([r["df"] for r in two]) < 10  # 5 seeds, not 60 values, carry the error
+
+
+def test_every_mutation_the_benchmark_tries_is_still_in_the_code():
+  """benchmarks/claims_mutations.py tries its mistakes on the code's text: a change that
+  moves one of those lines would leave the mutation untried (the benchmark says "not
+  applied"); here it fails first, so the list is kept up to date with the code."""
+  import importlib.util
+
+  from conftest import ROOT
+  spec = importlib.util.spec_from_file_location(
+      "claims_mutations", ROOT / "benchmarks" / "claims_mutations.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  assert len(module.MUTATIONS) >= 25
+  for what, file, old, new in module.MUTATIONS:
+    assert (ROOT / file).read_text().count(old) == 1, (what, file)
+    assert old != new, what
