@@ -165,8 +165,9 @@ def test_a_killed_process_is_timed_from_its_curve(tmp_path):
   folder = tmp_path / "seed1" / "pretrain"  # a sealed stage: its curve and timing lines
   folder.mkdir(parents=True)
   metrics = folder / "metrics.jsonl"
-  metrics.write_text("".join(json.dumps({"step": s, "loss": 1.0, "wall_time": t}) + "\n"
-                             for s, t in lines) + json.dumps({"step": 400, "loss": 1.0}) + "\n")
+  rows = [json.dumps({"step": s, "loss": 1.0, "wall_time": t}) for s, t in lines]
+  rows.insert(11, rows[11][:20])  # the first process, killed while writing its next line
+  metrics.write_text("\n".join(rows) + "\n" + json.dumps({"step": 400, "loss": 1.0}) + "\n")
   recorded = [{"stage": "pretrain", "seed": 1, "from_step": 200, "to_step": 400,
                "seconds": 250.0}, {"stage": "seal", "seconds": 9.0}]
   (part,) = curve_parts(recorded, metrics, "pretrain", 1)

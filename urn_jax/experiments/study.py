@@ -90,9 +90,9 @@ def curve_parts(parts, metrics_file, stage: str, seed: int) -> list[dict]:
   gaps = _gaps(own)[1]
   if not gaps or not Path(metrics_file).is_file():
     return []
+  from urn_jax.evaluation.curves import read_metrics  # matplotlib: only here
   processes = []
-  for line in Path(metrics_file).read_text().splitlines():
-    row = json.loads(line) if line.strip() else {}
+  for row in read_metrics(metrics_file):  # a line a killed process cut short is skipped
     if "wall_time" not in row:
       continue
     if processes and row["step"] > processes[-1][-1]["step"]:
