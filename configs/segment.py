@@ -20,9 +20,10 @@ paper, restores them the same way and trains them with the rest (and the varianc
 tell what the frozen encoders cost or bring. ``baseline_md_wide``, also beyond the paper, is
 Baseline + MD with every U-Net width ``WIDE`` times as large: about the URN segmentation
 network's parameter count (301,018 against 299,772 at widths 8-64; 77.6 M against 76.6 M at
-the paper's), so that a URN's lead over the baseline is not its size alone. The phantom and
-the split are shared with pre-training when ``data.cache_dir`` and the split file point to
-the same place.
+the paper's), so that a URN's lead over the baseline is not its size alone. The phantom is
+shared with pre-training when ``data.cache_dir`` is; the split (``<workdir>/split.json``) is
+drawn again from ``data.split_seed`` and the case ids, so the same data and seed give the
+same patients.
 """
 
 import os

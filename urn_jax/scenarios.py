@@ -4,7 +4,7 @@ Table 1 compares four segmentation scenarios (paper 3.2): the Baseline, the Base
 with modality dropout ("Baseline + MD"), the URN trained with it end to end ("URN + MD"),
 and the URN whose encoders were pre-trained by synthesis on BraTS and HCP, then frozen
 ("URN + MD w/ HCP"). Table 2 compares two pre-trainings: on BraTS alone ("URN") and on
-BraTS + HCP ("URN w/ HCP"). Two names go beyond the paper: frozen encoders pre-trained on
+BraTS + HCP ("URN w/ HCP"). Three names go beyond the paper: frozen encoders pre-trained on
 BraTS alone ("URN + MD pre-trained"), pre-trained encoders fine-tuned rather than frozen
 (", fine-tuned" appended), and Baseline + MD with about the URN's parameter count
 ("Baseline + MD (wide)"). Results files, tables, figures and claims use these names and

@@ -139,7 +139,7 @@ class LearnedF(nn.Module):
   on the whole real line with the closed-form inverse ``y -> sinh((arcsinh(y) + e) / d)``.
   An affine layer would be pointless: an f-mean is unchanged when f is scaled or shifted.
   Initialized to the identity (d = 1, e = 0), so a URN with ``fusion='learned'`` starts as
-  the paper's arithmetic mean. Call ``functions()`` inside a module to get ``(f, f_inv)``.
+  the paper's arithmetic mean. Calling the module returns ``(f, f_inv)``.
   """
 
   channels: int
