@@ -499,3 +499,23 @@ def test_the_console_script_and_the_launch_config_share_one_path(runs, tmp_path)
                f"--t1={files['t1']}", f"--t2={files['t2']}"])
   np.testing.assert_array_equal(nib.load(tmp_path / "Brats18_3.nii.gz").dataobj,
                                 nib.load(direct / "Brats18_3.nii.gz").dataobj)
+
+
+def test_a_report_file_cut_short_leaves_the_old_one_whole(tmp_path):
+  """The report's files are read back (claims_report recomputes claims.md from cases.csv and
+  runs.json): one that fails while being written must leave the previous version whole and
+  no temporary behind, not half a table."""
+  from urn_jax.evaluation.tables import write_rows
+
+  class Unwritable:
+    def __str__(self):
+      raise RuntimeError("cannot be written")
+
+  path = tmp_path / "cases.csv"
+  path.write_text("case,dice\nold,1.0\n")
+  with pytest.raises(RuntimeError, match="cannot be written"):
+    write_rows(path, [{"case": "new", "dice": 0.5}, {"case": "new", "dice": Unwritable()}])
+  assert path.read_text() == "case,dice\nold,1.0\n"
+  assert [p.name for p in tmp_path.iterdir()] == ["cases.csv"]
+  write_rows(path, [{"case": "new", "dice": 0.5}])
+  assert path.read_bytes() == b"case,dice\r\nnew,0.5\r\n"

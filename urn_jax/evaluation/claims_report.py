@@ -24,6 +24,7 @@ from pathlib import Path
 from urn_jax.evaluation.claims import claims_for, evaluate_claims
 from urn_jax.evaluation.runs import Counted, counted_from_records
 from urn_jax.evaluation.tables import empty_regions_note, parameters_note, symbols
+from urn_jax.files import write_text_atomically
 from urn_jax.labels import REGIONS
 
 
@@ -137,11 +138,12 @@ def claims_report(counted: Counted, out_dir, cases=(), tumours=None) -> list:
   if untestable:
     note += "\n\nNot testable with these runs:\n" + "\n".join(f"- {u}" for u in untestable)
   path = Path(out_dir) / "claims.md"
-  path.write_text("# The paper's claims, tested\n\n" + note + "\n\n" + "\n".join(lines) + "\n")
+  write_text_atomically(path, "# The paper's claims, tested\n\n" + note + "\n\n" + "\n".join(lines) + "\n")
   json_path = Path(out_dir) / "claims.json"
   # NaN (no interval without 2 patients and 2 seeds) is not JSON: written as null.
-  json_path.write_text(json.dumps([{k: None if isinstance(v, float) and math.isnan(v) else v
-                                    for k, v in r.items()} for r in results], indent=1))
+  write_text_atomically(json_path, json.dumps(
+      [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()}
+       for r in results], indent=1))
   return [path, json_path]
 
 

@@ -19,6 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from urn_jax.files import write_text_atomically  # noqa: E402
 from urn_jax.labels import REGIONS  # noqa: E402
 
 FLAT = 0.05
@@ -125,8 +126,8 @@ def convergence_report(pairs, out_dir) -> Path:
                  f"{'yes' if check['converged'] else '**no**'} |")
   path = Path(out_dir) / "convergence.md"
   path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(
-      "# Convergence, shown by runs twice as long\n\nEach stage's run of one seed against "
+  write_text_atomically(
+      path, "# Convergence, shown by runs twice as long\n\nEach stage's run of one seed against "
       "the same run with its schedule stretched over twice the steps. Converged: each "
       f"region's validation Dice of the best checkpoint within {LONGER_DICE_POINTS:g} point "
       f"of the longer run's (segmentation), the best validation loss within {100 * FLAT:.0f} "
@@ -195,12 +196,13 @@ def training_report(runs, out_dir, figures=True) -> list:
                  f"({c['best_step']}) | {improvement} | "
                  f"{'yes' if c['flat'] else '**no**'} |")
   path = Path(out_dir) / "training.md"
-  path.write_text(f"# Training curves\n\nFlat: the best validation loss improved by less "
-                  f"than {100 * FLAT:.0f} % in the last 20 % of the steps. Runs that are not "
-                  "flat are named under the tables and in claims.md, and counted all the same; "
-                  "convergence.md, where the study writes it, shows convergence by runs "
-                  "twice as long.\n\n"
-                  + "\n".join(lines) + "\n")
+  write_text_atomically(
+      path, f"# Training curves\n\nFlat: the best validation loss improved by less "
+      f"than {100 * FLAT:.0f} % in the last 20 % of the steps. Runs that are not "
+      "flat are named under the tables and in claims.md, and counted all the same; "
+      "convergence.md, where the study writes it, shows convergence by runs "
+      "twice as long.\n\n"
+      + "\n".join(lines) + "\n")
   files = [path]
   if figures:
     for name in dict.fromkeys(r["name"] for r in runs):

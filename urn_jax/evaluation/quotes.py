@@ -29,6 +29,8 @@ import re
 import sys
 from pathlib import Path
 
+from urn_jax.files import write_text_atomically
+
 BEGIN = re.compile(r"^<!-- quote (\S+) -->$")
 END = re.compile(r"^<!-- end quote (\S+) -->$")
 
@@ -137,7 +139,7 @@ def main(argv=None) -> int:
     print(f"{args.page}: its {len(quoted)} quotation(s) are their files' text")
     return 0
   if args.write:
-    Path(args.page).write_text(new)
+    write_text_atomically(args.page, new)
     print(f"{args.page}: {len(quoted)} quotation(s) written from their files")
     return 0
   print("".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True),

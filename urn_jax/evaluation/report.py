@@ -30,6 +30,7 @@ from urn_jax.evaluation.figures import figure2, figure3, figure_synthesis
 from urn_jax.evaluation.runs import aggregate, count_runs, first_runs, names, run_records
 from urn_jax.evaluation.tables import (paper_comparison, psnr_table, segmentation_table,
                                        write_rows)
+from urn_jax.files import write_text_atomically
 from urn_jax.labels import TABLE_REGIONS
 from urn_jax.scenarios import SYNTHESIS_FIGURES
 
@@ -95,7 +96,7 @@ def write_report(runs, out_dir, figure_case, figures=True, cases=(), tumours=Non
     files += _pretraining_files(counted, out_dir, figure_case, figures, cases)
   files += paper_comparison(counted.shown, out_dir)
   runs_file = out_dir / "runs.json"
-  runs_file.write_text(json.dumps(run_records(runs), indent=1))
+  write_text_atomically(runs_file, json.dumps(run_records(runs), indent=1))
   files.append(runs_file)
   summary["files"] = [str(f) for f in files if f]
   return summary

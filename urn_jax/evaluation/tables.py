@@ -20,6 +20,7 @@ for it is 100 or 0), and the runs whose curves have not flattened (``Counted.not
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from urn_jax import scenarios
 from urn_jax.evaluation import paper_numbers
 from urn_jax.evaluation.runs import aggregate
 from urn_jax.evaluation.runs import names as run_names
+from urn_jax.files import write_text_atomically
 from urn_jax.labels import TABLE_REGIONS
 from urn_jax.modalities import (MODALITIES, MODALITY_LABELS, availability_masks, mask_key,
                                 mask_name, mask_symbols)
@@ -47,11 +49,12 @@ def _write_table(path: Path, title: str, header, rows, csv_header, csv_rows, not
   lines = [f"# {title}", ""] + ([note, ""] if note else [])
   lines += ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
   lines += ["| " + " | ".join(r) + " |" for r in rows]
-  path.with_suffix(".md").write_text("\n".join(lines) + "\n")
-  with path.with_suffix(".csv").open("w", newline="") as f:
-    writer = csv.writer(f)
-    writer.writerow(csv_header)
-    writer.writerows(csv_rows)
+  write_text_atomically(path.with_suffix(".md"), "\n".join(lines) + "\n")
+  stream = io.StringIO(newline="")
+  writer = csv.writer(stream)
+  writer.writerow(csv_header)
+  writer.writerows(csv_rows)
+  write_text_atomically(path.with_suffix(".csv"), stream.getvalue())
   return [path.with_suffix(".md"), path.with_suffix(".csv")]
 
 
@@ -212,7 +215,7 @@ def paper_comparison(runs, out_dir) -> list:
   if not lines:
     return []
   path = Path(out_dir) / "paper.md"
-  path.write_text(
+  write_text_atomically(path, 
       "# Next to the paper's Tables 1 and 2\n\nMeans over the combinations that both the paper"
       " and these runs have (the paper's Table 1 lacks the baseline's T1-only row); "
       "Spearman's rho ranks the combinations by each and asks whether the same ones are "
@@ -229,8 +232,8 @@ def write_rows(path: Path, rows):
   keys = []
   for row in rows:
     keys += [k for k in row if k not in keys]
-  with path.open("w", newline="") as f:
-    writer = csv.DictWriter(f, keys)
-    writer.writeheader()
-    writer.writerows(rows)
-  return path
+  stream = io.StringIO(newline="")
+  writer = csv.DictWriter(stream, keys)
+  writer.writeheader()
+  writer.writerows(rows)
+  return write_text_atomically(path, stream.getvalue())

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import urn_jax as U
+from urn_jax.files import write_text_atomically
 
 # Intensity of background, tissue A, tissue B, fluid, lesion in each contrast.
 _CONTRASTS = np.array([
@@ -77,6 +78,6 @@ def run(config, workdir: str):
     print(f"{U.mask_symbols(mask)}   " + "  ".join(f"{e:.3f}" for e in errors))
   print(f"\ncompilations of infer for all 15 combinations: {U.infer._cache_size()}")
   out = workdir / "demo_results.json"
-  out.write_text(json.dumps(rows, indent=1))
+  write_text_atomically(out, json.dumps(rows, indent=1))
   print(f"results written to {out}")
   return rows

@@ -33,6 +33,7 @@ from urn_jax.console import is_main_process, say
 from urn_jax.errors import ConfigError, DataError, Interrupted
 from urn_jax.experiments import archive as archive_module
 from urn_jax.experiments.probes import ProbeSettings
+from urn_jax.files import write_text_atomically
 from urn_jax.job_config import pretrained_encoders, write_config
 from urn_jax.training.config_checks import check_evaluation_settings, check_training_config
 from urn_jax.training.loop import train_and_evaluate
@@ -169,8 +170,7 @@ def write_timings(workdir, records=None) -> Path | None:
           + ".\n")
   out = workdir / "results" / "timings.md"
   out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(text)
-  return out
+  return write_text_atomically(out, text)
 
 
 def plan(config, workdir) -> list[tuple[str, int, ml_collections.ConfigDict, Path]]:
