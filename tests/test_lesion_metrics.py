@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from urn_jax import lesion_metrics as L
-from urn_jax.metrics import hd95
+from urn_jax.metrics import _surface, hd95
 
 SHAPE = (40, 40, 40)
 ONE_MM = (1.0, 1.0, 1.0)
@@ -116,6 +116,33 @@ def test_nsd_counts_the_surface_within_the_tolerance():
   assert L.nsd(shifted, truth, (1.0, 1.0, 0.5), tolerance_mm=0.5) == 1.0
   assert L.nsd(empty(), truth, ONE_MM) == 0.0
 
+
+
+def _brute_force_nsd(pred, truth, spacing, tolerance_mm):
+  """The definition itself: every surface voxel's distance to every surface voxel of the
+  other mask, on the whole array."""
+  a, b = (np.argwhere(_surface(m)) for m in (pred, truth))
+  distances = np.sqrt(((((a[:, None, :] - b[None, :, :]) * np.asarray(spacing))**2)).sum(-1))
+  close = (distances.min(1) <= tolerance_mm).sum() + (distances.min(0) <= tolerance_mm).sum()
+  return close / (len(a) + len(b))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_nsd_is_its_definition_with_specks_far_from_the_tumour(seed):
+  """Scattered specks (an untrained model's) stretch the masks' box to the whole volume;
+  the metric must still count exactly the surface voxels within the tolerance, anisotropic
+  voxels and tolerances of several voxels included."""
+  rng = np.random.default_rng(seed)
+  shape = (24, 20, 16)
+  truth = np.zeros(shape, bool)
+  truth[8:14, 6:12, 5:10] = True
+  truth[9:11, 12:15, 6:8] = True
+  for tolerance, spacing in ((0.75, (1.0, 1.0, 1.0)), (1.3, (0.5, 1.0, 2.0)),
+                             (2.1, (1.0, 0.5, 0.5)), (3.3, (0.5, 0.5, 1.0))):
+    pred = np.roll(truth, int(rng.integers(-2, 3)), axis=int(rng.integers(0, 3)))
+    pred ^= rng.random(shape) < 0.01
+    assert L.nsd(pred, truth, spacing, tolerance) == pytest.approx(
+        _brute_force_nsd(pred, truth, spacing, tolerance), abs=1e-12), (tolerance, spacing)
 
 def test_lesion_metrics_scores_every_region_of_class_volumes():
   truth = np.zeros(SHAPE, np.uint8)
