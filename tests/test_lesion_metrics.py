@@ -117,7 +117,6 @@ def test_nsd_counts_the_surface_within_the_tolerance():
   assert L.nsd(empty(), truth, ONE_MM) == 0.0
 
 
-
 def _brute_force_nsd(pred, truth, spacing, tolerance_mm):
   """The definition itself: every surface voxel's distance to every surface voxel of the
   other mask, on the whole array."""
@@ -143,6 +142,7 @@ def test_nsd_is_its_definition_with_specks_far_from_the_tumour(seed):
     pred ^= rng.random(shape) < 0.01
     assert L.nsd(pred, truth, spacing, tolerance) == pytest.approx(
         _brute_force_nsd(pred, truth, spacing, tolerance), abs=1e-12), (tolerance, spacing)
+
 
 def test_lesion_metrics_scores_every_region_of_class_volumes():
   truth = np.zeros(SHAPE, np.uint8)

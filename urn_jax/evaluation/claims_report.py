@@ -138,7 +138,8 @@ def claims_report(counted: Counted, out_dir, cases=(), tumours=None) -> list:
   if untestable:
     note += "\n\nNot testable with these runs:\n" + "\n".join(f"- {u}" for u in untestable)
   path = Path(out_dir) / "claims.md"
-  write_text_atomically(path, "# The paper's claims, tested\n\n" + note + "\n\n" + "\n".join(lines) + "\n")
+  write_text_atomically(
+      path, "# The paper's claims, tested\n\n" + note + "\n\n" + "\n".join(lines) + "\n")
   json_path = Path(out_dir) / "claims.json"
   # NaN (no interval without 2 patients and 2 seeds) is not JSON: written as null.
   write_text_atomically(json_path, json.dumps(

@@ -127,7 +127,8 @@ def convergence_report(pairs, out_dir) -> Path:
   path = Path(out_dir) / "convergence.md"
   path.parent.mkdir(parents=True, exist_ok=True)
   write_text_atomically(
-      path, "# Convergence, shown by runs twice as long\n\nEach stage's run of one seed against "
+      path,
+      "# Convergence, shown by runs twice as long\n\nEach stage's run of one seed against "
       "the same run with its schedule stretched over twice the steps. Converged: each "
       f"region's validation Dice of the best checkpoint within {LONGER_DICE_POINTS:g} point "
       f"of the longer run's (segmentation), the best validation loss within {100 * FLAT:.0f} "

@@ -215,7 +215,8 @@ def paper_comparison(runs, out_dir) -> list:
   if not lines:
     return []
   path = Path(out_dir) / "paper.md"
-  write_text_atomically(path, 
+  write_text_atomically(
+      path,
       "# Next to the paper's Tables 1 and 2\n\nMeans over the combinations that both the paper"
       " and these runs have (the paper's Table 1 lacks the baseline's T1-only row); "
       "Spearman's rho ranks the combinations by each and asks whether the same ones are "
