@@ -84,12 +84,17 @@ class LesionWiseSettings:
 BRATS_2023_GLIOMA = LesionWiseSettings()
 
 
+def _grown_box(box, margin: int, shape):
+  """``box`` (slices) grown by ``margin`` voxels on every side, clipped to ``shape``."""
+  return tuple(slice(max(s.start - margin, 0), min(s.stop + margin, n))
+               for s, n in zip(box, shape))
+
+
 def _cropped(pred, truth, margin: int):
   """``pred`` and ``truth`` cut to the bounding box of either, grown by ``margin`` voxels:
   every lesion, component and dilation of the metrics lies inside it, so they are exact
   there, and a whole 240 x 240 x 155 volume per region would cost a second."""
-  box = tuple(slice(max(s.start - margin, 0), min(s.stop + margin, n))
-              for s, n in zip(_box(pred, truth), pred.shape))
+  box = _grown_box(_box(pred, truth), margin, pred.shape)
   return pred[box], truth[box]
 
 
@@ -103,9 +108,7 @@ def _grown(mask, iterations):
   its bounding box grown by ``iterations`` voxels (exact, and fast on a whole volume)."""
   if iterations == 0:
     return mask
-  box = _box(mask)
-  box = tuple(slice(max(s.start - iterations, 0), min(s.stop + iterations, n))
-              for s, n in zip(box, mask.shape))
+  box = _grown_box(_box(mask), iterations, mask.shape)
   out = np.zeros_like(mask)
   out[box] = ndimage.binary_dilation(mask[box], _DILATION, iterations=iterations)
   return out
@@ -206,9 +209,7 @@ def nsd(pred, truth, spacing, tolerance_mm: float = 1.0) -> float:
   # up to the tolerance (a nearer surface voxel than that is inside too) and keeps them
   # tumour-sized where an untrained model's specks stretch ``box`` to the whole volume.
   reach = max(int(np.ceil(tolerance_mm / spacing.min())), 0)
-  near = tuple(slice(max(t.start - b.start - reach, 0),
-                     min(t.stop - b.start + reach, b.stop - b.start))
-               for t, b in zip(_box(truth), box))
+  near = _grown_box(_box(truth[box]), reach, truth_surface.shape)
   pred_surface, truth_surface = pred_surface[near], truth_surface[near]
   close = np.count_nonzero(
       ndimage.distance_transform_edt(~truth_surface, sampling=spacing)[pred_surface]

@@ -50,12 +50,16 @@ def _write_table(path: Path, title: str, header, rows, csv_header, csv_rows, not
   lines += ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
   lines += ["| " + " | ".join(r) + " |" for r in rows]
   write_text_atomically(path.with_suffix(".md"), "\n".join(lines) + "\n")
+  return [path.with_suffix(".md"), _write_csv(path.with_suffix(".csv"), csv_header, csv_rows)]
+
+
+def _write_csv(path: Path, header, rows) -> Path:
+  """A CSV file of ``header`` and ``rows`` (sequences), written by way of a temporary."""
   stream = io.StringIO(newline="")
   writer = csv.writer(stream)
-  writer.writerow(csv_header)
-  writer.writerows(csv_rows)
-  write_text_atomically(path.with_suffix(".csv"), stream.getvalue())
-  return [path.with_suffix(".md"), path.with_suffix(".csv")]
+  writer.writerow(header)
+  writer.writerows(rows)
+  return write_text_atomically(path, stream.getvalue())
 
 
 def _row_keys(runs, skip_full=False):
@@ -233,8 +237,4 @@ def write_rows(path: Path, rows):
   keys = []
   for row in rows:
     keys += [k for k in row if k not in keys]
-  stream = io.StringIO(newline="")
-  writer = csv.DictWriter(stream, keys)
-  writer.writeheader()
-  writer.writerows(rows)
-  return write_text_atomically(path, stream.getvalue())
+  return _write_csv(path, keys, ([row.get(k, "") for k in keys] for row in rows))
