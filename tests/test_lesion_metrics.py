@@ -144,6 +144,27 @@ def test_nsd_is_its_definition_with_specks_far_from_the_tumour(seed):
         _brute_force_nsd(pred, truth, spacing, tolerance), abs=1e-12), (tolerance, spacing)
 
 
+@pytest.mark.parametrize("spacing", [ONE_MM, (0.8, 1.3, 2.1)])
+def test_the_truths_distance_maps_give_the_same_lesion_scores(spacing):
+  """The truth's distance maps (kept per case by the evaluation) serve the HD95 of a lesion
+  that is its whole region, bit for bit; a region of two lesions must not use them: a
+  matched component reaching towards the other lesion is far from its own."""
+  rng = np.random.default_rng(0)
+  truth = np.zeros(SHAPE, np.uint8)
+  truth[5:15, 5:15, 5:15] = 2  # WT and TC: one lesion each; ET: two
+  truth[8:13, 8:13, 8:13] = 3
+  truth[28:36, 28:36, 28:36] = 1
+  truth[30:33, 30:33, 30:33] = 3
+  pred = np.roll(truth, 1, axis=0)
+  pred[10, 10, 10:34] = 3  # a bar from the first ET lesion towards the second
+  pred[rng.random(SHAPE) < 0.02] = 3  # an untrained model's specks
+  maps = {}
+  for definition in L.DEFINITIONS:
+    fast = L.lesion_metrics(pred, truth, spacing, definition, truth_distances=maps)
+    assert fast == L.lesion_metrics(pred, truth, spacing, definition), definition
+  assert set(maps) == {"ET", "TC", "WT"}
+
+
 def test_lesion_metrics_scores_every_region_of_class_volumes():
   truth = np.zeros(SHAPE, np.uint8)
   truth[5:15, 5:15, 5:15] = 2

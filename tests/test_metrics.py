@@ -115,7 +115,7 @@ def test_hd95_matches_brute_force(seed):
   assert pred.any() and truth.any() and not np.array_equal(pred, truth)
   expected = _brute_force_hd95(pred, truth, spacing)
   assert hd95(pred, truth, spacing) == pytest.approx(expected, abs=1e-6)
-  # The per-case distance map of the truth (float32) gives the same number.
+  # The per-case distance map of the truth gives the same number.
   distance = surface_distance_map(truth, spacing)
   assert hd95(pred, truth, spacing, distance) == pytest.approx(expected, abs=1e-4)
 

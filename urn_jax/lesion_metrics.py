@@ -63,7 +63,7 @@ import numpy as np
 from scipy import ndimage, optimize
 
 from urn_jax.labels import REGIONS, region_mask
-from urn_jax.metrics import _box, _masks, _spacing, _surface, dice, hd95
+from urn_jax.metrics import _box, _masks, _spacing, _surface, dice, hd95, region_distance
 
 LESION_METRICS = ("lesion_dice", "lesion_hd95", "lesions_tp", "lesions_fp", "lesions_fn")
 PANOPTIC_METRICS = ("sq_dice", "sq_hd95", "rq", "pq_dice")
@@ -90,12 +90,13 @@ def _grown_box(box, margin: int, shape):
                for s, n in zip(box, shape))
 
 
-def _cropped(pred, truth, margin: int):
-  """``pred`` and ``truth`` cut to the bounding box of either, grown by ``margin`` voxels:
-  every lesion, component and dilation of the metrics lies inside it, so they are exact
-  there, and a whole 240 x 240 x 155 volume per region would cost a second."""
+def _cropped(margin: int, pred, truth, distance=None):
+  """``pred``, ``truth`` and the truth's distance map (or None) cut to the bounding box of
+  either mask, grown by ``margin`` voxels: every lesion, component and dilation of the
+  metrics lies inside it, so they are exact there, and a whole 240 x 240 x 155 volume per
+  region would cost a second."""
   box = _grown_box(_box(pred, truth), margin, pred.shape)
-  return pred[box], truth[box]
+  return pred[box], truth[box], None if distance is None else distance[box]
 
 
 def _components(mask):
@@ -120,13 +121,20 @@ def true_lesions(truth, dilation: int):
   return np.where(truth, grown, 0), count
 
 
-def lesion_wise(pred, truth, spacing, settings: LesionWiseSettings = BRATS_2023_GLIOMA) -> dict:
+def lesion_wise(pred, truth, spacing, settings: LesionWiseSettings = BRATS_2023_GLIOMA,
+                truth_distance=None) -> dict:
   """BraTS 2023 lesion-wise Dice and HD95 of two boolean masks, with the counts of true
-  positive, false positive and false negative lesions (``LESION_METRICS``)."""
+  positive, false positive and false negative lesions (``LESION_METRICS``).
+
+  ``truth_distance``: ``urn_jax.metrics.surface_distance_map(truth, spacing)``. A lesion
+  that is the whole truth (one lesion, the usual glioma) then takes its HD95 from it, as
+  the volume-wise HD95 does, instead of from two distance transforms of the box of its
+  matched components, which an untrained model's specks stretch to the whole brain (a
+  second and a half there). The numbers are the same."""
   pred, truth = _masks(pred, truth, names=("pred", "truth"))
   spacing = _spacing(spacing, pred.ndim)
   voxel_mm3 = float(np.prod(spacing))
-  pred, truth = _cropped(pred, truth, settings.dilation + 1)
+  pred, truth, truth_distance = _cropped(settings.dilation + 1, pred, truth, truth_distance)
   lesions, count = true_lesions(truth, settings.dilation)
   components, _ = _components(pred)
   matched, dices, distances, found = set(), [], [], 0
@@ -144,7 +152,7 @@ def lesion_wise(pred, truth, spacing, settings: LesionWiseSettings = BRATS_2023_
     found += 1
     hit = np.isin(components, touching)
     dices.append(dice(hit, mask))
-    distances.append(hd95(hit, mask, spacing))
+    distances.append(hd95(hit, mask, spacing, truth_distance if count == 1 else None))
   false_positives = len(set(np.unique(components).tolist()) - matched - {0})
   scored = len(dices) + false_positives
   if scored == 0:
@@ -156,12 +164,14 @@ def lesion_wise(pred, truth, spacing, settings: LesionWiseSettings = BRATS_2023_
           "lesions_tp": found, "lesions_fp": false_positives, "lesions_fn": len(dices) - found}
 
 
-def panoptic(pred, truth, spacing, penalty_hd95: float = BRATS_2023_GLIOMA.penalty_hd95) -> dict:
+def panoptic(pred, truth, spacing, penalty_hd95: float = BRATS_2023_GLIOMA.penalty_hd95,
+             truth_distance=None) -> dict:
   """Panoptica's instance-wise metrics of two boolean masks (``PANOPTIC_METRICS``, module
-  docstring), with the instance counts ``instances_tp``, ``instances_fp``, ``instances_fn``."""
+  docstring), with the instance counts ``instances_tp``, ``instances_fp``, ``instances_fn``.
+  ``truth_distance``: as for ``lesion_wise``, used when the truth is one instance."""
   pred, truth = _masks(pred, truth, names=("pred", "truth"))
   spacing = _spacing(spacing, pred.ndim)
-  pred, truth = _cropped(pred, truth, 1)
+  pred, truth, truth_distance = _cropped(1, pred, truth, truth_distance)
   pred_labels, n_pred = _components(pred)
   true_labels, n_true = _components(truth)
   pairs = []
@@ -184,7 +194,8 @@ def panoptic(pred, truth, spacing, penalty_hd95: float = BRATS_2023_GLIOMA.penal
   for t, p in pairs:
     true_mask, pred_mask = true_labels == t, pred_labels == p
     dices.append(dice(pred_mask, true_mask))
-    distances.append(hd95(pred_mask, true_mask, spacing))
+    distances.append(hd95(pred_mask, true_mask, spacing,
+                          truth_distance if n_true == 1 else None))
   rq = tp / (tp + 0.5 * (fp + fn))
   sq_dice = float(np.mean(dices))
   return {"sq_dice": sq_dice, "sq_hd95": float(np.mean(distances)), "rq": float(rq),
@@ -223,19 +234,24 @@ def nsd(pred, truth, spacing, tolerance_mm: float = 1.0) -> float:
 
 def lesion_metrics(pred_classes, truth_classes, spacing, definition: str = "brats2023",
                    settings: LesionWiseSettings = BRATS_2023_GLIOMA,
-                   tolerance_mm: float = 1.0) -> dict:
+                   tolerance_mm: float = 1.0, truth_distances=None) -> dict:
   """Per region of ``urn_jax.labels.REGIONS``, on volumes of class indices: the lesion-wise
   metrics of ``definition`` and the NSD at ``tolerance_mm``, as a flat dict
   ``{"ET/lesion_dice": ..., "ET/nsd": ..., ...}`` (``urn_jax.metrics.segmentation_metrics``'s
-  shape, so the two merge into one row)."""
+  shape, so the two merge into one row). ``truth_distances``: the dict of the truth's
+  distance maps that ``segmentation_metrics`` fills, for the HD95 of a lesion that is the
+  whole region (``lesion_wise``)."""
   if definition not in DEFINITIONS:
     raise ValueError(f"definition must be one of {DEFINITIONS}, got {definition!r}")
   row = {}
   for region in REGIONS:
     pred = region_mask(pred_classes, region)
     truth = region_mask(truth_classes, region)
-    values = (lesion_wise(pred, truth, spacing, settings) if definition == "brats2023"
-              else panoptic(pred, truth, spacing, settings.penalty_hd95))
+    distance = (None if truth_distances is None else
+                region_distance(truth_distances, truth_classes, region, spacing))
+    values = (lesion_wise(pred, truth, spacing, settings, distance)
+              if definition == "brats2023"
+              else panoptic(pred, truth, spacing, settings.penalty_hd95, distance))
     values["nsd"] = nsd(pred, truth, spacing, tolerance_mm)
     row.update({f"{region}/{name}": float(value) for name, value in values.items()})
   return row

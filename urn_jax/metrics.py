@@ -182,13 +182,23 @@ def hd95(pred, truth, spacing, truth_distance=None) -> float:
 
 def surface_distance_map(mask, spacing) -> np.ndarray:
   """Distance (in the units of ``spacing``) from every voxel to the nearest surface voxel
-  of ``mask``, float32; ``hd95(..., truth_distance=)`` takes it to score many predictions
-  against one truth quickly. All-infinite when the mask is empty."""
+  of ``mask``, float64 (``distance_transform_edt``'s own numbers); ``hd95(...,
+  truth_distance=)`` takes it to score many predictions against one truth quickly. All
+  infinite when the mask is empty."""
   mask = _masks(mask, names=("mask",))[0]
   if not mask.any():
-    return np.full(mask.shape, np.inf, np.float32)
+    return np.full(mask.shape, np.inf)
   spacing = _spacing(spacing, mask.ndim)
-  return ndimage.distance_transform_edt(~_surface(mask), sampling=spacing).astype(np.float32)
+  return ndimage.distance_transform_edt(~_surface(mask), sampling=spacing)
+
+
+def region_distance(truth_distances: dict, truth_classes, region: str, spacing):
+  """The ``surface_distance_map`` of ``region`` in ``truth_classes``, made the first time
+  it is asked for and kept in ``truth_distances`` (a dict per truth volume)."""
+  if region not in truth_distances:
+    truth_distances[region] = surface_distance_map(region_mask(truth_classes, region),
+                                                   spacing)
+  return truth_distances[region]
 
 
 def segmentation_metrics(pred_classes, truth_classes, spacing, truth_distances=None) -> dict:
@@ -197,7 +207,9 @@ def segmentation_metrics(pred_classes, truth_classes, spacing, truth_distances=N
   Python floats: one CSV row or JSON record per case and input combination, without
   nesting to undo. ``truth_distances``: a dict kept per truth volume, filled here with
   each region's ``surface_distance_map`` the first time, which makes HD95 fast for every
-  later prediction of the same case."""
+  later prediction of the same case (``urn_jax.lesion_metrics.lesion_metrics`` takes the
+  same dict). Looked up there, the distances to the truth are rounded to float32, as this
+  function has always kept its maps: every HD95 it gave before, it gives again."""
   pred_classes, truth_classes = np.asarray(pred_classes), np.asarray(truth_classes)
   _same_shape([pred_classes, truth_classes], ("pred_classes", "truth_classes"))
   for array, name in ((pred_classes, "pred_classes"), (truth_classes, "truth_classes")):
@@ -212,10 +224,8 @@ def segmentation_metrics(pred_classes, truth_classes, spacing, truth_distances=N
     pred, truth = region_mask(pred_classes[box], region), region_mask(truth_classes[box], region)
     distance = None
     if truth_distances is not None:
-      if region not in truth_distances:
-        truth_distances[region] = surface_distance_map(
-            region_mask(truth_classes, region), spacing)
-      distance = truth_distances[region][box]
+      distance = region_distance(truth_distances, truth_classes, region, spacing)
+      distance = distance[box].astype(np.float32)
     negatives = np.count_nonzero(~truth) + outside
     false_positives = np.count_nonzero(pred & ~truth)
     values = {"dice": dice(pred, truth), "sensitivity": sensitivity(pred, truth),

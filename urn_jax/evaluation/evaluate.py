@@ -151,7 +151,7 @@ def _segmentation(loaded, patient: Patient, mask, scoring: _Scoring):
                                  patient.distances)
   if scoring.lesions:
     metrics.update(lesion_metrics(predicted, patient.classes, patient.spacing,
-                                  scoring.lesions))
+                                  scoring.lesions, truth_distances=patient.distances))
   return predicted, metrics
 
 
