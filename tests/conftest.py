@@ -15,6 +15,13 @@ from pathlib import Path
 # The suite runs in worker processes (pytest-xdist): on a GPU, each must not take 75 % of its
 # memory, as JAX does by default, or the second cannot start.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+# XLA's LLVM back end at optimization level 0, here and in every process the tests start:
+# the suite's programs are tiny and each runs for a step or two, so compiling is most of
+# their time, and it is shorter at level 0 (a tiny launch.py training, 2026-12-02 on 2
+# cores: 26 s -> 20 s, the same loss); the heavy operations, the convolutions, are library
+# calls that run as fast either way (the learning test takes as long: 52 s).
+os.environ["XLA_FLAGS"] = " ".join(
+    [os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0"]).strip()
 
 import jax  # noqa: E402
 import jax.numpy as jnp
@@ -27,18 +34,33 @@ import urn_jax as U
 from urn_jax.training.checkpoints import read_state
 
 
+_COMPILED = "URN_JAX_TESTS_COMPILED"
+
+
 def pytest_configure(config):
   """Every command the tests start (``launch.py`` runs, the study, ``urn-segment``,
   ``benchmarks/compile_count.py``) shares one persistent JAX compilation cache for the
-  session: a program one of them compiled, the next loads. The tests' own process, whose
-  JAX read its settings on import, compiles as usual."""
-  config.compiled = tempfile.mkdtemp(prefix="urn_jax_compiled_")
-  os.environ["JAX_COMPILATION_CACHE_DIR"] = config.compiled
+  session: a program one of them compiled, the next loads, whichever of pytest-xdist's
+  worker processes started it (they inherit the folder the main process made). The tests'
+  own processes, whose JAX read its settings on import, compile as usual."""
+  shared = os.environ.get(_COMPILED) if os.environ.get("PYTEST_XDIST_WORKER") else None
+  if shared is None:
+    config.compiled = shared = tempfile.mkdtemp(prefix="urn_jax_compiled_")
+    os.environ[_COMPILED] = shared
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = shared
   os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 
 
+def pytest_collection_modifyitems(items):
+  """The longest tests (marked ``longest``) first: pytest-xdist hands tests out in order,
+  so each worker starts on one of them instead of the suite waiting, at its end, for one
+  that a worker took up late."""
+  items.sort(key=lambda item: item.get_closest_marker("longest") is None)
+
+
 def pytest_unconfigure(config):
-  shutil.rmtree(getattr(config, "compiled", ""), ignore_errors=True)
+  if getattr(config, "compiled", None):  # the process that made the folder removes it
+    shutil.rmtree(config.compiled, ignore_errors=True)
 
 
 # XLA on CPU takes about 7x longer to compile parameter initialization with JAX's default
@@ -193,6 +215,13 @@ def phantom_cache(tmp_path_factory):
   """A cache folder (``data.cache_dir``, ``$URN_JAX_CACHE``) shared by the tests that run
   commands on the phantom, so that its cases are written once."""
   return tmp_path_factory.mktemp("cache")
+
+
+def with_devices(environment: dict, count: int) -> dict:
+  """``environment`` with ``count`` (fake) CPU devices per process, its other XLA flags
+  kept."""
+  flags = f"{environment.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={count}"
+  return dict(environment, XLA_FLAGS=flags.strip())
 
 
 @pytest.fixture(scope="session")

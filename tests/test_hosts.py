@@ -20,7 +20,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from conftest import ROOT, _state
+from conftest import ROOT, _state, with_devices
 
 from urn_jax.hosts import free_port
 
@@ -50,7 +50,7 @@ def _start(data, workdir, environment, processes=2, only_for_1=()):
   process with two CPU devices instead. ``only_for_1``: flags process 1 alone gets."""
   workdir.mkdir(parents=True, exist_ok=True)
   if processes == 1:
-    environment = dict(environment, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    environment = with_devices(environment, 2)
     peers = [[]]
   else:
     address = f"127.0.0.1:{free_port()}"

@@ -35,6 +35,7 @@ def _study(workdir, environment, *extra):
 
 
 @pytest.mark.slow
+@pytest.mark.longest
 def test_the_study_runs_every_stage_and_writes_every_output(tmp_path, command_environment):
   work, archive = tmp_path / "study", tmp_path / "archive"
   result = _study(work, command_environment, f"--config.archive={archive}")

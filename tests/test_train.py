@@ -14,7 +14,7 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
-from conftest import ROOT, _state, load_config, tiny
+from conftest import ROOT, _state, load_config, tiny, with_devices
 
 import urn_jax.errors
 import urn_jax.jobs
@@ -244,7 +244,7 @@ def test_four_devices_match_one(data, tmp_path):
   losses = []
   for devices in (1, 4):
     result = _run_launch(tmp_path / str(devices), data,
-                         env={"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"})
+                         env=with_devices(dict(os.environ), devices))
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"{devices} cpu device(s)" in result.stderr
     lines = (tmp_path / str(devices) / "metrics.jsonl").read_text().splitlines()
