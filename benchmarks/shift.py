@@ -56,13 +56,13 @@ from urn_jax.console import progress
 from urn_jax.data.augment import AugmentSettings
 from urn_jax.data.datasets import (DataSettings, cached_cases, data_from_config,
                                    preprocess_settings)
-from urn_jax.evaluation.curves import curve_summary, read_metrics
 from urn_jax.evaluation.evaluate import Patient, parse_masks
 from urn_jax.evaluation.tables import write_rows
 from urn_jax.inference.predict import load_model
 from urn_jax.labels import REGIONS, region_mask
 from urn_jax.metrics import dice
 from urn_jax.modalities import mask_key
+from urn_jax.training.metrics_log import curve_summary, read_metrics
 
 
 @dataclasses.dataclass(frozen=True)

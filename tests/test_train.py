@@ -4,6 +4,7 @@ mismatches and divergence give clear errors, several devices agree with one."""
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -21,6 +22,7 @@ import urn_jax.jobs
 from urn_jax.data import augment
 from urn_jax.errors import CheckpointMismatch, TrainingDiverged
 from urn_jax.training.loop import train_and_evaluate
+from urn_jax.training.metrics_log import curve_note, curve_summary
 
 @pytest.fixture(scope="module")
 def data(tiny_data):
@@ -218,7 +220,34 @@ def test_early_stopping_on_a_plateau_measured_in_epochs(data, tmp_path, capsys):
   steps_per_epoch = rows[0]["step"] / rows[0]["epoch"]
   expected = 1 + math.ceil(0.15 * steps_per_epoch)
   assert int(_state(tmp_path)["step"]) == rows[-1]["step"] == expected < 40
-  assert "improved by less than 1% in 0.15 epochs" in capsys.readouterr().err
+  err = capsys.readouterr().err
+  assert "improved by less than 1% in 0.15 epochs" in err
+  assert re.search(rf"validation loss: best \S+ at step \d+ of {expected}; it fell \S+ % in "
+                   r"the last fifth of the steps", err)  # at the end, the curve's state
+  assert err.rstrip().splitlines()[-1].startswith("done: step")
+
+
+def _curve(tmp_path, losses, steps=10):
+  """A metrics.jsonl with a validation loss at each of ``losses``' steps (a dict)."""
+  rows = [{"step": s, "loss": 1.0, **({"validation_loss": losses[s]} if s in losses else {})}
+          for s in range(1, steps + 1)]
+  path = tmp_path / "metrics.jsonl"
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  return curve_summary(path)
+
+
+def test_every_training_ends_saying_whether_its_validation_loss_flattened(tmp_path):
+  """The last fifth of 10 steps is steps 9-10: the best before it is compared with the best
+  overall; under 5 % lower is flat, 5 % or more is a run that ended still learning."""
+  flat = curve_note(_curve(tmp_path, {4: 1.0, 8: 0.5, 10: 0.48}))
+  assert flat == ("validation loss: best 0.48 at step 10 of 10; it fell 4.0 % in the last "
+                  "fifth of the steps (flat: under 5 %)")
+  falling = curve_note(_curve(tmp_path, {4: 1.0, 8: 0.5, 10: 0.47}))
+  assert "it fell 6.0 % in the last fifth" in falling and "still falling" in falling
+  assert "--config.train.max_steps" in falling and "flat:" not in falling
+  late = curve_note(_curve(tmp_path, {9: 1.0, 10: 0.9}))
+  assert late.endswith("at step 10 of 10; too few validations to tell whether it has flattened")
+  assert curve_note(_curve(tmp_path, {})) is None
 
 
 def test_a_typo_in_an_override_is_an_error(data, tmp_path):

@@ -2,15 +2,16 @@
 ``training.md``, the report's page on them.
 
 A run is *flat* when the best validation loss improved by less than ``FLAT`` (5 %,
-relative) during the last 20 % of its steps. ``benchmarks/convergence.py`` uses the
-criterion, and the report names the runs that are not (``urn_jax.evaluation.runs``). A flat
-tail can also be a learning rate too low to move anything: convergence itself is shown by
-a run twice as long (``longer_run_check``, ``convergence_report``).
+relative) during the last 20 % of its steps (``curve_summary``, defined beside the writer
+of ``metrics.jsonl`` in ``urn_jax.training.metrics_log``, which says it at the end of
+every training). ``benchmarks/convergence.py`` uses the criterion, and the report names
+the runs that are not (``urn_jax.evaluation.runs``). A flat tail can also be a learning
+rate too low to move anything: convergence itself is shown by a run twice as long
+(``longer_run_check``, ``convergence_report``).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -21,47 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from urn_jax.files import write_text_atomically  # noqa: E402
 from urn_jax.labels import REGIONS  # noqa: E402
-
-FLAT = 0.05
-
-
-def read_metrics(metrics_file: Path) -> list[dict]:
-  """The rows of a run's ``metrics.jsonl``; a line cut short by a killed process (or any
-  line that is not a JSON object with a step) is skipped."""
-  rows = []
-  for line in Path(metrics_file).read_text().splitlines():
-    try:
-      row = json.loads(line)
-    except ValueError:
-      continue
-    if isinstance(row, dict) and "step" in row:
-      rows.append(row)
-  return rows
-
-
-def curve_summary(metrics_file: Path) -> dict | None:
-  """Final and best validation loss, and how much the best improved in the last 20 % of
-  the steps, from a run's ``metrics.jsonl``; None when it holds no evaluation yet. With no
-  evaluation in the first 80 % of the steps the improvement is NaN, and the run not flat."""
-  rows = read_metrics(metrics_file)
-  evaluations = [r for r in rows if "validation_loss" in r]
-  if not evaluations:
-    return None
-  steps = rows[-1]["step"]
-  best = min(evaluations, key=lambda r: r["validation_loss"])
-  early = [r["validation_loss"] for r in evaluations if r["step"] <= 0.8 * steps]
-  best_early = min(early) if early else float("nan")
-  summary = {"steps": steps, "epochs": rows[-1].get("epoch"),
-             "final_validation_loss": evaluations[-1]["validation_loss"],
-             "best_validation_loss": best["validation_loss"], "best_step": best["step"],
-             "improvement_last_20pct": (best_early - best["validation_loss"]) / best_early,
-             "final_training_loss": rows[-1]["loss"]}
-  for region in REGIONS:
-    if f"validation_dice_{region}" in best:
-      summary[f"validation_dice_{region}"] = best[f"validation_dice_{region}"]
-  summary["flat"] = bool(summary["improvement_last_20pct"] < FLAT)
-  return summary
-
+from urn_jax.training.metrics_log import FLAT, curve_summary, read_metrics  # noqa: E402
 
 LONGER_DICE_POINTS = 1.0
 """A segmentation has converged when its validation Dice (best checkpoint, each region) is

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from urn_jax.evaluation.curves import curve_summary
 from urn_jax.job_config import stored_fields
 from urn_jax.modalities import availability_masks, mask_key
+from urn_jax.training.metrics_log import curve_summary
 
 
 def names(runs, job) -> list[str]:

@@ -37,6 +37,7 @@ from urn_jax.files import write_text_atomically
 from urn_jax.job_config import pretrained_encoders, write_config
 from urn_jax.training.config_checks import check_evaluation_settings, check_training_config
 from urn_jax.training.loop import train_and_evaluate
+from urn_jax.training.metrics_log import read_metrics
 
 
 def _saved_step(job_dir: Path) -> int:
@@ -91,7 +92,6 @@ def curve_parts(parts, metrics_file, stage: str, seed: int) -> list[dict]:
   gaps = _gaps(own)[1]
   if not gaps or not Path(metrics_file).is_file():
     return []
-  from urn_jax.evaluation.curves import read_metrics  # matplotlib: only here
   processes = []
   for row in read_metrics(metrics_file):  # a line a killed process cut short is skipped
     if "wall_time" not in row:

@@ -27,7 +27,9 @@ One loop serves both stages and every scenario of the paper; the config says whi
   only when all is well are files written, so a mistaken command leaves a trained work
   directory as it was;
 - logs (process 0): a progress bar, TensorBoard event files in ``tensorboard/``,
-  ``metrics.jsonl``, and the resolved config in ``config.json``.
+  ``metrics.jsonl``, and the resolved config in ``config.json``; at the end, a line on the
+  validation curve (``metrics_log.curve_note``: flat, or still falling) before the last
+  one, which says where everything is.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ from urn_jax.training import recipe
 from urn_jax.training.checkpoints import (Checkpoints, find_pretrained, keep_trained_config,
                                           load_pretrained, signature)
 from urn_jax.training.config_checks import check_pretraining_fits, check_training_config
-from urn_jax.training.metrics_log import MetricsLog
+from urn_jax.training.metrics_log import MetricsLog, curve_note, curve_summary
 from urn_jax.training.steps import TrainState, create_train_state
 from urn_jax.training.stopping import StopRequest
 from urn_jax.training.validation import validate
@@ -255,6 +257,10 @@ def train_and_evaluate(config, workdir):
     say(f"stopped early at step {step} (epoch {step / run.steps_per_epoch:.1f}): the "
         f"validation loss improved by less than {config.train.min_improvement:.0%} in "
         f"{config.train.patience_epochs} epochs")
+  if jax.process_index() == 0:
+    note = curve_note(curve_summary(workdir / "metrics.jsonl"))
+    if note:
+      say(note)
   say(f"done: step {step}; checkpoints in {workdir / 'checkpoints'}, best in "
       f"{workdir / 'best'}, logs in {workdir / 'metrics.jsonl'} and "
       f"{workdir / 'tensorboard'}")
