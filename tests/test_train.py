@@ -336,7 +336,8 @@ def test_a_work_directory_from_before_the_explicit_fields_resumes_and_loads(
   assert read_config(workdir).model.synthesis is True
   config = tiny(load_config("pretrain"), data)
   assert train_and_evaluate(config, workdir) == {}
-  assert "nothing to do" in capsys.readouterr().err
+  err = capsys.readouterr().err
+  assert "nothing to do" in err and "validation loss: best" in err  # and its curve's state
   current = signature(config)
   old = json.loads(json.dumps(current))
   del old["model"]["synthesis"]

@@ -229,6 +229,15 @@ def _loop(run: _Run, request: StopRequest, step: int):
   return step, last, stop
 
 
+def _say_curve(workdir: Path):
+  """The line on the validation curve (``metrics_log.curve_note``), from process 0."""
+  metrics = workdir / "metrics.jsonl"
+  if jax.process_index() == 0 and metrics.is_file():
+    note = curve_note(curve_summary(metrics))
+    if note:
+      say(note)
+
+
 def train_and_evaluate(config, workdir):
   """Trains as ``config`` says, in ``workdir``; returns the last logged metrics."""
   workdir = Path(workdir)
@@ -238,6 +247,7 @@ def train_and_evaluate(config, workdir):
     say(f"resuming from step {step} in {workdir / 'checkpoints'}")
   if step >= run.num_steps or run.progress["stopped_early"]:
     say(f"nothing to do: {workdir} finished training at step {step}")
+    _say_curve(workdir)
     return {}
   # Written only now, when everything it describes has been checked and loaded: a mistaken
   # command leaves a trained work directory's files as they were.
@@ -257,10 +267,7 @@ def train_and_evaluate(config, workdir):
     say(f"stopped early at step {step} (epoch {step / run.steps_per_epoch:.1f}): the "
         f"validation loss improved by less than {config.train.min_improvement:.0%} in "
         f"{config.train.patience_epochs} epochs")
-  if jax.process_index() == 0:
-    note = curve_note(curve_summary(workdir / "metrics.jsonl"))
-    if note:
-      say(note)
+  _say_curve(workdir)
   say(f"done: step {step}; checkpoints in {workdir / 'checkpoints'}, best in "
       f"{workdir / 'best'}, logs in {workdir / 'metrics.jsonl'} and "
       f"{workdir / 'tensorboard'}")
