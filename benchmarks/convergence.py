@@ -38,8 +38,8 @@ import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
 from urn_jax.evaluation.curves import plot_curves  # noqa: E402
-from urn_jax.training.metrics_log import curve_summary  # noqa: E402
 from urn_jax.labels import REGIONS  # noqa: E402
+from urn_jax.training.metrics_log import curve_summary  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = ("pretrain", "baseline", "baseline_md", "urn_md", "urn_md_pretrained",
