@@ -12,6 +12,7 @@ steps; the report's training curves, ``urn_jax.evaluation.curves``, use it) and
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -94,7 +95,7 @@ def curve_note(summary: dict | None) -> str | None:
   head = (f"validation loss: best {summary['best_validation_loss']:.4g} at step "
           f"{summary['best_step']} of {summary['steps']}")
   gain = summary["improvement_last_20pct"]
-  if gain != gain:  # NaN: no validation in the first 80 % of the steps
+  if math.isnan(gain):  # no validation in the first 80 % of the steps
     return head + "; too few validations to tell whether it has flattened"
   head += f"; it fell {100 * gain:.1f} % in the last fifth of the steps"
   if summary["flat"]:
