@@ -4,7 +4,7 @@ Not a job by itself. Size presets (``apply_preset``): ``paper`` is the paper's s
 (240 x 240 slices at 1 mm, U-Net widths 64-1024); ``small`` trains converged segmentation
 models on a 2-core CPU in 2-12 minutes per job (3 mm slices of 64 x 64, widths 8-64; its
 pre-training stops at a fixed length while still improving, ``RECIPES``); the default (no
-preset; 2 mm slices of 96 x 96, widths 8-64) in 2.5-19 minutes (the README's main command,
+preset; 2 mm slices of 96 x 96, widths 8-64) in 2.5-18 minutes (the README's main command,
 pre-training, about 20 minutes with the phantom in a fresh clone; benchmarks/RESULTS.md has
 the measurements).
 
