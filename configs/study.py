@@ -6,7 +6,7 @@
 
 For each seed in ``seeds``: URN synthesis pre-training on pooled BraTS + HCP (``pretrain``),
 the same on BraTS alone (``pretrain_brats``, Table 2's first column group; off with
-``--config.pretrain_brats_only=False``), then the four segmentation scenarios of Table 1
+``--config.pretrain_brats_only=False``); the four segmentation scenarios of Table 1
 (``segment.baseline``, ``.baseline_md``, ``.urn_md``, ``.urn_md_pretrained``, the last on
 the frozen encoders of that seed's pooled pre-training) and two beyond the paper:
 ``.urn_md_finetuned`` (the same encoders, trained on) and ``.baseline_md_wide`` (Baseline +

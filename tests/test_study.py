@@ -62,10 +62,11 @@ def test_the_study_runs_every_stage_and_writes_every_output(tmp_path, command_en
   assert frozen["pretrained_workdir"] == str(archive / "seed0" / "pretrain")
   timings = [json.loads(l) for l in (work / "timings.jsonl").open()]
   # A line per training, from step 0 to its last (the longer run twice as many steps), in
-  # the order they trained: the segmentations on the pre-training's encoders right after it.
+  # the order they trained: those without pre-training first, the segmentations on the
+  # pre-training's encoders right after it, the BraTS-only pre-training last.
   assert [t["stage"] for t in timings] == [
-      "pretrain", "urn_md_finetuned", "urn_md_pretrained", "pretrain_brats", "baseline",
-      "baseline_md", "baseline_md_wide", "urn_md", *longer]
+      "baseline", "baseline_md", "baseline_md_wide", "urn_md", "pretrain", "urn_md_finetuned",
+      "urn_md_pretrained", "pretrain_brats", *longer]
   assert [(t["from_step"], t["to_step"]) for t in timings] == [(0, 2)] * 8 + [(0, 4)]
   # Two steps cannot show a flat curve: every run is listed as not flat.
   training = (results / "training.md").read_text()
@@ -113,7 +114,7 @@ def test_an_interrupted_stage_leaves_its_part_of_the_wall_time(tmp_path, monkeyp
   with pytest.raises(Interrupted):
     study.run(config, tmp_path)
   (record,) = [json.loads(l) for l in (tmp_path / "timings.jsonl").open()]
-  assert record["stage"] == "pretrain" and record["interrupted"] is True
+  assert record["stage"] == "baseline" and record["interrupted"] is True
   assert (record["from_step"], record["to_step"]) == (0, 300) and record["seconds"] >= 0
 
 
@@ -324,13 +325,14 @@ def test_a_sealed_stage_is_skipped_and_a_lost_pretraining_trained_again(tmp_path
   write_config(jobs[0][2], pretraining)
   (pretraining / archive.SEALED).write_text("{}")
   study.run(config, tmp_path / "work")
-  assert trained == ["pretrain", "urn_md_finetuned", "urn_md_pretrained", "pretrain_brats",
-                     "baseline", "baseline_md", "baseline_md_wide", "urn_md",
+  assert trained == ["baseline", "baseline_md", "baseline_md_wide", "urn_md", "pretrain",
+                     "urn_md_finetuned", "urn_md_pretrained", "pretrain_brats",
                      "urn_md_pretrained_x2"]
-  assert sealed[0] == ("urn_md_finetuned", pretraining, ["pretrain_again",
+  assert [s[0] for s in sealed] == [t for t in trained if t != "pretrain"]
+  assert sealed[0] == ("baseline", None, ["baseline"])
+  assert sealed[4] == ("urn_md_finetuned", pretraining, ["pretrain_again",
                                                          "urn_md_finetuned"])
-  assert sealed[1] == ("urn_md_pretrained", pretraining, ["urn_md_pretrained"])
-  assert [s[0] for s in sealed[2:]] == trained[3:] and sealed[2][1] is None
+  assert sealed[5] == ("urn_md_pretrained", pretraining, ["urn_md_pretrained"])
   # Everything sealed: nothing trains again.
   trained.clear()
   study.run(config, tmp_path / "work")

@@ -239,12 +239,23 @@ def shown_converged(jobs, longer) -> dict:
 
 
 def training_order(jobs) -> list:
-  """``plan``'s jobs in the order they train: seed by seed, the pooled pre-training first,
-  then the segmentations on its encoders (so that its work directory is still there when
-  they need it), then the rest in the plan's order."""
+  """``plan``'s jobs in the order they train: seed by seed, first the segmentations that
+  need no pre-training (each under an hour on 2 cores), then the pooled pre-training with
+  the segmentations on its encoders right after it (so that its work directory is still
+  there when they need it), and the BraTS-only pre-training last. A study that spans
+  machines loses, with a machine, the stage in progress, and a segmentation on pre-trained
+  encoders whose pre-training's work directory went too trains that pre-training again
+  (``_train_and_seal``): short stages first and that chain in one piece keep the loss
+  small. The order changes no stage's result."""
   seeds = {seed: n for n, seed in enumerate(dict.fromkeys(seed for _, seed, _, _ in jobs))}
-  return sorted(jobs, key=lambda j: (seeds[j[1]], 0 if j[0] == "pretrain" else
-                                     1 if pretrained_encoders(j[2]) else 2))
+
+  def group(name, job):
+    if name == "pretrain":
+      return 1
+    if pretrained_encoders(job):
+      return 2
+    return 3 if name == "pretrain_brats" else 0
+  return sorted(jobs, key=lambda j: (seeds[j[1]], group(j[0], j[2])))
 
 
 def _train(workdir: Path, record: dict, job, job_dir: Path) -> None:
