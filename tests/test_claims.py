@@ -527,6 +527,35 @@ def test_a_verdict_on_a_scenario_not_shown_converged_says_so(tmp_path):
                                             else None), r["comparison"]
 
 
+def test_a_run_that_diverged_is_named_and_its_seed_left_out(tmp_path):
+  """A run whose loss diverged has no scores: the claims' report names it, its scenario's
+  comparisons pair the seeds it has, and runs.json keeps it so that the report made again
+  from the results folder says the same."""
+  import dataclasses
+  import json
+  from urn_jax.evaluation.claims_report import claims_report
+  from urn_jax.evaluation.runs import count_runs, counted_from_records, run_records
+  rows = _rows({"Baseline + MD": lambda k, p: 0.0, "URN + MD": lambda k, p: 8.0}, seeds=3)
+  runs = _segment_runs(tmp_path, rows, ("Baseline + MD", "URN + MD"), seeds=(0, 1, 2))
+  kept = [r for r in runs if (r["name"], r["seed"]) != ("URN + MD", 1)]
+  stopped = [{"name": "URN + MD", "job": "segment", "seed": 1, "workdir": "seed1/urn_md",
+              "diverged": "the loss became nan by step 300"}]
+  counted = dataclasses.replace(count_runs(kept), diverged=stopped)
+  claims_report(counted, tmp_path)
+  text = (tmp_path / "claims.md").read_text()
+  assert ("Diverged, so neither scored nor tested, their seed missing from their scenario "
+          "(docs/STUDY_PLAN.md): URN + MD (seed 1).") in text
+  assert "Not every scenario has every seed (0, 1, 2): URN + MD (seeds 0, 2)" in text
+  results = json.loads((tmp_path / "claims.json").read_text())
+  assert {r["seeds"] for r in results if r["comparison"] == "URN + MD - Baseline + MD"} == {2}
+  again = counted_from_records(run_records(kept + stopped), [r for r in rows if (
+      r["model"], r["seed"]) != ("URN + MD", 1)])
+  assert again.diverged == stopped and len(again.tested) == 5
+  (tmp_path / "again").mkdir()
+  claims_report(again, tmp_path / "again")
+  assert (tmp_path / "again" / "claims.md").read_text() == text
+
+
 def test_recomputing_the_claims_names_what_a_folder_lacks(tmp_path, capsys):
   from urn_jax.evaluation.claims_report import main
   (tmp_path / "runs.json").write_text("[]")

@@ -75,12 +75,12 @@ def test_only_process_0_speaks(monkeypatch, capsys):
 
 
 def test_only_process_0_records_the_studys_wall_time(tmp_path, monkeypatch):
-  from urn_jax.experiments import study
+  from urn_jax.experiments.timings import record_time
   monkeypatch.setattr(jax, "process_index", lambda: 1)
-  study._record_time(tmp_path, {"stage": "pretrain", "seconds": 1.0})
+  record_time(tmp_path, {"stage": "pretrain", "seconds": 1.0})
   assert list(tmp_path.iterdir()) == []
   monkeypatch.setattr(jax, "process_index", lambda: 0)
-  study._record_time(tmp_path, {"stage": "pretrain", "seconds": 1.0})
+  record_time(tmp_path, {"stage": "pretrain", "seconds": 1.0})
   assert (tmp_path / "timings.jsonl").read_text() == '{"stage": "pretrain", "seconds": 1.0}\n'
 
 

@@ -130,7 +130,7 @@ def test_seeds_are_averaged_and_their_spread_reported():
 
 
 def test_the_wall_time_table_adds_up_parts_and_names_what_it_could_not_count(tmp_path):
-  from urn_jax.experiments.study import write_timings
+  from urn_jax.experiments.timings import write_timings
   records = [
       {"stage": "pretrain", "seed": 0, "from_step": 0, "to_step": 8000, "seconds": 1800.0},
       # seed 1 was killed outright between 4800 and 6510, then SIGTERM'd and resumed
@@ -160,7 +160,7 @@ def test_a_killed_process_is_timed_from_its_curve(tmp_path):
   """Steps no timing line covers are timed from the curve: each process's lines run from
   its first to its last, a new process starting where the step does not rise; only a
   process that started inside the gap counts, and the table adds it to the stage."""
-  from urn_jax.experiments.study import CURVE_SOURCE, curve_parts, sealed_times, write_timings
+  from urn_jax.experiments.timings import CURVE_SOURCE, curve_parts, sealed_times, write_timings
   lines = ([(s, 1000.0 + s) for s in range(10, 120, 10)]       # killed after 110
            + [(s, 5000.0 + 2 * s) for s in range(110, 260, 10)]  # from 100, killed after 250
            + [(s, 9000.0 + s) for s in range(210, 410, 10)])     # from 200, recorded
@@ -230,7 +230,7 @@ def test_a_scenario_on_pretrained_encoders_is_converged_only_with_its_pretrainin
   longer = [(n, 0, job(n), Path("seed0") / f"{n}_x2") for n in names[:-1]]
 
   def shown(checks):
-    monkeypatch.setattr(curves, "convergence_checks", lambda pairs: [
+    monkeypatch.setattr(curves, "convergence_checks", lambda pairs, diverged=(): [
         (stage, seed, j, None, {"converged": checks[stage]}) for stage, seed, j, *_ in pairs])
     return {k.replace("/", " "): v for k, v in shown_converged(jobs, longer).items()}
 
@@ -265,6 +265,15 @@ def test_convergence_md_shows_both_runs_and_the_gap_either_way(tmp_path):
           "ET +0.0, TC -2.0, WT +0.0 | 20.0 % / 20.0 % | **no** |") in text
 
 
+def test_a_longer_run_that_diverged_shows_nothing_converged(tmp_path):
+  from urn_jax.evaluation.curves import convergence_checks, convergence_report
+  pair = ("urn_md", 0, "segment", tmp_path / "urn_md", tmp_path / "urn_md_x2")
+  ((*_, check),) = convergence_checks([pair], diverged=[tmp_path / "urn_md_x2"])
+  assert check["converged"] is False and check["diverged"] == "longer"
+  text = convergence_report([pair], tmp_path, diverged=[tmp_path / "urn_md_x2"]).read_text()
+  assert "| urn_md | 0 | the longer run diverged | | | | | **no** |" in text
+
+
 def test_the_longer_runs_are_the_ordinary_ones_stretched(tmp_path):
   """The study's convergence check: seed 0 of the pooled pre-training and of every
   segmentation, with twice the steps (the same schedule stretched), in <stage>_x2, the
@@ -290,24 +299,14 @@ def test_the_longer_runs_are_the_ordinary_ones_stretched(tmp_path):
     longer_plan(config, jobs)
 
 
-def test_a_sealed_stage_is_skipped_and_a_lost_pretraining_trained_again(tmp_path,
-                                                                        monkeypatch):
-  """A machine sealed the pooled pre-training and was lost with its work directory: the
-  next one skips it, trains it again once (recorded as such) before the first
-  segmentation on its encoders, and seals those with the archived pre-training named; a
-  sealed stage made by another job is refused by name."""
-  from urn_jax.errors import ConfigError
+def _study_without_training(monkeypatch, tmp_path, train):
+  """The tiny study of seed 0 (training only, archived in ``tmp_path / "archive"``) with
+  ``train`` for ``train_and_evaluate`` and a sealing that writes only the config and
+  ``sealed.json``: its config, and the list of what it sealed (stage, pre-training folder,
+  the stages of its timing lines)."""
   from urn_jax.experiments import archive, study
   from urn_jax.job_config import write_config
-  trained, sealed = [], []
-
-  def train(job, job_dir):
-    done = Path(job_dir) / "checkpoints" / "2"
-    if done.is_dir():
-      return {}
-    trained.append(Path(job_dir).name)
-    done.mkdir(parents=True)
-    return {"loss": 1.0}
+  sealed = []
 
   def seal(name, job, job_dir, folder, *args, timings=(), pretraining_folder=None, **kw):
     sealed.append((name, pretraining_folder, [t["stage"] for t in timings]))
@@ -319,6 +318,29 @@ def test_a_sealed_stage_is_skipped_and_a_lost_pretraining_trained_again(tmp_path
   monkeypatch.setattr(archive, "seal", seal)
   config = load_config("study", "tiny")
   config.seeds, config.stages, config.archive = (0,), "train", str(tmp_path / "archive")
+  return config, sealed
+
+
+def test_a_sealed_stage_is_skipped_and_a_lost_pretraining_trained_again(tmp_path,
+                                                                        monkeypatch):
+  """A machine sealed the pooled pre-training and was lost with its work directory: the
+  next one skips it, trains it again once (recorded as such) before the first
+  segmentation on its encoders, and seals those with the archived pre-training named; a
+  sealed stage made by another job is refused by name."""
+  from urn_jax.errors import ConfigError
+  from urn_jax.experiments import archive, study
+  from urn_jax.job_config import write_config
+  trained = []
+
+  def train(job, job_dir):
+    done = Path(job_dir) / "checkpoints" / "2"
+    if done.is_dir():
+      return {}
+    trained.append(Path(job_dir).name)
+    done.mkdir(parents=True)
+    return {"loss": 1.0}
+
+  config, sealed = _study_without_training(monkeypatch, tmp_path, train)
   jobs = study.plan(config, tmp_path / "work")
   pretraining = archive.stage_dir(config.archive, 0, "pretrain")
   pretraining.mkdir(parents=True)
@@ -342,3 +364,43 @@ def test_a_sealed_stage_is_skipped_and_a_lost_pretraining_trained_again(tmp_path
   (pretraining / "config.json").write_text(json.dumps(other))
   with pytest.raises(ConfigError, match=f"{pretraining} was sealed by a job with other seed"):
     study.run(config, tmp_path / "work")
+
+
+def test_a_stage_that_diverges_is_sealed_so_and_the_study_goes_on_without_it(tmp_path,
+                                                                             monkeypatch):
+  """docs/STUDY_PLAN.md: a run that diverges stops the study with an error naming it, and is
+  then left out by name. It is sealed as diverged (its config, curve and time, no scores),
+  so the same command goes on with the next stage instead of diverging again; the
+  segmentations on the encoders of a pre-training that diverged are sealed so untrained."""
+  from urn_jax.errors import TrainingDiverged
+  from urn_jax.experiments import archive, study
+  trained = []
+
+  def train(job, job_dir):
+    trained.append(Path(job_dir).name)
+    Path(job_dir).mkdir(parents=True, exist_ok=True)
+    (Path(job_dir) / "metrics.jsonl").write_text('{"step": 1, "loss": 1.0}\n')
+    if Path(job_dir).name in ("urn_md", "pretrain"):
+      raise TrainingDiverged("the loss became nan by step 2")
+    (Path(job_dir) / "checkpoints" / "2").mkdir(parents=True)
+    return {"loss": 1.0}
+
+  config, sealed = _study_without_training(monkeypatch, tmp_path, train)
+  folder = archive.stage_dir(config.archive, 0, "urn_md")
+  with pytest.raises(TrainingDiverged, match=f"urn_md, seed 0 diverged: the loss became nan "
+                                             f"by step 2. It is sealed as diverged in {folder}"):
+    study.run(config, tmp_path / "work")
+  assert archive.diverged(folder) == "the loss became nan by step 2"
+  assert (folder / "metrics.jsonl").is_file() and (folder / "config.json").is_file()
+  (part,) = [json.loads(l) for l in (folder / archive.TIMINGS).open()]
+  assert part["stage"] == "urn_md" and part["diverged"] is True
+  with pytest.raises(TrainingDiverged, match="pretrain, seed 0 diverged"):
+    study.run(config, tmp_path / "work")
+  trained.clear()
+  study.run(config, tmp_path / "work")
+  assert trained == ["pretrain_brats"]  # the frozen and fine-tuned URNs: not trained
+  for stage in ("urn_md_finetuned", "urn_md_pretrained", "urn_md_pretrained_x2"):
+    assert archive.diverged(archive.stage_dir(config.archive, 0, stage)) == (
+        "its pre-training (pretrain, seed 0) diverged: the loss became nan by step 2")
+  assert [s[0] for s in sealed] == ["baseline", "baseline_md", "baseline_md_wide",
+                                   "pretrain_brats"]

@@ -55,10 +55,15 @@ FLAIR_NOTE = (" On the built-in phantom the FLAIR rows measure its contrast mode
 
 def _runs_note(counted: Counted, unshown) -> str:
   """The sentences naming the runs a verdict may rest on with less than it should: not
-  shown converged, not flat, or on a pre-training that is not flat."""
+  shown converged, not flat, or on a pre-training that is not flat; and those that
+  diverged, which it does not rest on."""
   unflat = [f"{r['name']} (seed {r['seed']}{'' if r.get('curve') else ', no curve'})"
             for r in counted.unflat if r["job"] == "segment"]
   note = ""
+  if counted.diverged:
+    note += (" Diverged, so neither scored nor tested, their seed missing from their "
+             "scenario (docs/STUDY_PLAN.md): " + ", ".join(
+                 f"{r['name']} (seed {r['seed']})" for r in counted.diverged) + ".")
   if unshown:
     note += (" Not shown converged (convergence.md: no run twice as long, or one whose "
              "validation Dice differs by more than 1 point in a region; for frozen or "

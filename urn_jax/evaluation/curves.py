@@ -51,25 +51,35 @@ def longer_run_check(ordinary: dict | None, longer: dict | None, job: str) -> di
   return {"converged": abs(gap) <= FLAT, "gaps": {"loss": gap}}
 
 
-def convergence_checks(pairs) -> list[tuple]:
+def convergence_checks(pairs, diverged=()) -> list[tuple]:
   """``(stage, seed, job, curves, check)`` for each ``(stage, seed, job, ordinary workdir,
   longer workdir)``: the two runs' ``curve_summary`` (None where not trained) and
-  ``longer_run_check`` of them."""
-  checks = []
+  ``longer_run_check`` of them; where either work directory is among ``diverged``, the
+  check is ``converged`` False with ``diverged`` naming the run ("ordinary", "longer")."""
+  checks, diverged = [], {str(d) for d in diverged}
   for stage, seed, job, ordinary_dir, longer_dir in pairs:
     curves = [curve_summary(Path(d) / "metrics.jsonl") if (Path(d) / "metrics.jsonl").is_file()
               else None for d in (ordinary_dir, longer_dir)]
-    checks.append((stage, seed, job, curves, longer_run_check(*curves, job)))
+    failed = [run for run, d in (("ordinary", ordinary_dir), ("longer", longer_dir))
+              if str(d) in diverged]
+    check = ({"converged": False, "gaps": {}, "diverged": " and ".join(failed)} if failed
+             else longer_run_check(*curves, job))
+    checks.append((stage, seed, job, curves, check))
   return checks
 
 
-def convergence_report(pairs, out_dir) -> Path:
+def convergence_report(pairs, out_dir, diverged=()) -> Path:
   """``convergence.md``: for each ``(stage, seed, job, ordinary workdir, longer workdir)``,
-  ``longer_run_check`` of the two runs' curves."""
+  ``longer_run_check`` of the two runs' curves (``convergence_checks``: not converged
+  where either run is among ``diverged``)."""
   lines = ["| stage | seed | steps, ordinary / longer | best (ordinary) | best (longer) | "
            "longer minus ordinary | improvement, last 20 %, ordinary / longer | converged |",
            "|---|---|---|---|---|---|---|---|"]
-  for stage, seed, job, curves, check in convergence_checks(pairs):
+  for stage, seed, job, curves, check in convergence_checks(pairs, diverged):
+    if check.get("diverged"):
+      lines.append(f"| {stage} | {seed} | the {check['diverged']} run diverged | | | | | "
+                   "**no** |")
+      continue
     if check["converged"] is None:
       lines.append(f"| {stage} | {seed} | not trained yet | | | | | unknown |")
       continue

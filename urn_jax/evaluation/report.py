@@ -21,6 +21,7 @@ Every run counts; what each curve says is read first, once
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -75,14 +76,16 @@ def _pretraining_files(counted, out_dir: Path, figure_case, draw, cases) -> list
   return files
 
 
-def write_report(runs, out_dir, figure_case, figures=True, cases=(), tumours=None) -> dict:
+def write_report(runs, out_dir, figure_case, figures=True, cases=(), tumours=None,
+                 diverged=()) -> dict:
   """Writes every table, figure and CSV the runs allow; returns the files and the mean rows
   of Table 1 (``dice_mean``). ``cases``: the test patients scored, named under each table's
   title; ``tumours``: their region volumes (cm^3; ``test_patients.csv``, and the patients
-  without a region are named)."""
+  without a region are named); ``diverged``: the runs that diverged (``name``, ``job``,
+  ``seed``, ``workdir``, ``diverged``: why), named in the claims' report and runs.json."""
   out_dir = Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
-  counted = count_runs(runs)
+  counted = dataclasses.replace(count_runs(runs), diverged=list(diverged))
   files, summary = training_report(counted.every, out_dir, figures), {}
   if tumours:
     files.append(write_rows(out_dir / "test_patients.csv", [
@@ -96,7 +99,7 @@ def write_report(runs, out_dir, figure_case, figures=True, cases=(), tumours=Non
     files += _pretraining_files(counted, out_dir, figure_case, figures, cases)
   files += paper_comparison(counted.shown, out_dir)
   runs_file = out_dir / "runs.json"
-  write_text_atomically(runs_file, json.dumps(run_records(runs), indent=1))
+  write_text_atomically(runs_file, json.dumps(run_records(runs + list(diverged)), indent=1))
   files.append(runs_file)
   summary["files"] = [str(f) for f in files if f]
   return summary

@@ -80,6 +80,9 @@ class Counted:
   every: list  # each with its "curve" (``curve_summary``, None without one)
   unflat: list  # not flat, or without a curve: named, and counted all the same
   tested: list  # the segmentation runs the claims are tested on: all of them
+  # Runs that diverged (their loss NaN or infinite, or their pre-training's): not scored, so
+  # in no table or test, and named in the claims' report; each a run without rows.
+  diverged: list = dataclasses.field(default_factory=list)
 
   @property
   def resting(self) -> list[str]:
@@ -139,7 +142,7 @@ def _counted(runs) -> Counted:
 # What runs.json keeps of each run (beside its name, job, seed, step and workdir): all that
 # the claims' report reads of a run but its rows, which cases.csv keeps.
 RECORDED = ("name", "job", "seed", "step", "workdir", "curve", "converged", "parameters",
-            "resting")
+            "resting", "diverged")
 
 
 def run_records(runs) -> list[dict]:
@@ -153,10 +156,11 @@ def counted_from_records(records, case_rows) -> Counted:
   name and seed, with the seed an integer, each metric (a column with a ``/``) a float and
   an empty cell (a metric that row has not) left out. Written values are Python's
   shortest round-tripping ``repr``, so the numbers are the ones the evaluation held."""
-  runs = [dict(r, rows=[]) for r in records]
+  runs = [dict(r, rows=[]) for r in records if "diverged" not in r]
   by_run = {(r["name"], int(r["seed"])): r for r in runs if r["job"] == "segment"}
   for row in case_rows:
     row = {k: (float(v) if "/" in k else int(v) if k == "seed" else v)
            for k, v in row.items() if v != ""}
     by_run[row["model"], row["seed"]]["rows"].append(row)
-  return _counted(runs)
+  return dataclasses.replace(_counted(runs),
+                             diverged=[r for r in records if "diverged" in r])

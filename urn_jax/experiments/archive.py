@@ -15,6 +15,11 @@ the results need of it goes to ``<archive>/seed<seed>/<stage>/`` -
 - ``sealed.json``, written last: the step and a digest of the parameters it was sealed
   with. A stage that has it is done: the study never trains or scores it again.
 
+A stage whose loss became NaN or infinite (or whose pre-training's did) is sealed as
+*diverged* (``seal_diverged``): its config, its curve as far as it went and its timings,
+and a ``sealed.json`` that says why, no scores. The results leave its seed out of its
+scenario and name it, as docs/STUDY_PLAN.md says.
+
 The tables, figures, claims, probes, convergence check and wall times (``report``) are made
 from the archive alone: no checkpoint, and no trained model, is read. So a study spread over
 machines that do not last (each losing its work directories) keeps its archive - a few MB
@@ -131,6 +136,36 @@ def seal(name: str, job, job_dir, folder, evaluate_settings, probe_settings=None
   parts.append({"stage": "seal", "models": 1, "seconds": round(time.perf_counter() - start, 1)})
   write_text_atomically(folder / TIMINGS, "".join(json.dumps(t) + "\n" for t in parts))
   write_text_atomically(folder / SEALED, json.dumps(record, indent=1))
+
+
+def seal_diverged(name: str, job, job_dir, folder, reason: str, timings=(),
+                  pretraining_folder=None) -> None:
+  """Seals the stage ``name`` of ``job`` as diverged into ``folder``: its config (its
+  ``pretrained_workdir`` the sealed ``pretraining_folder``), the ``metrics.jsonl`` its
+  training wrote in ``job_dir`` before it stopped (none where it never trained), its
+  ``timings``, and ``sealed.json`` last, with ``reason``."""
+  if not is_main_process():
+    return
+  job_dir, folder = Path(job_dir), Path(folder)
+  folder.mkdir(parents=True, exist_ok=True)
+  fields = json.loads(stored_config(job).to_json())
+  if pretraining_folder is not None:
+    fields["pretrained_workdir"] = str(pretraining_folder)
+  write_text_atomically(folder / CONFIG_FILE, json.dumps(fields, indent=1))
+  if (job_dir / "metrics.jsonl").is_file() and folder.resolve() != job_dir.resolve():
+    with replaced_atomically(folder / "metrics.jsonl") as temporary:
+      shutil.copyfile(job_dir / "metrics.jsonl", temporary)
+  write_text_atomically(folder / TIMINGS, "".join(json.dumps(t) + "\n" for t in timings))
+  write_text_atomically(folder / SEALED, json.dumps(
+      {"stage": name, "seed": int(job.seed), "diverged": reason}, indent=1))
+
+
+def diverged(folder) -> str | None:
+  """Why the stage sealed in ``folder`` diverged (``seal_diverged``); None where it did
+  not, or is not sealed."""
+  if not is_sealed(folder):
+    return None
+  return json.loads((Path(folder) / SEALED).read_text()).get("diverged")
 
 
 def sealed_run(folder) -> tuple[dict, list, str, dict]:
