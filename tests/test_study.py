@@ -274,6 +274,39 @@ def test_a_longer_run_that_diverged_shows_nothing_converged(tmp_path):
   assert "| urn_md | 0 | the longer run diverged | | | | | **no** |" in text
 
 
+def test_a_run_on_encoders_trained_again_with_other_weights_says_so(tmp_path):
+  """A pre-training whose work directory was lost is trained again for the segmentations on
+  its encoders; where its weights differ from those sealed (another machine's arithmetic),
+  the sealed run says so, and so do claims.md's note and convergence.md's row."""
+  from urn_jax.evaluation.claims_report import _runs_note
+  from urn_jax.evaluation.curves import convergence_report
+  from urn_jax.evaluation.runs import Counted
+  from urn_jax.experiments import archive
+  folder = tmp_path / "urn_md_pretrained"
+  folder.mkdir()
+  (folder / archive.RUN).write_text(json.dumps(
+      {"name": "URN + MD w/ HCP", "seed": 2, "cases": [], "figure_case": "", "tumours": {}}))
+  (folder / archive.SEALED).write_text(json.dumps({"encoders_as_sealed": True}))
+  assert "encoders_retrained" not in archive.sealed_run(folder)[0]
+  (folder / archive.SEALED).write_text(json.dumps({"encoders_as_sealed": False}))
+  run = archive.sealed_run(folder)[0]
+  assert run["encoders_retrained"] is True
+  note = _runs_note(Counted(every=[], unflat=[], tested=[run]), set())
+  assert ("with weights that differ from those sealed (their sealed.json): URN + MD w/ HCP "
+          "(seed 2); their verdicts rest on those encoders.") in note
+  pair = ("urn_md_pretrained", 0, "segment", folder, tmp_path / "x2")
+  text = convergence_report([pair], tmp_path, retrained=[folder]).read_text()
+  assert "| urn_md_pretrained | 0 | not trained yet |" in text  # no curves here
+  for d in (folder, tmp_path / "x2"):
+    d.mkdir(exist_ok=True)
+    (d / "metrics.jsonl").write_text("".join(json.dumps(
+        {"step": s, "loss": 1.0, "validation_loss": 1.0, "validation_dice_WT": 0.9,
+         "validation_dice_TC": 0.8, "validation_dice_ET": 0.7}) + "\n" for s in (1, 2)))
+  text = convergence_report([pair], tmp_path, retrained=[folder]).read_text()
+  assert "| yes (the ordinary run on a pre-training trained again, its weights not those " \
+         "sealed) |" in text
+
+
 def test_the_longer_runs_are_the_ordinary_ones_stretched(tmp_path):
   """The study's convergence check: seed 0 of the pooled pre-training and of every
   segmentation, with twice the steps (the same schedule stretched), in <stage>_x2, the

@@ -83,6 +83,12 @@ def _runs_note(counted: Counted, unshown) -> str:
     note += (f" Not every scenario has every seed ({', '.join(map(str, every))}): "
              + ", ".join(short) + "; a comparison with them pairs the seeds both sides "
              "have (patients x seeds in its row).")
+  retrained = [f"{r['name']} (seed {r['seed']})" for r in counted.tested
+               if r.get("encoders_retrained")]
+  if retrained:
+    note += (" Trained on encoders whose pre-training was trained again (its work directory "
+             "lost) with weights that differ from those sealed (their sealed.json): "
+             + ", ".join(retrained) + "; their verdicts rest on those encoders.")
   if counted.resting:
     note += (" Their own curves are flat, but their encoders come from a pre-training whose "
              "curve is not: " + ", ".join(counted.resting) + "; their verdicts rest on it.")

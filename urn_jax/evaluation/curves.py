@@ -68,14 +68,25 @@ def convergence_checks(pairs, diverged=()) -> list[tuple]:
   return checks
 
 
-def convergence_report(pairs, out_dir, diverged=()) -> Path:
+def _retrained(retrained: set, ordinary_dir, longer_dir) -> str:
+  which = [run for run, d in (("ordinary", ordinary_dir), ("longer", longer_dir))
+           if str(d) in retrained]
+  return (f" (the {' and '.join(which)} run on a pre-training trained again, its weights "
+          "not those sealed)" if which else "")
+
+
+def convergence_report(pairs, out_dir, diverged=(), retrained=()) -> Path:
   """``convergence.md``: for each ``(stage, seed, job, ordinary workdir, longer workdir)``,
   ``longer_run_check`` of the two runs' curves (``convergence_checks``: not converged
-  where either run is among ``diverged``)."""
+  where either run is among ``diverged``); a pair with a run among ``retrained`` (trained
+  on encoders whose pre-training was trained again, other weights than those sealed) says
+  so beside its verdict."""
+  retrained = {str(d) for d in retrained}
   lines = ["| stage | seed | steps, ordinary / longer | best (ordinary) | best (longer) | "
            "longer minus ordinary | improvement, last 20 %, ordinary / longer | converged |",
            "|---|---|---|---|---|---|---|---|"]
-  for stage, seed, job, curves, check in convergence_checks(pairs, diverged):
+  for (*_, ordinary_dir, longer_dir), (stage, seed, job, curves, check) in zip(
+      pairs, convergence_checks(pairs, diverged)):
     if check.get("diverged"):
       lines.append(f"| {stage} | {seed} | the {check['diverged']} run diverged | | | | | "
                    "**no** |")
@@ -94,7 +105,8 @@ def convergence_report(pairs, out_dir, diverged=()) -> Path:
             else f"{-100 * check['gaps']['loss']:+.1f} % loss")
     lines.append(f"| {stage} | {seed} | {curves[0]['steps']} / {curves[1]['steps']} | "
                  f"{best(curves[0])} | {best(curves[1])} | {gaps} | {tails} | "
-                 f"{'yes' if check['converged'] else '**no**'} |")
+                 f"{'yes' if check['converged'] else '**no**'}"
+                 f"{_retrained(retrained, ordinary_dir, longer_dir)} |")
   path = Path(out_dir) / "convergence.md"
   path.parent.mkdir(parents=True, exist_ok=True)
   write_text_atomically(

@@ -142,7 +142,7 @@ def _counted(runs) -> Counted:
 # What runs.json keeps of each run (beside its name, job, seed, step and workdir): all that
 # the claims' report reads of a run but its rows, which cases.csv keeps.
 RECORDED = ("name", "job", "seed", "step", "workdir", "curve", "converged", "parameters",
-            "resting", "diverged")
+            "resting", "diverged", "encoders_retrained")
 
 
 def run_records(runs) -> list[dict]:

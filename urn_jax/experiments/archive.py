@@ -171,7 +171,8 @@ def diverged(folder) -> str | None:
 def sealed_run(folder) -> tuple[dict, list, str, dict]:
   """A sealed stage's run (``urn_jax.evaluation.runs``: its ``run.json`` with the figure's
   arrays, its ``workdir`` the sealed folder), the test patients it was scored on, the one
-  the figures draw and their region volumes (``score_models``)."""
+  the figures draw and their region volumes (``score_models``). A run on encoders trained
+  again that differ from those sealed says so (``encoders_retrained``)."""
   folder = Path(folder)
   if not (folder / RUN).is_file():
     raise DataError(f"{folder} has no {RUN}: it was sealed without its scores, or is damaged;"
@@ -182,7 +183,16 @@ def sealed_run(folder) -> tuple[dict, list, str, dict]:
     with np.load(folder / FIGURE) as figure:
       run["figure"] = {k: figure[k] for k in figure.files}
   run["workdir"] = str(folder)
+  if not encoders_as_sealed(folder):
+    run["encoders_retrained"] = True
   return run, run.pop("cases"), run.pop("figure_case"), run.pop("tumours")
+
+
+def encoders_as_sealed(folder) -> bool:
+  """False where the stage sealed in ``folder`` trained on a pre-training that was trained
+  again (its work directory lost) and whose weights differ from those sealed
+  (``encoders_differ``); True otherwise."""
+  return json.loads((Path(folder) / SEALED).read_text()).get("encoders_as_sealed", True)
 
 
 def unsealed(folders) -> list[str]:

@@ -268,7 +268,9 @@ def report(config, jobs, longer, archive) -> dict:
   records = sealed_times((seed, folder) for _, seed, _, folder in sealed + sealed_longer)
   summary["files"].append(str(write_timings(archive, records)))
   if longer:
-    summary["files"].append(str(convergence_report(
-        [(name, seed, job.job, folder.parent / name, folder)
-         for name, seed, job, folder in sealed_longer], results, diverged)))
+    pairs = [(name, seed, job.job, folder.parent / name, folder)
+             for name, seed, job, folder in sealed_longer]
+    retrained = [folder for *_, folder in sealed + sealed_longer
+                 if not archive_module.encoders_as_sealed(folder)]
+    summary["files"].append(str(convergence_report(pairs, results, diverged, retrained)))
   return summary
