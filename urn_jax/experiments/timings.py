@@ -4,9 +4,10 @@ Each training part is appended to ``<workdir>/timings.jsonl`` (``record_time``; 
 step it started from and the step it reached, so a stage resumed after an interruption has
 one line per part, the interrupted part marked ``"interrupted": true`` when it stopped by
 Ctrl-C or SIGTERM, ``"diverged": true`` when its loss did; a process killed outright writes
-nothing), and sealed with its stage, beside the sealing's own time; ``results/timings.md`` adds them up per stage and seed. Steps that no
-line covers are timed from the wall time of the stage's ``metrics.jsonl`` lines
-(``curve_parts``), and named where even those are missing.
+nothing), and sealed with its stage, beside the sealing's own time; ``results/timings.md``
+adds them up per stage and seed. Steps that no line covers are timed from the wall time of
+the stage's ``metrics.jsonl`` lines (``curve_parts``), and named where even those are
+missing.
 """
 
 from __future__ import annotations
