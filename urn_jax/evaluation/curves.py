@@ -60,17 +60,22 @@ def convergence_checks(pairs, diverged=()) -> list[tuple]:
   for stage, seed, job, ordinary_dir, longer_dir in pairs:
     curves = [curve_summary(Path(d) / "metrics.jsonl") if (Path(d) / "metrics.jsonl").is_file()
               else None for d in (ordinary_dir, longer_dir)]
-    failed = [run for run, d in (("ordinary", ordinary_dir), ("longer", longer_dir))
-              if str(d) in diverged]
+    failed = _runs_among(diverged, ordinary_dir, longer_dir)
     check = ({"converged": False, "gaps": {}, "diverged": " and ".join(failed)} if failed
              else longer_run_check(*curves, job))
     checks.append((stage, seed, job, curves, check))
   return checks
 
 
+def _runs_among(workdirs: set, ordinary_dir, longer_dir) -> list[str]:
+  """Which of a pair's runs ("ordinary", "longer") have their work directory in
+  ``workdirs``."""
+  return [run for run, d in (("ordinary", ordinary_dir), ("longer", longer_dir))
+          if str(d) in workdirs]
+
+
 def _retrained(retrained: set, ordinary_dir, longer_dir) -> str:
-  which = [run for run, d in (("ordinary", ordinary_dir), ("longer", longer_dir))
-           if str(d) in retrained]
+  which = _runs_among(retrained, ordinary_dir, longer_dir)
   return (f" (the {' and '.join(which)} run on a pre-training trained again, its weights "
           "not those sealed)" if which else "")
 
