@@ -84,7 +84,7 @@ def encoders_differ(job, archive_pretraining) -> bool:
   name: a pre-training trained again, after its work directory was lost, on a machine
   whose arithmetic differs."""
   from urn_jax.inference.predict import load_model
-  sealed = json.loads((Path(archive_pretraining) / SEALED).read_text())
+  sealed = sealed_record(archive_pretraining)
   return parameters_digest(load_model(job.pretrained_workdir)) != sealed["parameters_digest"]
 
 
@@ -104,12 +104,8 @@ def seal(name: str, job, job_dir, folder, evaluate_settings, probe_settings=None
   start = time.perf_counter()
   loaded = load_model(job_dir)
   if folder.resolve() != job_dir.resolve():
-    fields = json.loads((job_dir / CONFIG_FILE).read_text())
-    if pretraining_folder is not None:
-      fields["pretrained_workdir"] = str(pretraining_folder)
-    write_text_atomically(folder / CONFIG_FILE, json.dumps(fields, indent=1))
-    with replaced_atomically(folder / "metrics.jsonl") as temporary:
-      shutil.copyfile(job_dir / "metrics.jsonl", temporary)
+    _write_config(folder, json.loads((job_dir / CONFIG_FILE).read_text()), pretraining_folder)
+    _copy_metrics(job_dir, folder)
   record = {"stage": name, "seed": int(job.seed), "step": int(loaded.step),
             "parameters_digest": parameters_digest(loaded)}
   if pretraining_folder is not None:
@@ -134,8 +130,7 @@ def seal(name: str, job, job_dir, folder, evaluate_settings, probe_settings=None
     rows = probe_model(loaded, probe_data(loaded.config, job_dir), probe_settings)
     write_text_atomically(folder / PROBES, json.dumps(rows, indent=1))
   parts.append({"stage": "seal", "models": 1, "seconds": round(time.perf_counter() - start, 1)})
-  write_text_atomically(folder / TIMINGS, "".join(json.dumps(t) + "\n" for t in parts))
-  write_text_atomically(folder / SEALED, json.dumps(record, indent=1))
+  _write_last(folder, parts, record)
 
 
 def seal_diverged(name: str, job, job_dir, folder, reason: str, timings=(),
@@ -148,24 +143,41 @@ def seal_diverged(name: str, job, job_dir, folder, reason: str, timings=(),
     return
   job_dir, folder = Path(job_dir), Path(folder)
   folder.mkdir(parents=True, exist_ok=True)
-  fields = json.loads(stored_config(job).to_json())
+  _write_config(folder, json.loads(stored_config(job).to_json()), pretraining_folder)
+  if (job_dir / "metrics.jsonl").is_file() and folder.resolve() != job_dir.resolve():
+    _copy_metrics(job_dir, folder)
+  _write_last(folder, timings, {"stage": name, "seed": int(job.seed), "diverged": reason})
+
+
+def _write_config(folder: Path, fields: dict, pretraining_folder) -> None:
+  """A sealed stage's config: ``fields``, its ``pretrained_workdir`` the sealed
+  ``pretraining_folder`` where it has one."""
   if pretraining_folder is not None:
     fields["pretrained_workdir"] = str(pretraining_folder)
   write_text_atomically(folder / CONFIG_FILE, json.dumps(fields, indent=1))
-  if (job_dir / "metrics.jsonl").is_file() and folder.resolve() != job_dir.resolve():
-    with replaced_atomically(folder / "metrics.jsonl") as temporary:
-      shutil.copyfile(job_dir / "metrics.jsonl", temporary)
+
+
+def _copy_metrics(job_dir: Path, folder: Path) -> None:
+  with replaced_atomically(folder / "metrics.jsonl") as temporary:
+    shutil.copyfile(job_dir / "metrics.jsonl", temporary)
+
+
+def _write_last(folder: Path, timings, record: dict) -> None:
+  """A sealed stage's last files: its ``timings`` and ``sealed.json`` (``record``), the
+  mark that it is complete."""
   write_text_atomically(folder / TIMINGS, "".join(json.dumps(t) + "\n" for t in timings))
-  write_text_atomically(folder / SEALED, json.dumps(
-      {"stage": name, "seed": int(job.seed), "diverged": reason}, indent=1))
+  write_text_atomically(folder / SEALED, json.dumps(record, indent=1))
 
 
 def diverged(folder) -> str | None:
   """Why the stage sealed in ``folder`` diverged (``seal_diverged``); None where it did
   not, or is not sealed."""
-  if not is_sealed(folder):
-    return None
-  return json.loads((Path(folder) / SEALED).read_text()).get("diverged")
+  return sealed_record(folder).get("diverged")
+
+
+def sealed_record(folder) -> dict:
+  """The ``sealed.json`` of the stage sealed in ``folder``; empty where it is not sealed."""
+  return json.loads((Path(folder) / SEALED).read_text()) if is_sealed(folder) else {}
 
 
 def sealed_run(folder) -> tuple[dict, list, str, dict]:
@@ -192,7 +204,7 @@ def encoders_as_sealed(folder) -> bool:
   """False where the stage sealed in ``folder`` trained on a pre-training that was trained
   again (its work directory lost) and whose weights differ from those sealed
   (``encoders_differ``); True otherwise."""
-  return json.loads((Path(folder) / SEALED).read_text()).get("encoders_as_sealed", True)
+  return sealed_record(folder).get("encoders_as_sealed", True)
 
 
 def unsealed(folders) -> list[str]:
