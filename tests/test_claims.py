@@ -561,3 +561,29 @@ def test_recomputing_the_claims_names_what_a_folder_lacks(tmp_path, capsys):
   (tmp_path / "runs.json").write_text("[]")
   assert main([str(tmp_path)]) == 2
   assert f"missing {tmp_path / 'cases.csv'}" in capsys.readouterr().err
+
+
+def test_verdicts_md_has_each_claims_deciding_row_and_no_row_per_combination(tmp_path):
+  """verdicts.md: one row per claim, region and comparison that claims.md decides on a mean
+  (claim 3: its count of the combinations where URN + MD is highest), each with claims.md's
+  verdict; claim 3's 15 rows per combination only in claims.md."""
+  import json
+  from urn_jax.evaluation.claims_report import claims_report
+  from urn_jax.evaluation.runs import count_runs
+  rows = _rows({"Baseline": lambda k, p: -20.0 if k != "1111" else 0.0,
+                "Baseline + MD": lambda k, p: 0.0, "URN + MD": lambda k, p: 8.0}, seeds=3)
+  runs = _segment_runs(tmp_path, rows, ("Baseline", "Baseline + MD", "URN + MD"),
+                       seeds=(0, 1, 2))
+  claims_report(count_runs(runs), tmp_path)
+  results = json.loads((tmp_path / "claims.json").read_text())
+  lines = (tmp_path / "verdicts.md").read_text().splitlines()
+  body = [l for l in lines if l.startswith("| ") and not l.startswith("| claim |")]
+  deciding = [r for r in results if r["combinations"] in ("mean", "highest")]
+  per_combination = [r for r in results if r["combinations"] not in ("mean", "highest")]
+  assert len(per_combination) == 15 and len(body) == len(deciding) >= 6
+  for line, r in zip(body, deciding):
+    assert line.startswith(f"| {r['claim']} | {r['region']} | {r['comparison']} |")
+    assert line.endswith(f"**{r['verdict']}** |")
+  count = next(r for r in deciding if r["combinations"] == "highest")
+  assert f"highest on {count['highest_on']}, holds on {count['holds_on']}" in "\n".join(body)
+  assert "●" not in "\n".join(lines)

@@ -20,7 +20,7 @@ OUTPUTS = ("table1.md", "table1.csv", "table1_hd95.md", "table1_hd95.csv", "tabl
            "table2.csv", "figure2.png", "figure3.png", "figure4.png", "figure5.png",
            "cases.csv", "psnr_cases.csv", "runs.json", "training.md",
            "curves_URN___MD_w__HCP__fine_tuned.png", "probes.md", "probes.json", "paper.md",
-           "test_patients.csv", "timings.md", "convergence.md")
+           "test_patients.csv", "timings.md", "convergence.md", "verdicts.md")
 
 
 def _study(workdir, environment, *extra):

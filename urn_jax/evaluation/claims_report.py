@@ -1,13 +1,14 @@
 """``claims.md`` and ``claims.json``: the paper's claims tested (``urn_jax.evaluation.claims``)
 on every segmentation run (``urn_jax.evaluation.runs``), with a note naming the runs whose
-curves have not flattened.
+curves have not flattened; ``verdicts.md``: each claim's deciding rows in one short table
+(claim 3's rows per combination only in claims.md).
 
     python -m urn_jax.evaluation.claims_report runs/study/results
 
 recomputes them from an evaluation's folder alone (its ``runs.json``, ``cases.csv`` and,
 where the evaluation knew the patients' tumours, ``test_patients.csv``: no model,
-checkpoint or data set) and says whether they are the
-``claims.md`` the folder holds, byte for byte; ``--out DIR`` keeps what it wrote.
+checkpoint or data set) and says whether they are the ``claims.md`` and ``verdicts.md``
+the folder holds, byte for byte; ``--out DIR`` keeps what it wrote.
 """
 
 from __future__ import annotations
@@ -151,12 +152,15 @@ def claims_report(counted: Counted, out_dir, cases=(), tumours=None) -> list:
   path = Path(out_dir) / "claims.md"
   write_text_atomically(
       path, "# The paper's claims, tested\n\n" + note + "\n\n" + "\n".join(lines) + "\n")
+  verdicts = Path(out_dir) / "verdicts.md"
+  write_text_atomically(verdicts, VERDICTS + "\n".join(
+      [_verdict_row(r) for r in results if r["combinations"] in ("mean", "highest")]) + "\n")
   json_path = Path(out_dir) / "claims.json"
   # NaN (no interval without 2 patients and 2 seeds) is not JSON: written as null.
   write_text_atomically(json_path, json.dumps(
       [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()}
        for r in results], indent=1))
-  return [path, json_path]
+  return [path, verdicts, json_path]
 
 
 def _not_shown_converged(runs) -> set:
@@ -190,6 +194,30 @@ def _row(r: dict) -> str:
           f"{r['p_value']:.3g} | {sds} | {r['verdict']}{_unshown_label(r)} |")
 
 
+# verdicts.md above its rows.
+VERDICTS = ("# The paper's claims: the verdicts in one table\n\n"
+            "Each claim's deciding rows from claims.md, which has their tests, the runs they "
+            "rest on and claim 3 combination by combination: the mean paired difference in "
+            "Dice points (patients x seeds) with its interval at its family's level, and the "
+            "verdict.\n\n| claim | region | comparison | over | mean difference [interval] "
+            "| patients x seeds | verdict |\n|---|---|---|---|---|---|---|\n")
+
+
+def _verdict_row(r: dict) -> str:
+  """One row of verdicts.md: a mean over combinations with its interval, or claim 3's count
+  of the combinations where URN + MD is highest."""
+  if r["combinations"] == "highest":
+    return (f"| {r['claim']} | {r['region']} | {r['comparison']} | the {r['of']} "
+            f"combinations, each | highest on {r['highest_on']}, holds on {r['holds_on']} "
+            f"| | **{r['verdict']}**{_unshown_label(r)} |")
+  over = r.get("over", "mean") + (f", {r['subset']} only" if "subset" in r else "")
+  interval = ("" if math.isnan(r["ci_low"])
+              else f" [{r['ci_low']:+.1f}, {r['ci_high']:+.1f}]")
+  return (f"| {r['claim']} | {r['region']} | {r['comparison']} | {over} | "
+          f"{r['mean']:+.1f}{interval} | {r['patients']} x {r['seeds']} | "
+          f"**{r['verdict']}**{_unshown_label(r)} |")
+
+
 def recompute(folder, out_dir) -> list:
   """``claims_report`` from the files an evaluation wrote into ``folder`` (module
   docstring), into ``out_dir``."""
@@ -212,11 +240,11 @@ def recompute(folder, out_dir) -> list:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description="Recompute claims.md from an evaluation's "
-                                   "folder and compare it with the one there.")
+  parser = argparse.ArgumentParser(description="Recompute claims.md and verdicts.md from "
+                                   "an evaluation's folder and compare them with those there.")
   parser.add_argument("folder", help="an evaluation's output folder (e.g. runs/study/results)")
-  parser.add_argument("--out", help="write the recomputed claims.md and claims.json here "
-                      "(default: a temporary folder, removed)")
+  parser.add_argument("--out", help="write the recomputed claims.md, verdicts.md and "
+                      "claims.json here (default: a temporary folder, removed)")
   args = parser.parse_args(argv)
   with tempfile.TemporaryDirectory() as scratch:
     out = Path(args.out or scratch)
@@ -229,14 +257,17 @@ def main(argv=None) -> int:
     if not written:
       print(f"error: no claim is testable with the runs of {args.folder}", file=sys.stderr)
       return 2
-    old, new = (Path(args.folder) / "claims.md"), out / "claims.md"
-    if old.is_file() and old.read_bytes() == new.read_bytes():
-      print(f"{new.name}: identical to {old}")
-      return 0
-    print("".join(difflib.unified_diff(
-        old.read_text().splitlines(True) if old.is_file() else [],
-        new.read_text().splitlines(True), str(old), "recomputed")))
-    return 1
+    differ = 0
+    for name in ("claims.md", "verdicts.md"):
+      old, new = (Path(args.folder) / name), out / name
+      if old.is_file() and old.read_bytes() == new.read_bytes():
+        print(f"{name}: identical to {old}")
+        continue
+      differ = 1
+      print("".join(difflib.unified_diff(
+          old.read_text().splitlines(True) if old.is_file() else [],
+          new.read_text().splitlines(True), str(old), "recomputed")))
+    return differ
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ Every run counts; what each curve says is read first, once
   numbers beside ours (``urn_jax.evaluation.tables``);
 - ``figure2.png`` to ``figure5.png`` (``urn_jax.evaluation.figures``);
 - ``claims.md`` / ``claims.json``: the paper's claims as paired tests over patients and
-  seeds (``urn_jax.evaluation.claims_report``);
+  seeds, and ``verdicts.md``, their deciding rows in one table
+  (``urn_jax.evaluation.claims_report``);
 - ``cases.csv``, ``psnr_cases.csv``: one row per model, case and combination, every run's
   (those left out of the tables too); ``test_patients.csv``: each test patient's WT / TC /
   ET volume (cm^3); ``runs.json``: the runs, with all the claims' report reads of them
