@@ -2,12 +2,13 @@
 pages under docs/ and benchmarks/ names a file of the repository, and every ``#anchor`` a
 heading of the page it points into (GitHub's anchors, ``urn_jax.evaluation.quotes``)."""
 
+import functools
 import re
 from pathlib import Path
 
 import pytest
 
-from urn_jax.evaluation.quotes import anchor
+from urn_jax.evaluation.quotes import headings
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")),
@@ -15,18 +16,15 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")),
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 
-def headings(page: Path) -> set:
-  """The anchors of ``page``'s headings, outside code fences, a repeated one also with
-  GitHub's ``-1``, ``-2``, ... suffix."""
-  seen, fenced = {}, False
-  for line in page.read_text().splitlines():
-    fenced ^= line.startswith("```")
-    match = None if fenced else re.match(r"^#+ (.*)$", line)
-    if match:
-      name = anchor(match.group(1))
-      seen[name] = seen.get(name, -1) + 1
-      if seen[name]:
-        seen[f"{name}-{seen[name]}"] = 0
+@functools.cache
+def anchors(page: Path) -> set:
+  """The anchors of ``page``'s headings, a repeated one also with GitHub's ``-1``, ``-2``,
+  ... suffix."""
+  seen = {}
+  for *_, name in headings(page.read_text().splitlines()):
+    seen[name] = seen.get(name, -1) + 1
+    if seen[name]:
+      seen[f"{name}-{seen[name]}"] = 0
   return set(seen)
 
 
@@ -42,7 +40,7 @@ def broken_links(page: Path) -> list:
       linked = (page.parent / path).resolve() if path else page
       if not linked.exists():
         broken.append(f"{page.name}:{number}: {target} (no such file)")
-      elif name and linked.suffix == ".md" and name not in headings(linked):
+      elif name and linked.suffix == ".md" and name not in anchors(linked):
         broken.append(f"{page.name}:{number}: {target} (no such heading)")
   return broken
 

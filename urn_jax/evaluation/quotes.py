@@ -56,22 +56,27 @@ def anchor(heading: str) -> str:
   return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
 
-def _section(lines: list, name: str, path: Path) -> list:
-  """The lines under the heading whose anchor is ``name``, to the next heading of its level
-  or above (lines inside code fences are not headings)."""
-  level, out, fenced = None, [], False
-  for line in lines:
+def headings(lines: list) -> list[tuple[int, int, str]]:
+  """``(line index, level, anchor)`` of each Markdown heading among ``lines`` (lines inside
+  code fences are not headings)."""
+  found, fenced = [], False
+  for index, line in enumerate(lines):
     fenced ^= line.startswith("```")
     heading = None if fenced else re.match(r"^(#+) (.*)$", line)
-    if level is not None:
-      if heading and len(heading.group(1)) <= level:
-        break
-      out.append(line)
-    elif heading and anchor(heading.group(2)) == name:
-      level = len(heading.group(1))
-  if level is None:
-    raise QuoteError(f"{path} has no heading whose anchor is #{name}")
-  return out
+    if heading:
+      found.append((index, len(heading.group(1)), anchor(heading.group(2))))
+  return found
+
+
+def _section(lines: list, name: str, path: Path) -> list:
+  """The lines under the heading whose anchor is ``name``, to the next heading of its level
+  or above."""
+  found = headings(lines)
+  for n, (index, level, heading) in enumerate(found):
+    if heading == name:
+      end = next((i for i, l, _ in found[n + 1:] if l <= level), len(lines))
+      return lines[index + 1:end]
+  raise QuoteError(f"{path} has no heading whose anchor is #{name}")
 
 
 def quoted_text(path: Path, section: str = "") -> str:
