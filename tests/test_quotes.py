@@ -2,9 +2,8 @@
 fails the check, ``--write`` quotes it again and leaves the rest of the page as it was, and
 markers that do not pair up or name a missing file are errors that say where."""
 
-from pathlib import Path
-
 import pytest
+from conftest import ROOT
 
 from urn_jax.evaluation.quotes import QuoteError, main, requote
 
@@ -84,5 +83,4 @@ def test_a_section_is_quoted_by_its_headings_anchor_to_the_next_heading_of_its_l
 
 def test_the_results_page_quotes_the_committed_results_as_they_are(capsys):
   """docs/RESULTS.md's tables are the committed files of docs/study/results, as they are."""
-  page = Path(__file__).resolve().parents[1] / "docs" / "RESULTS.md"
-  assert main([str(page)]) == 0, capsys.readouterr().out
+  assert main([str(ROOT / "docs" / "RESULTS.md")]) == 0, capsys.readouterr().out
